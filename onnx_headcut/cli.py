@@ -1,0 +1,86 @@
+"""``headcut``: a thin command line over :mod:`onnx_headcut.strip`.
+
+Exit codes: 0 done; 2 bad input, bad output path or no recognisable head; 3 verification failed
+(nothing written); 4 the model is already raw; 1 an internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cut the decode off ONNX YOLO detectors and prove the cut exact.")
+
+
+def _run(fn):
+    """Call ``fn``; map headcut errors to one line and an exit code, never a traceback."""
+    from .errors import HeadcutError
+
+    try:
+        return fn()
+    except HeadcutError as e:
+        typer.echo(f"headcut: error: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("headcut: interrupted; nothing written", err=True)
+        raise typer.Exit(130)
+    except Exception as e:  # a bug: still one line, traceback on request
+        if os.environ.get("HEADCUT_DEBUG"):
+            raise
+        typer.echo(f"headcut: internal error: {type(e).__name__}: {e} (set HEADCUT_DEBUG=1 for a traceback)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def strip(
+    model: Path = typer.Argument(..., help="decoded ONNX export (for example yolov6s.onnx)"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the raw model (.onnx)"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
+    lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
+    simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
+    tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
+) -> None:
+    """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
+    from . import strip as pipeline
+    from .report import strip_text
+
+    res = _run(lambda: pipeline.strip(model, output, verify=verify, lower=lower, simplify=simplify,
+                                      images=tuple(image or ()), tol=tol, force=force))
+    typer.echo(strip_text(res))
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="decoded ONNX export"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """Show what strip would find and cut in MODEL, without writing anything."""
+    from . import strip as pipeline
+    from .report import inspect_text
+
+    insp = _run(lambda: pipeline.inspect(model))
+    typer.echo(json.dumps(insp.to_json(), indent=2) if as_json else inspect_text(insp))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from . import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:  # console-script entry
+    app(prog_name="headcut")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

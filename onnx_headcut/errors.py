@@ -1,0 +1,40 @@
+"""One exception hierarchy; the CLI maps each class to an exit code and prints its message on one line."""
+
+from __future__ import annotations
+
+
+class HeadcutError(Exception):
+    """Base class. ``exit_code`` is what the CLI returns; the message is one line for the user."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # keep messages on one line whatever the caller passed
+        return " ".join(super().__str__().split())
+
+
+class InputError(HeadcutError):
+    """The input file is missing, empty, unreadable or not a valid ONNX model."""
+
+
+class OutputError(HeadcutError):
+    """The output path cannot be written (missing folder, not writable, same as the input...)."""
+
+
+class NoHeadError(HeadcutError):
+    """No known detection head was recognised; the message says what was looked for."""
+
+
+class AlreadyRawError(HeadcutError):
+    """The model's outputs are already the raw prediction convs: there is no decode to cut."""
+
+    exit_code = 4
+
+
+class RewriteError(HeadcutError):
+    """A graph rewrite cannot be done (for example a >4-D chain with no <=4-D equivalent)."""
+
+
+class VerificationError(HeadcutError):
+    """The rewritten model does not reproduce the original within tolerance."""
+
+    exit_code = 3

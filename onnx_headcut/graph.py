@@ -1,0 +1,160 @@
+"""Read-only views of an ONNX graph: who produces and consumes each tensor, constant values, shapes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .io import PROTOBUF_LIMIT
+
+Shape = tuple  # of int (static) | str (symbolic) | None (unknown)
+
+
+class GraphIndex:
+    """Producer/consumer maps and constant lookup over ``model.graph`` (the model is not modified)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in self.graph.node:
+            for o in node.output:
+                if o:
+                    self.producer[o] = node
+            for i in node.input:
+                if i:
+                    self.consumers[i].append(node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.graph_inputs = {i.name for i in self.graph.input} - set(self.initializers)
+        self._const_cache: dict[str, np.ndarray | None] = {}
+
+    def const_value(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` if it is an initializer, a Constant, or a shape-free op on constants."""
+        if name not in self._const_cache:
+            self._const_cache[name] = self._const(name, depth=0)
+        return self._const_cache[name]
+
+    def _const(self, name: str, depth: int) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is None or depth > 8:
+            return None
+        if node.op_type == "Constant":
+            return _constant_node_value(node)
+        if node.op_type in ("Cast", "Identity", "Unsqueeze", "Reshape", "Squeeze"):
+            x = self._const(node.input[0], depth + 1)
+            if x is None:
+                return None
+            if node.op_type == "Cast":
+                to = attr(node, "to")
+                return x.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+            if node.op_type == "Identity":
+                return x
+            if node.op_type == "Reshape":
+                shape = self._const(node.input[1], depth + 1)
+                if shape is None or (shape == 0).any():
+                    return None
+                return x.reshape(shape.astype(np.int64))
+            axes = attr(node, "axes")
+            if axes is None and len(node.input) > 1:
+                a = self._const(node.input[1], depth + 1)
+                axes = None if a is None else a.tolist()
+            if node.op_type == "Squeeze":
+                return np.squeeze(x, axis=tuple(axes)) if axes is not None else np.squeeze(x)
+            if axes is None:
+                return None
+            out = x
+            for ax in sorted(a if a >= 0 else a + x.ndim + len(axes) for a in axes):
+                out = np.expand_dims(out, ax)
+            return out
+        return None
+
+    def is_const(self, name: str) -> bool:
+        return self.const_value(name) is not None
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of attribute ``name`` of ``node``, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _dims(type_proto: onnx.TypeProto) -> Shape | None:
+    tt = type_proto.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+
+
+def infer_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
+    """Shapes of every tensor ONNX shape inference can reach (static ints, symbolic strs, None).
+
+    Models too big to serialise in memory go through the path-based API.
+    """
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    else:  # pragma: no cover - exercised by the large-model benchmark
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = Path(d, "m.onnx"), Path(d, "s.onnx")
+            onnx.save_model(model, str(src), save_as_external_data=True, location="m.data")
+            onnx.shape_inference.infer_shapes_path(str(src), str(dst))
+            inferred = onnx.load(str(dst), load_external_data=False)
+    shapes: dict[str, Shape] = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        s = _dims(vi.type)
+        if s is not None:
+            shapes[vi.name] = s
+    for t in g.initializer:
+        shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def elem_type(model: onnx.ModelProto, name: str) -> int | None:
+    for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        if vi.name == name:
+            return vi.type.tensor_type.elem_type
+    return None
+
+
+def max_rank(shapes: dict[str, Shape]) -> int:
+    """The largest rank among the tensors in ``shapes`` (0 for an empty map)."""
+    return max((len(s) for s in shapes.values()), default=0)
+
+
+def is_static(shape: Shape | None) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def model_size_on_disk(path: str | os.PathLike) -> int:
+    p = Path(path)
+    size = p.stat().st_size
+    for side in p.parent.glob(p.name + "*.data"):
+        size += side.stat().st_size
+    return size

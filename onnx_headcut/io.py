@@ -1,0 +1,114 @@
+"""Load and save ONNX files safely.
+
+* :func:`load` checks the path and the bytes before anything else runs and turns every failure into
+  an :class:`~onnx_headcut.errors.InputError` with a one-line reason.
+* :func:`check_output_path` refuses an output that would overwrite the input, or that sits in a
+  missing or read-only folder, before any work is done.
+* :class:`Staging` writes every output file into a private folder next to the destination and
+  moves them into place only when :meth:`Staging.commit` is called: an error or an interrupt
+  leaves nothing behind, and the input is never opened for writing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from .errors import InputError, OutputError
+
+#: protobuf cannot serialise a message of 2 GiB or more; above this, weights go to a side file.
+PROTOBUF_LIMIT = 2**31 - 1
+_EXTERNAL_THRESHOLD = 1_800_000_000
+
+
+def load(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX model (with its external-data side file, if any) or raise :class:`InputError`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if not p.is_file():
+        raise InputError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: the file is empty")
+    try:
+        model = onnx.load(str(p))
+    except FileNotFoundError as e:  # external data file listed in the model but missing
+        raise InputError(f"{p}: external data file missing ({e.filename})") from None
+    except Exception as e:  # protobuf DecodeError and friends: corrupt or not ONNX at all
+        raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
+    g = model.graph
+    if model.ir_version <= 0 or not g.node or not g.input:
+        raise InputError(f"{p}: not an ONNX model (no graph nodes or inputs found)")
+    if not g.output:
+        raise InputError(f"{p}: the model has no outputs")
+    return model
+
+
+def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, force: bool = False) -> Path:
+    """Return ``dst`` as a Path after checking it can be written without touching ``src``."""
+    s, d = Path(src), Path(dst)
+    if d.suffix.lower() != ".onnx":
+        raise OutputError(f"{d}: the output must end in .onnx")
+    if d.exists() and s.exists() and os.path.samefile(s, d) or d.resolve() == s.resolve():
+        raise OutputError(f"{d}: the output is the input file; choose another output path")
+    folder = d.resolve().parent
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: the output folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: the output folder is not writable")
+    if d.exists() and not force:
+        raise OutputError(f"{d}: already exists (use --force to overwrite)")
+    return d
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
+    """Save ``model`` to ``path``; weights go to ``<name>.data`` when the model is too big for protobuf.
+
+    Returns the files written.
+    """
+    p = Path(path)
+    if model.ByteSize() > _EXTERNAL_THRESHOLD:
+        data = p.name + ".data"
+        onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data, size_threshold=1024)
+        return [p, p.with_name(data)]
+    onnx.save_model(model, str(p))
+    return [p]
+
+
+class Staging:
+    """A private folder beside the destination; files move into place on :meth:`commit` only.
+
+    >>> with Staging(Path("out/raw.onnx")) as st:     # doctest: +SKIP
+    ...     save(model, st.path("raw.onnx"))
+    ...     st.commit()                                # nothing is visible in out/ before this
+    """
+
+    def __init__(self, destination: Path):
+        self.folder = Path(destination).resolve().parent
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=".headcut-", dir=self.folder))
+        except OSError as e:
+            raise OutputError(f"{self.folder}: cannot write there ({e.strerror})") from None
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into the destination folder (``os.replace``: atomic per file)."""
+        moved = []
+        for f in sorted(self.tmp.iterdir()):
+            target = self.folder / f.name
+            os.replace(f, target)
+            moved.append(target)
+        return moved
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

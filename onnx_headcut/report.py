@@ -1,0 +1,65 @@
+"""Plain-text rendering of what ``strip`` and ``inspect`` found (the CLI prints these)."""
+
+from __future__ import annotations
+
+from .strip import Inspection, StripResult
+
+
+def _ops(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def head_table(insp: Inspection) -> list[str]:
+    h = insp.head
+    lines = [
+        f"head      {h.family} {h.version}  decode={h.decode}  classes={h.num_classes}  "
+        f"input '{h.input_name}' {list(h.input_shape)}",
+        f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
+    ]
+    for i, lv in enumerate(h.levels):
+        rows = f"{lv.first_row}..{lv.first_row + lv.rows - 1}"
+        br = " ".join(f"{b.role}:{b.channels}" for b in lv.branches)
+        lines.append(f"{i:>5} {lv.stride:>6} {f'{lv.grid[0]}x{lv.grid[1]}':>9} {rows:>11}  {br}")
+    return lines
+
+
+def inspect_text(insp: Inspection) -> str:
+    h = insp.head
+    removed = insp.cut.nodes_before - insp.cut.nodes_after + sum(insp.cut.added_ops.values())
+    lines = [f"model     {insp.path}"] + head_table(insp) + [
+        f"decode    {_ops(insp.decode_ops)}",
+        f"would cut {removed} nodes from output '{h.output_name}' {list(h.output_shape)}; "
+        f"raw output (1, {h.rows}, {h.width}) = " + " + ".join(f"{r} {n}" for r, n in h.channels),
+        f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
+        "why:",
+    ] + [f"  - {r}" for r in h.reasons]
+    return "\n".join(lines)
+
+
+def strip_text(res: StripResult) -> str:
+    insp, h = res.inspection, res.head
+    removed = res.metadata["removed"]
+    lines = head_table(insp) + [
+        f"cut       {removed['nodes']} nodes ({_ops(removed['ops'])})",
+        f"added     {_ops(insp.cut.added_ops)} -> '{h.output_name}' (1, {h.rows}, {h.width}) = "
+        + " + ".join(f"{r} {n}" for r, n in h.channels),
+    ]
+    if insp.folded:
+        lines.append("folded    shape plumbing with onnxsim before locating (batch pinned to 1)")
+    rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
+    if res.rewrite is not None:
+        rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"
+        lines.append(rank)
+        lines += [f"  ! not lowered: {u}" for u in res.rewrite.unlowered]
+    else:
+        lines.append(rank + "  (--no-lower)")
+    if res.simplified:
+        lines.append("simplify  onnxsim applied to the raw model")
+    if res.verification is None:
+        lines.append("verify    skipped (--no-verify)")
+    else:
+        for c in res.verification.checks:
+            lines.append(f"verify    {c.input}: max abs error {c.max_abs_err:.3g} (boxes {c.max_abs_err_boxes:.3g}, "
+                         f"scores {c.max_abs_err_scores:.3g}) <= {c.tolerance:.3g}  OK")
+    lines.append("wrote     " + ", ".join(str(f) for f in res.files))
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""The pipeline behind ``headcut strip`` and ``headcut inspect``: load → locate → cut → rewrite → save → verify."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from . import __version__
+from .cut import CutReport, cut
+from .errors import HeadcutError, NoHeadError, VerificationError
+from .graph import infer_shapes, max_rank
+from .head import Head
+from .io import Staging, check_output_path, load, save
+from .locate import decode_region, locate
+from .graph import GraphIndex
+from .simplify import fold, needs_folding, simplify as onnxsim_simplify
+from .surgery import RewriteReport, rewrite_5d
+from .verify import DEFAULT_TOL, Verification, verify as run_verify
+
+METADATA_KEY = "headcut"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ``strip`` would find and cut in a model, without writing anything."""
+
+    path: str
+    head: Head
+    cut: CutReport
+    decode_ops: dict  # data ops of the decode region, constants left out
+    max_rank: int
+    folded: bool  # onnxsim had to fold shape plumbing before the head could be read
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "head": self.head.to_json(),
+            "why": list(self.head.reasons),
+            "decode_ops": self.decode_ops,
+            "would_remove": {"nodes": self.cut.nodes_before - self.cut.nodes_after + sum(self.cut.added_ops.values()),
+                             "ops": self.cut.removed_ops},
+            "max_rank": self.max_rank,
+            "folded_with_onnxsim": self.folded,
+        }
+
+
+@dataclass(frozen=True)
+class StripResult:
+    """What ``strip`` did: the head, the cut, the rank rewrite, the check and the files written."""
+
+    inspection: Inspection
+    rewrite: RewriteReport | None
+    verification: Verification | None
+    max_rank_after: int
+    simplified: bool
+    files: tuple[Path, ...]
+    metadata: dict
+
+    @property
+    def head(self) -> Head:
+        return self.inspection.head
+
+
+def _locate(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head, bool]:
+    """Locate directly; fold shape plumbing with onnxsim first when the graph needs it."""
+    if needs_folding(model):
+        try:
+            return model, locate(model), False
+        except NoHeadError as direct:
+            try:
+                folded = fold(model)
+            except HeadcutError:
+                raise direct from None
+            return folded, locate(folded), True
+    return model, locate(model), False
+
+
+def inspect(path: str | os.PathLike) -> Inspection:
+    """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
+    model = load(path)
+    work, head, folded = _locate(model)
+    return _inspection(path, work, head, folded)[0]
+
+
+def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool) -> tuple[Inspection, onnx.ModelProto]:
+    shapes = infer_shapes(work)
+    raw, report = cut(work, head)
+    region = decode_region(GraphIndex(work), head.output_name)
+    ops = dict(sorted(region.ops.items()))
+    return Inspection(str(path), head, report, ops, max_rank(shapes), folded), raw
+
+
+def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True, lower: bool = True,
+          simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL, force: bool = False) -> StripResult:
+    """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
+
+    Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
+    ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
+    the original output must equal the numpy decode of the raw output within ``tol``; otherwise
+    :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
+    """
+    dst = check_output_path(src, dst, force=force)
+    model = load(src)
+    work, head, folded = _locate(model)
+    insp, raw = _inspection(src, work, head, folded)
+    del model, work
+
+    rw = None
+    if lower:
+        raw, rw = rewrite_5d(raw, strict=False, inplace=True)
+    if simplify:
+        raw = onnxsim_simplify(raw)
+    rank_after = max_rank(infer_shapes(raw))
+
+    meta = head.to_json(
+        headcut_version=__version__,
+        removed={"nodes": insp.cut.nodes_before - insp.cut.nodes_after + sum(insp.cut.added_ops.values()),
+                 "ops": insp.cut.removed_ops},
+        raw_output={"name": head.output_name, "shape": [1, head.rows, head.width]},
+    )
+    del raw.metadata_props[:]
+    raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+    sidecar_name = dst.stem + ".head.json"
+
+    with Staging(dst) as st:
+        staged = st.path(dst.name)
+        save(raw, staged)
+        st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
+        result = None
+        if verify:
+            result = run_verify(src, staged, head, images=tuple(images), tol=tol)
+            if not result.ok:
+                worst = max(result.checks, key=lambda c: c.max_abs_err)
+                raise VerificationError(f"verification failed on {worst.input}: max abs error "
+                                        f"{worst.max_abs_err:.3g} > tolerance {worst.tolerance:.3g}; nothing written")
+        files = tuple(st.commit())
+    return StripResult(insp, rw, result, rank_after, simplify, files, meta)
+
+
+def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict:
+    """The head JSON that ``strip`` stored in a raw model."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    raise HeadcutError("no headcut metadata in this model (was it written by headcut strip?)")

@@ -1,0 +1,171 @@
+"""Generate small decoded YOLO exports with the node patterns of the upstream exporters.
+
+These are the project's fixtures and samples: random weights, tiny widths, real structure. The
+decode region is written node for node as torch's legacy TorchScript exporter writes YOLOv6
+0.1.0's ``Detect.forward`` at opset 12 (checked against genuine exports in the test suite):
+
+* default: ``Concat([reg, Sigmoid(obj), Sigmoid(cls)])`` → ``Reshape(1,1,C,h,w)`` →
+  ``Transpose(0,1,3,4,2)`` → ``Slice``/``Add grid``/``Mul stride``/``Exp`` → ``Concat`` →
+  ``Reshape(1,-1,C)``, levels joined by ``Concat(axis=1)``; every constant is a ``Constant`` node.
+* ``inplace=True`` (``--inplace``): the xy and wh writes are ``ScatterND`` with the exporter's
+  index plumbing (``ConstantOfShape``/``Equal``/``Where``/``Expand``/``Unsqueeze``) and
+  ``Shape``-driven ``Expand``/``Reshape`` of the updates.
+* ``simplify=True``: the same model after onnxsim, as ``export_onnx.py --simplify`` leaves it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+INT64_MAX = 9223372036854775807
+
+
+class _Builder:
+    def __init__(self, seed: int):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.rng = np.random.default_rng(seed)
+        self.k = 0
+
+    def name(self, base: str) -> str:
+        self.k += 1
+        return f"{base}_{self.k}"
+
+    def node(self, op: str, inputs: list[str], scope: str = "/detect", **attrs) -> str:
+        out = self.name(f"{scope}/{op}") + "_output_0"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out[: -len("_output_0")], **attrs))
+        return out
+
+    def const(self, value, dtype=None, scope: str = "/detect") -> str:
+        arr = np.asarray(value, dtype=dtype)
+        out = self.name(f"{scope}/Constant") + "_output_0"
+        self.nodes.append(helper.make_node("Constant", [], [out], name=out[: -len("_output_0")],
+                                           value=numpy_helper.from_array(arr)))
+        return out
+
+    def init(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        return name
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, prefix: str, std: float | None = None,
+             bias: float | np.ndarray | None = None) -> str:
+        std = std if std is not None else np.sqrt(2.0 / (cin * k * k))
+        w = self.init(f"{prefix}.weight", self.rng.normal(0, std, (cout, cin, k, k)))
+        b = self.rng.normal(0, 0.1, cout) if bias is None else np.broadcast_to(np.asarray(bias, np.float32), (cout,))
+        b = self.init(f"{prefix}.bias", np.asarray(b))
+        return self.node("Conv", [x, w, b], scope=f"/{prefix}", kernel_shape=[k, k], pads=[k // 2] * 4,
+                         strides=[stride, stride], dilations=[1, 1], group=1)
+
+    def silu(self, x: str, scope: str) -> str:
+        return self.node("Mul", [x, self.node("Sigmoid", [x], scope=scope)], scope=scope)
+
+    def slice_last(self, x: str, start: int, end: int) -> str:
+        axes = self.const([4], np.int64)
+        starts = self.const([start], np.int64)
+        ends = self.const([end], np.int64)
+        steps = self.const([1], np.int64)
+        return self.node("Slice", [x, starts, ends, axes, steps])
+
+    def scatter_last(self, data: str, cols: tuple[int, int], value: str, shape5: list[int]) -> str:
+        """``data[..., a:b] = value`` as the legacy exporter lowers an in-place slice assignment."""
+        like = self.slice_last(data, *cols)
+        expanded = self.node("Expand", [value, self.node("Shape", [like])])
+        _, na, h, w, _ = shape5
+        index_values = [
+            np.arange(cols[0], cols[1], dtype=np.int64),  # the written columns
+            np.zeros((1, 1, 1, 1, 1), np.int64), np.zeros((1, 1, 1, 1), np.int64),  # batch, anchor
+            np.arange(h, dtype=np.int64).reshape(h, 1, 1), np.arange(w, dtype=np.int64).reshape(w, 1),
+        ]
+        idx_names = [self.const(v) for v in index_values]
+        bshape = self.const(np.array([1, na, h, w, cols[1] - cols[0]], np.int64))
+        parts = []
+        for src in idx_names[1:] + idx_names[:1]:  # batch, anchor, y, x, column
+            ones = self.node("ConstantOfShape", [self.const([5], np.int64)],
+                             value=numpy_helper.from_array(np.array([1], np.int64)))
+            neg = self.node("Mul", [ones, self.const(np.array(-1, np.int64))])
+            where = self.node("Where", [self.node("Equal", [bshape, neg]), ones, bshape])
+            parts.append(self.node("Unsqueeze", [self.node("Expand", [src, where])], axes=[-1]))
+        indices = self.node("Concat", parts, axis=-1)
+        tail = self.node("Slice", [self.node("Shape", [data]), self.const([5], np.int64),
+                                   self.const([INT64_MAX], np.int64), self.const([0], np.int64)])
+        updates = self.node("Reshape", [expanded, self.node("Concat", [bshape, tail], axis=0)])
+        return self.node("ScatterND", [data, indices, updates])
+
+
+def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
+              simplify: bool = False, opset: int = 12, seed: int = 0, input_name: str = "image_arrays",
+              output_name: str = "outputs") -> onnx.ModelProto:
+    """A YOLOv6 0.1.0-style decoded detector (strides 8, 16, 32), as ``deploy/ONNX/export_onnx.py`` writes it."""
+    H, W = size
+    if H % 32 or W % 32:
+        raise ValueError(f"input size {size} must be a multiple of 32")
+    b = _Builder(seed)
+    no = nc + 5
+    x = input_name
+    chans = [width, width, width * 2, width * 4, width * 8]
+    feats = []
+    cin = 3
+    for i, c in enumerate(chans):  # RepVGG-style stride-2 stages: Conv + Relu
+        x = b.node("Relu", [b.conv(x, cin, c, 3, 2, f"backbone.stage{i}.conv")], scope=f"/backbone/stage{i}")
+        cin = c
+        if i >= 2:
+            feats.append((x, c))
+    outs = []
+    prior = -np.log((1 - 1e-2) / 1e-2)
+    for i, (f, c) in enumerate(feats):
+        stride = 8 * 2 ** i
+        h, w = H // stride, W // stride
+        stem = b.silu(b.conv(f, c, c, 1, 1, f"detect.stems.{i}.conv"), f"/detect/stems.{i}/act")
+        cls_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.cls_convs.{i}.conv"), f"/detect/cls_convs.{i}/act")
+        cls = b.conv(cls_f, c, nc, 1, 1, f"detect.cls_preds.{i}", std=0.05, bias=prior)
+        reg_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.reg_convs.{i}.conv"), f"/detect/reg_convs.{i}/act")
+        reg = b.conv(reg_f, c, 4, 1, 1, f"detect.reg_preds.{i}", std=0.05)
+        obj = b.conv(reg_f, c, 1, 1, 1, f"detect.obj_preds.{i}", std=0.05, bias=prior + 3.0)
+        y = b.node("Concat", [reg, b.node("Sigmoid", [obj]), b.node("Sigmoid", [cls])], axis=1)
+        shape5 = [1, 1, no, h, w]
+        y = b.node("Transpose", [b.node("Reshape", [y, b.const(np.array(shape5, np.int64))])], perm=[0, 1, 3, 4, 2])
+        gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        grid = np.stack([gx, gy], -1).reshape(1, 1, h, w, 2).astype(np.float32)
+        s = np.array(float(stride), np.float32)
+        xy = b.node("Mul", [b.node("Add", [b.slice_last(y, 0, 2), b.const(grid)]), b.const(s)])
+        if inplace:
+            y = b.scatter_last(y, (0, 2), xy, [1, 1, h, w, 2])
+            wh = b.node("Mul", [b.node("Exp", [b.slice_last(y, 2, 4)]), b.const(s)])
+            y = b.scatter_last(y, (2, 4), wh, [1, 1, h, w, 2])
+        else:
+            wh = b.node("Mul", [b.node("Exp", [b.slice_last(y, 2, 4)]), b.const(s)])
+            y = b.node("Concat", [xy, wh, b.slice_last(y, 4, INT64_MAX)], axis=-1)
+        outs.append(b.node("Reshape", [y, b.const(np.array([1, -1, no], np.int64))]))
+    b.nodes.append(helper.make_node("Concat", outs, [output_name], name="/detect/Concat_out", axis=1))
+    n = sum((H // (8 * 2 ** i)) * (W // (8 * 2 ** i)) for i in range(3))
+    graph = helper.make_graph(
+        b.nodes, "main_graph",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, H, W])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [1, n, no])],
+        b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="pytorch", producer_version="2.13.0")
+    model.ir_version = 7 if opset <= 12 else 8
+    onnx.checker.check_model(model)
+    if simplify:
+        model = _onnxsim(model)
+    return model
+
+
+def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:  # pragma: no cover - onnxsim's own check
+        raise RuntimeError("onnxsim could not validate the simplified model")
+    return simplified
+
+
+#: the bundled samples: file name -> generator keyword arguments
+SAMPLES = {
+    "yolov6n-v0.1.0-320.onnx": dict(nc=80, size=(320, 320), width=16),
+    "yolov6n-v0.1.0-320-inplace.onnx": dict(nc=80, size=(320, 320), width=16, inplace=True),
+}

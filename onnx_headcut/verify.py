@@ -1,0 +1,103 @@
+"""Prove a cut exact: run the original and the raw model in onnxruntime and compare.
+
+The original's decoded output must equal :func:`onnx_headcut.decode.decode` applied to the raw
+model's output, on a deterministic input (and on real images when given). Graph optimisations are
+disabled on both sides so that onnxruntime's own fusions cannot hide or cause a difference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decode import decode, letterbox, to_input
+from .head import Geometry
+
+#: max abs error allowed on an output whose values are within 640 (pixels); scaled above that.
+DEFAULT_TOL = 1e-3
+_BOX_SCALE = 640.0
+
+
+@dataclass(frozen=True)
+class Check:
+    input: str  # "random(seed=0)" or an image path
+    max_abs_err: float
+    max_abs_err_boxes: float
+    max_abs_err_scores: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs_err)) and self.max_abs_err <= self.tolerance
+
+
+@dataclass(frozen=True)
+class Verification:
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def max_abs_err(self) -> float:
+        return max(c.max_abs_err for c in self.checks)
+
+    @property
+    def tolerance(self) -> float:
+        return min(c.tolerance for c in self.checks)
+
+
+def session(model, threads: int = 1):
+    """An onnxruntime CPU session on a path or serialized bytes, with graph optimisations off."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def deterministic_input(shape, dtype=np.float32, seed: int = 0) -> np.ndarray:
+    """Uniform [0, 1) noise shaped like the input: every anchor gets a different value."""
+    return np.random.default_rng(seed).random(tuple(shape), dtype=np.float32).astype(dtype)
+
+
+def image_input(path: str | os.PathLike, shape, dtype=np.float32) -> np.ndarray:
+    """An image file letterboxed to the model's input, as NCHW floats in [0, 1]."""
+    from .images import read_rgb
+
+    img, _, _ = letterbox(read_rgb(path), tuple(shape[-2:]))
+    return to_input(img).astype(dtype)
+
+
+def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_TOL, label: str = "") -> Check:
+    """Max abs errors between two decoded ``(B, N, C)`` tensors; boxes are columns 0-3."""
+    a = original_out.astype(np.float64)
+    b = decoded.astype(np.float64)
+    if a.shape != b.shape:
+        return Check(label, float("inf"), float("inf"), float("inf"), tol)
+    err = np.abs(a - b)
+    scale = max(1.0, float(np.nanmax(np.abs(a[..., :4]))) / _BOX_SCALE) if a.size else 1.0
+    return Check(label, float(err.max()), float(err[..., :4].max()), float(err[..., 4:].max()), tol * scale)
+
+
+def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0) -> Verification:
+    """Run ``original`` and ``raw`` (paths or bytes) and compare the original with the decoded raw output."""
+    g = Geometry.of(head)
+    s_orig, s_raw = session(original), session(raw)
+    inp = s_orig.get_inputs()[0]
+    np_dtype = np.float16 if "float16" in inp.type else np.float32
+    feeds = [(f"random(seed={seed})", deterministic_input(g.input_shape, np_dtype, seed))]
+    feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype)) for p in images]
+    checks = []
+    for label, x in feeds:
+        y = s_orig.run(None, {inp.name: x})[0]
+        r = s_raw.run(None, {s_raw.get_inputs()[0].name: x})[0]
+        checks.append(compare(y, decode(r, g), tol, label))
+    return Verification(tuple(checks))
