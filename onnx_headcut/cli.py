@@ -71,6 +71,23 @@ def inspect(
 
 
 @app.command()
+def sample(
+    output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
+) -> None:
+    """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
+    from .errors import OutputError
+    from .synth import write_samples
+
+    def run():
+        if not output.is_dir():
+            raise OutputError(f"{output}: the output folder does not exist")
+        return write_samples(output)
+
+    for p in _run(run):
+        typer.echo(f"wrote {p}")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from . import __version__

@@ -53,13 +53,18 @@ def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, force: boo
     s, d = Path(src), Path(dst)
     if d.suffix.lower() != ".onnx":
         raise OutputError(f"{d}: the output must end in .onnx")
-    if d.exists() and s.exists() and os.path.samefile(s, d) or d.resolve() == s.resolve():
+    same = d.resolve() == s.resolve() or (d.exists() and s.exists() and os.path.samefile(s, d))
+    if same:
         raise OutputError(f"{d}: the output is the input file; choose another output path")
     folder = d.resolve().parent
     if not folder.is_dir():
         raise OutputError(f"{folder}: the output folder does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{folder}: the output folder is not writable")
+    try:  # os.access says yes to root even on read-only mounts: really try
+        fd, probe = tempfile.mkstemp(prefix=".headcut-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise OutputError(f"{folder}: the output folder is not writable") from None
     if d.exists() and not force:
         raise OutputError(f"{d}: already exists (use --force to overwrite)")
     return d

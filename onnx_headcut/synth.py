@@ -166,6 +166,21 @@ def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
 
 #: the bundled samples: file name -> generator keyword arguments
 SAMPLES = {
-    "yolov6n-v0.1.0-320.onnx": dict(nc=80, size=(320, 320), width=16),
-    "yolov6n-v0.1.0-320-inplace.onnx": dict(nc=80, size=(320, 320), width=16, inplace=True),
+    "yolov6-v0.1.0-320.onnx": dict(nc=80, size=(320, 320), width=8),
+    "yolov6-v0.1.0-320-inplace.onnx": dict(nc=80, size=(320, 320), width=8, inplace=True),
 }
+
+
+def write_samples(folder) -> list:
+    """(Re)generate the bundled sample models into ``folder``; returns the paths written."""
+    from pathlib import Path
+
+    from .io import Staging, save
+
+    folder = Path(folder)
+    written = []
+    for name, kw in SAMPLES.items():
+        with Staging(folder / name) as st:
+            save(yolov6_v1(**kw), st.path(name))
+            written += st.commit()
+    return written

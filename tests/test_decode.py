@@ -1,0 +1,59 @@
+"""The numpy reference decode, NMS and letterbox, on numbers worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnx_headcut.decode import anchor_grid, decode, detect, letterbox, nms, scale_boxes, sigmoid
+
+HEAD = {  # two levels on a 32x64 input, nc = 2: the JSON strip records
+    "decode": "grid_exp_obj", "num_classes": 2, "input": {"name": "x", "shape": [1, 3, 32, 64]},
+    "levels": [{"stride": 8, "grid": [4, 8], "first_row": 0, "rows": 32},
+               {"stride": 16, "grid": [2, 4], "first_row": 32, "rows": 8}],
+}
+
+
+def test_anchor_grid_is_row_major_per_level():
+    cells, strides = anchor_grid(HEAD)
+    assert cells.shape == (40, 2) and strides.shape == (40, 1)
+    assert cells[0].tolist() == [0, 0] and cells[1].tolist() == [1, 0] and cells[8].tolist() == [0, 1]
+    assert cells[31].tolist() == [7, 3] and cells[32].tolist() == [0, 0] and cells[39].tolist() == [3, 1]
+    assert strides[31, 0] == 8 and strides[32, 0] == 16
+
+
+def test_decode_formula_by_hand():
+    raw = np.zeros((1, 40, 7), np.float32)
+    raw[0, 9] = [0.25, -0.5, np.log(2.0), 0.0, 0.0, 2.0, -2.0]  # level 0, cell gx=1, gy=1
+    raw[0, 39] = [0.5, 0.5, 0.0, np.log(3.0), 1.0, 0.0, 0.0]  # level 1, cell gx=3, gy=1
+    out = decode(raw, HEAD)
+    np.testing.assert_allclose(out[0, 9], [(0.25 + 1) * 8, (-0.5 + 1) * 8, 16, 8, 0.5,
+                                           1 / (1 + np.exp(-2)), 1 / (1 + np.exp(2))], rtol=1e-6)
+    np.testing.assert_allclose(out[0, 39], [3.5 * 16, 1.5 * 16, 16, 48, 1 / (1 + np.exp(-1)), 0.5, 0.5], rtol=1e-6)
+
+
+def test_sigmoid_is_stable():
+    s = sigmoid(np.array([-1000.0, 0.0, 1000.0], np.float32))
+    assert s.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_nms_is_greedy_and_class_aware_in_detect():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
+    assert nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]
+    raw = np.full((1, 40, 7), -10.0, np.float32)
+    raw[0, 9, :5] = [0, 0, 0, 0, 5]
+    raw[0, 10, :5] = [0, 0, 0, 0, 5]  # neighbour cell, same size: overlaps 1/3
+    raw[0, 9, 5] = 5  # class 0
+    raw[0, 10, 6] = 5  # class 1: different class, never suppressed
+    det = detect(raw, HEAD, conf=0.25, iou=0.2)
+    assert sorted(det[:, 5].tolist()) == [0.0, 1.0]
+    full = decode(raw, HEAD)[0]
+    np.testing.assert_allclose(det[det[:, 5] == 0][0, :4], [full[9, 0] - 4, full[9, 1] - 4, full[9, 0] + 4, full[9, 1] + 4])
+
+
+def test_letterbox_and_back():
+    img = np.zeros((100, 200, 3), np.uint8)
+    out, r, pad = letterbox(img, (320, 320))
+    assert out.shape == (320, 320, 3) and r == 1.6 and pad == (0.0, 80.0)
+    assert (out[:80] == 114).all() and (out[80:240] == 0).all()
+    back = scale_boxes(np.array([[0, 80, 320, 240]], np.float32), r, pad)
+    np.testing.assert_allclose(back, [[0, 0, 200, 100]])
