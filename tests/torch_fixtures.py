@@ -110,8 +110,7 @@ def build_model(nc: int = 80, inplace: bool = False):
                 bs, _, ny, nx = y.shape
                 y = y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
                 if self.grid[i].shape[2:4] != y.shape[2:4]:
-                    d = self.stride.device
-                    yv, xv = torch.meshgrid([torch.arange(ny).to(d), torch.arange(nx).to(d)])
+                    yv, xv = torch.meshgrid([torch.arange(ny), torch.arange(nx)])
                     self.grid[i] = torch.stack((xv, yv), 2).view(1, self.na, ny, nx, 2).float()
                 if self.inplace:
                     y[..., 0:2] = (y[..., 0:2] + self.grid[i]) * self.stride[i]  # xy
@@ -152,7 +151,7 @@ def export_yolov6_v1(path, *, inplace: bool = False, simplify: bool = False, siz
     path = Path(path)
     model = build_model(nc=nc, inplace=inplace)
     img = torch.zeros(1, 3, *size)
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # meshgrid indexing, tracer and deprecation warnings
         model(img)  # dry run, as export_onnx.py does
         if dynamo:
