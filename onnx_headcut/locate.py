@@ -131,10 +131,16 @@ def decode_region(ix: GraphIndex, output: str) -> Region:
 
 
 def _strip_sigmoid(ix: GraphIndex, t: str) -> tuple[str, bool]:
-    node = ix.producer.get(t)
-    if node is not None and node.op_type == "Sigmoid":
-        return node.input[0], True
-    return t, False
+    """Follow ``t`` back through Identity/Cast and at most one Sigmoid: (source tensor, sigmoid seen)."""
+    sig = False
+    while (node := ix.producer.get(t)) is not None:
+        if node.op_type in ("Identity", "Cast"):
+            t = node.input[0]
+        elif node.op_type == "Sigmoid" and not sig:
+            t, sig = node.input[0], True
+        else:
+            break
+    return t, sig
 
 
 def _float_consts(ix: GraphIndex, region: Region, op: str):

@@ -96,7 +96,7 @@ class _Builder:
 
 def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
               simplify: bool = False, opset: int = 12, seed: int = 0, input_name: str = "image_arrays",
-              output_name: str = "outputs") -> onnx.ModelProto:
+              output_name: str = "outputs", half: bool = False) -> onnx.ModelProto:
     """A YOLOv6 0.1.0-style decoded detector (strides 8, 16, 32), as ``deploy/ONNX/export_onnx.py`` writes it."""
     H, W = size
     if H % 32 or W % 32:
@@ -152,7 +152,26 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
     onnx.checker.check_model(model)
     if simplify:
         model = _onnxsim(model)
+    if half:
+        _to_half(model)
     return model
+
+
+def _to_half(model: onnx.ModelProto) -> None:
+    """float32 → float16 for weights, constants and I/O, as ``model.half()`` before export gives."""
+    def half(t: onnx.TensorProto) -> None:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+
+    for t in model.graph.initializer:
+        half(t)
+    for n in model.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                half(a.t)
+    for v in list(model.graph.input) + list(model.graph.output):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
 
 
 def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:

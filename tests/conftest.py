@@ -22,6 +22,7 @@ VARIANTS = {
     "640": dict(size=(640, 640)),
     "384x640": dict(size=(384, 640)),
     "nc3": dict(nc=3, size=(256, 320)),
+    "fp16": dict(half=True),
 }
 
 _cache: dict[str, bytes] = {}
