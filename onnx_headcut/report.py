@@ -45,7 +45,8 @@ def strip_text(res: StripResult) -> str:
         + " + ".join(f"{r} {n}" for r, n in h.channels),
     ]
     if insp.folded:
-        lines.append("folded    shape plumbing with onnxsim before locating (batch pinned to 1)")
+        lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the "
+                     "shape plumbing before locating (batch pinned to 1); counts below are on the folded graph")
     rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
     if res.rewrite is not None:
         rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"

@@ -10,18 +10,38 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 
 import onnx
 
 from .errors import HeadcutError
 
 
+@contextlib.contextmanager
+def _silenced():
+    """Silence stdout/stderr at the file-descriptor level: onnxsim's C++ core prints warnings."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [devnull]:
+            os.close(fd)
+
+
 def _quiet_onnxsim(model: onnx.ModelProto, **kw) -> onnx.ModelProto:
     import onnxsim
 
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with _silenced():
             out, ok = onnxsim.simplify(model, **kw)
     except Exception as e:  # onnxsim raises many types; surface one line
         raise HeadcutError(f"onnxsim failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

@@ -34,6 +34,7 @@ class Inspection:
     decode_ops: dict  # data ops of the decode region, constants left out
     max_rank: int
     folded: bool  # onnxsim had to fold shape plumbing before the head could be read
+    source_nodes: int  # node count of the file as given (before any folding)
 
     def to_json(self) -> dict:
         return {
@@ -45,6 +46,7 @@ class Inspection:
                              "ops": self.cut.removed_ops},
             "max_rank": self.max_rank,
             "folded_with_onnxsim": self.folded,
+            "source_nodes": self.source_nodes,
         }
 
 
@@ -83,15 +85,15 @@ def inspect(path: str | os.PathLike) -> Inspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
     model = load(path)
     work, head, folded = _locate(model)
-    return _inspection(path, work, head, folded)[0]
+    return _inspection(path, work, head, folded, len(model.graph.node))[0]
 
 
-def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool) -> tuple[Inspection, onnx.ModelProto]:
+def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int):
     shapes = infer_shapes(work)
     raw, report = cut(work, head)
     region = decode_region(GraphIndex(work), head.output_name)
     ops = dict(sorted(region.ops.items()))
-    return Inspection(str(path), head, report, ops, max_rank(shapes), folded), raw
+    return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
 def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True, lower: bool = True,
@@ -106,7 +108,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True
     dst = check_output_path(src, dst, force=force)
     model = load(src)
     work, head, folded = _locate(model)
-    insp, raw = _inspection(src, work, head, folded)
+    insp, raw = _inspection(src, work, head, folded, len(model.graph.node))
     del model, work
 
     rw = None

@@ -140,10 +140,11 @@ def build_model(nc: int = 80, inplace: bool = False):
 
 
 def export_yolov6_v1(path, *, inplace: bool = False, simplify: bool = False, size=(320, 320), nc: int = 80,
-                     opset: int = 12, dynamo: bool = False) -> Path:
+                     opset: int = 12, dynamo: bool = False, dynamic_batch: bool = False) -> Path:
     """Export the fixture network to ``path`` as YOLOv6 0.1.0's export_onnx.py does; return the path.
 
-    ``size`` is (H, W). ``dynamo=True`` uses torch's new (torch.export) exporter instead, at
+    ``size`` is (H, W). ``dynamic_batch=True`` marks the batch axis of input and output symbolic
+    (legacy exporter), so the batch size is read from ``Shape`` at run time. ``dynamo=True`` uses torch's new (torch.export) exporter instead, at
     opset 18 when ``opset`` is left at 12; it may write a ``<path>.data`` side file.
     """
     import torch
@@ -161,7 +162,9 @@ def export_yolov6_v1(path, *, inplace: bool = False, simplify: bool = False, siz
         else:
             torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
                               training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
-                              input_names=["image_arrays"], output_names=["outputs"], dynamo=False)
+                              input_names=["image_arrays"], output_names=["outputs"], dynamo=False,
+                              dynamic_axes=({"image_arrays": {0: "batch"}, "outputs": {0: "batch"}}
+                                            if dynamic_batch else None))
     if simplify:
         import onnx
         import onnxsim
