@@ -37,10 +37,46 @@ class GraphIndex:
         self._const_cache: dict[str, np.ndarray | None] = {}
 
     def const_value(self, name: str) -> np.ndarray | None:
-        """The value of ``name`` if it is an initializer, a Constant, or a shape-free op on constants."""
+        """The value of ``name`` if it depends on constants only (initializers, Constant nodes).
+
+        Simple chains are read directly; other small constant subgraphs (the anchor-point
+        Expand/Unsqueeze/Concat/Cast chains exporters write, for example) are evaluated.
+        """
         if name not in self._const_cache:
-            self._const_cache[name] = self._const(name, depth=0)
+            v = self._const(name, depth=0)
+            self._const_cache[name] = v if v is not None else self._evaluate(name)
         return self._const_cache[name]
+
+    def _evaluate(self, name: str, limit: int = 64) -> np.ndarray | None:
+        """Run the constant-only subgraph behind ``name`` with onnx's reference evaluator."""
+        if name in self.graph_inputs or name not in self.producer:
+            return None
+        nodes, stack, seen = [], [name], set()
+        while stack:
+            t = stack.pop()
+            if not t or t in seen or t in self.initializers:
+                continue
+            seen.add(t)
+            node = self.producer.get(t)
+            if node is None or node.op_type in _NOT_FOLDABLE or len(nodes) >= limit:
+                return None
+            if node not in nodes:
+                nodes.append(node)
+                stack.extend(node.input)
+        order = {id(n): i for i, n in enumerate(self.graph.node)}
+        nodes.sort(key=lambda n: order[id(n)])
+        used = {i for n in nodes for i in n.input}
+        inits = [self.initializers[i] for i in used if i in self.initializers]
+        if sum(int(np.prod(t.dims)) for t in inits) > 1 << 20:
+            return None
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            g = onnx.helper.make_graph(nodes, "const", [], [onnx.helper.make_empty_tensor_value_info(name)], inits)
+            m = onnx.helper.make_model(g, opset_imports=list(self.model.opset_import))
+            return np.asarray(ReferenceEvaluator(m).run(None, {})[0])
+        except Exception:  # not evaluable here: treat as not constant
+            return None
 
     def _const(self, name: str, depth: int) -> np.ndarray | None:
         if name in self.initializers:
@@ -80,6 +116,11 @@ class GraphIndex:
 
     def is_const(self, name: str) -> bool:
         return self.const_value(name) is not None
+
+
+#: ops whose value depends on more than their inputs' values, or that are too costly to fold here.
+_NOT_FOLDABLE = frozenset({"Shape", "Size", "Conv", "ConvTranspose", "MatMul", "Gemm", "RandomNormal",
+                           "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
