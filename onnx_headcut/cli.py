@@ -44,16 +44,26 @@ def strip(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
     lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
     simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
+    layout: str = typer.Option("flat", "--layout", help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
+    keep_dfl: bool = typer.Option(False, "--keep-dfl", help="keep the DFL expectation in the graph (4 distances)"),
+    keep_sigmoid: bool = typer.Option(False, "--keep-sigmoid", help="emit scores (sigmoid applied) instead of logits"),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
     tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     from . import strip as pipeline
+    from .errors import HeadcutError
+    from .head import Layout
     from .report import strip_text
 
-    res = _run(lambda: pipeline.strip(model, output, verify=verify, lower=lower, simplify=simplify,
-                                      images=tuple(image or ()), tol=tol, force=force))
+    def run():
+        if layout not in ("flat", "levels"):
+            raise HeadcutError(f"--layout must be 'flat' or 'levels', not {layout!r}")
+        return pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
+                              lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol, force=force)
+
+    res = _run(run)
     typer.echo(strip_text(res))
 
 

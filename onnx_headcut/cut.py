@@ -1,15 +1,21 @@
-"""Cut the decode off a located head and emit the raw (1, N, C) tensor with layout ops only.
+"""Cut the decode off a located head and emit the raw output with layout ops only.
 
-Per level the prediction convs are joined and flattened; the levels are stacked row-wise::
+Per level the prediction convs are joined on the channel axis; the flat layout then stacks the
+levels row-wise::
 
     Conv(box) ─┐
     Conv(obj) ─┼─► Concat(axis=1) (1,C,h,w) ─► Reshape (1,C,h*w) ─► Transpose(0,2,1) (1,h*w,C) ─┐
     Conv(cls) ─┘                                                                               ├─► Concat(axis=1) ─► (1,N,C)
                                         ... one such chain per level, stride ascending ...  ──┘
 
-The new output keeps the original output's name and dtype, so code that binds by name still
-finds it; everything the old output needed and the new one does not is removed by graphsurgeon's
-``cleanup()`` (nothing is deleted by hand).
+With ``Layout("levels")`` each level's ``(1,C,h,w)`` Concat is an output of its own. Options add a
+Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the graph
+(``keep_dfl``), written in <= 4-D ops that every opset reads the same way::
+
+    Conv(dfl) (1,4R,h,w) ─► Reshape (1,4,R,h*w) ─► Transpose(0,1,3,2) ─► Softmax(axis=3) ─► MatMul([0..R-1]ᵀ) ─► Reshape (1,4,h,w)
+
+The new output keeps the original output's name and dtype (levels: ``<name>_s<stride>``); what
+the old output needed and the new one does not is removed by graphsurgeon's ``cleanup()``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .head import Head
+from .head import Head, Layout
 
 
 @dataclass(frozen=True)
@@ -30,10 +36,43 @@ class CutReport:
     nodes_after: int
     removed_ops: dict  # op type -> count, over every removed node (Constants included)
     added_ops: dict
+    outputs: tuple  # ((name, shape), ...) of the raw model
+
+    @property
+    def removed(self) -> int:
+        return sum(self.removed_ops.values())
 
 
-def cut(model: onnx.ModelProto, head: Head) -> tuple[onnx.ModelProto, CutReport]:
-    """Return a new model whose single output is the raw head of ``head`` (``model`` is not changed)."""
+class _Tail:
+    """Builds the new nodes; every name is prefixed ``headcut/`` so they are easy to find."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.nodes: list[gs.Node] = []
+
+    def op(self, op: str, name: str, inputs, shape, **attrs) -> gs.Variable:
+        out = gs.Variable(f"headcut/{name}", dtype=self.dtype, shape=tuple(shape))
+        self.nodes.append(gs.Node(op, f"headcut/{name}/{op}", attrs, list(inputs), [out]))
+        return out
+
+    def const(self, name: str, value: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"headcut/{name}", np.asarray(value))
+
+    def dfl(self, x: gs.Variable, name: str, reg_max: int, h: int, w: int) -> gs.Variable:
+        r = reg_max + 1
+        y = self.op("Reshape", f"{name}/bins", [x, self.const(f"{name}/bins_shape", np.array([1, 4, r, h * w], np.int64))],
+                    (1, 4, r, h * w))
+        y = self.op("Transpose", f"{name}/bins_last", [y], (1, 4, h * w, r), perm=[0, 1, 3, 2])
+        y = self.op("Softmax", f"{name}/softmax", [y], (1, 4, h * w, r), axis=3)
+        proj = self.const(f"{name}/proj", np.arange(r, dtype=self.dtype).reshape(r, 1))
+        y = self.op("MatMul", f"{name}/expect", [y, proj], (1, 4, h * w, 1))
+        return self.op("Reshape", f"{name}/ltrb", [y, self.const(f"{name}/ltrb_shape", np.array([1, 4, h, w], np.int64))],
+                       (1, 4, h, w))
+
+
+def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout()) -> tuple[onnx.ModelProto, CutReport]:
+    """Return a new model whose outputs are the raw head of ``head`` (``model`` is not changed)."""
+    layout = head.effective(layout)
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
     old_out = tensors[head.output_name]
@@ -41,30 +80,43 @@ def cut(model: onnx.ModelProto, head: Head) -> tuple[onnx.ModelProto, CutReport]
     old_out.name = f"{head.output_name}__decoded_by_headcut"
     before = Counter(n.op for n in graph.nodes)
 
-    added: list[gs.Node] = []
-    rows = []
-    width = head.width
+    tail = _Tail(dtype)
+    blocks = head.blocks(layout)
+    width = sum(b.size for b in blocks)
+    per_level = []
     for i, lv in enumerate(head.levels):
         h, w = lv.grid
-        branches = [tensors[b.tensor] for b in lv.branches]
-        cat = gs.Variable(f"headcut/l{i}/concat", dtype=dtype, shape=(1, width, h, w))
-        flat = gs.Variable(f"headcut/l{i}/flat", dtype=dtype, shape=(1, width, h * w))
-        rows_i = gs.Variable(f"headcut/l{i}/rows", dtype=dtype, shape=(1, h * w, width))
-        shape = gs.Constant(f"headcut/l{i}/flat_shape", np.array([1, width, h * w], dtype=np.int64))
-        added += [
-            gs.Node("Concat", f"headcut/l{i}/Concat", {"axis": 1}, branches, [cat]),
-            gs.Node("Reshape", f"headcut/l{i}/Reshape", {}, [cat, shape], [flat]),
-            gs.Node("Transpose", f"headcut/l{i}/Transpose", {"perm": [0, 2, 1]}, [flat], [rows_i]),
-        ]
-        rows.append(rows_i)
-    out = gs.Variable(head.output_name, dtype=dtype, shape=(1, head.rows, width))
-    added.append(gs.Node("Concat", "headcut/Concat", {"axis": 1}, rows, [out]))
-    graph.nodes.extend(added)
-    graph.outputs = [out]
+        by_role = {b.role: b for b in lv.branches}
+        parts = []
+        for blk in blocks:
+            branch = by_role[blk.source.role]
+            t = tensors[branch.tensor]
+            if blk.sigmoid:
+                t = tail.op("Sigmoid", f"l{i}/{blk.role}_sigmoid", [t], (1, blk.size, h, w))
+            if branch.role == "dfl" and blk.role == "reg":
+                t = tail.dfl(t, f"l{i}/dfl", head.reg_max, h, w)
+            parts.append(t)
+        if layout.kind == "levels":
+            out = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(1, width, h, w))
+            tail.nodes.append(gs.Node("Concat", f"headcut/l{i}/Concat", {"axis": 1}, parts, [out]))
+            per_level.append(out)
+            continue
+        cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
+        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.const(f"l{i}/flat_shape", np.array([1, width, h * w], np.int64))],
+                       (1, width, h * w))
+        per_level.append(tail.op("Transpose", f"l{i}/rows", [flat], (1, h * w, width), perm=[0, 2, 1]))
+    if layout.kind == "levels":
+        outputs = per_level
+    else:
+        out = gs.Variable(head.output_name, dtype=dtype, shape=(1, head.rows, width))
+        tail.nodes.append(gs.Node("Concat", "headcut/Concat", {"axis": 1}, per_level, [out]))
+        outputs = [out]
+    graph.nodes.extend(tail.nodes)
+    graph.outputs = outputs
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
 
     after = Counter(n.op for n in graph.nodes)
-    added_ops = Counter(n.op for n in added)
+    added_ops = Counter(n.op for n in tail.nodes)
     removed = before - (after - added_ops)
     raw = gs.export_onnx(graph, do_type_check=True)
     raw.ir_version = model.ir_version
@@ -72,5 +124,5 @@ def cut(model: onnx.ModelProto, head: Head) -> tuple[onnx.ModelProto, CutReport]
     raw.opset_import.extend(model.opset_import)
     raw.producer_name, raw.producer_version = model.producer_name, model.producer_version
     report = CutReport(sum(before.values()), sum(after.values()), dict(sorted(removed.items())),
-                       dict(sorted(added_ops.items())))
+                       dict(sorted(added_ops.items())), tuple((o.name, tuple(o.shape)) for o in outputs))
     return raw, report

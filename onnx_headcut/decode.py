@@ -2,28 +2,37 @@
 
 Everything here reads the head geometry recorded by ``strip`` (the JSON in the raw model's
 ``metadata_props["headcut"]`` or the ``*.head.json`` sidecar), or a :class:`~onnx_headcut.head.Head`.
+Rows are ordered level by level (stride ascending), row-major over (y, x) inside a level::
 
-Raw layout (decode ``grid_exp_obj``: YOLOv6 0.1.0, YOLOX), one row per anchor::
-
-    row r of level L (stride s, grid h x w, rows first_row .. first_row + h*w - 1):
+    row r of a level (stride s, grid h x w, rows first_row .. first_row + h*w - 1):
         i = r - first_row;  gy = i // w;  gx = i % w
-        [dx, dy, dw, dh, obj, cls_0 .. cls_{nc-1}]        (logits: no sigmoid, exp, grid or stride)
 
-    cx = (dx + gx) * s        w = exp(dw) * s
+``grid_exp_obj`` (YOLOv6 0.1.0, YOLOX), raw row ``[dx, dy, dw, dh, obj, cls_0 .. cls_{nc-1}]``::
+
+    cx = (dx + gx) * s        w = exp(dw) * s        score_c = sigmoid(obj) * sigmoid(cls_c)
     cy = (dy + gy) * s        h = exp(dh) * s
-    score_c = sigmoid(obj) * sigmoid(cls_c)
 
-A C++ port should threshold before decoding: ``sigmoid`` is monotonic, so a row can be skipped when
-``obj < logit(conf)`` without computing anything else (see :func:`detect`).
+``dist_anchor`` (YOLOv6 >= 0.2 anchor-free), raw row ``[l, t, r, b, cls...]``, or with DFL
+``[l_0..l_R, t_0..t_R, r_0..r_R, b_0..b_R, cls...]`` where each distance is the expectation
+``sum_i softmax(bins)_i * i``::
+
+    ax = gx + 0.5, ay = gy + 0.5
+    x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b
+    cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, w = (x2 - x1) * s, h = (y2 - y1) * s
+    score_c = sigmoid(cls_c)
+
+Where the metadata says a block has "sigmoid applied" the graph already did it. A C++ port should
+threshold before decoding: ``sigmoid`` is monotonic, so a row is skipped when its best logit is
+below ``logit(conf)`` without computing anything else (see :func:`detect`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .head import GRID_EXP_OBJ, Geometry
+from .head import DIST_ANCHOR, GRID_EXP_OBJ, Geometry
 
-__all__ = ["anchor_grid", "decode", "detect", "letterbox", "nms", "scale_boxes", "sigmoid"]
+__all__ = ["anchor_grid", "decode", "detect", "flatten_levels", "letterbox", "nms", "scale_boxes", "sigmoid"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -48,23 +57,44 @@ def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cells), np.concatenate(strides)
 
 
-def decode(raw: np.ndarray, head) -> np.ndarray:
-    """Decode a raw ``(B, N, C)`` tensor into the original model's output layout.
+def flatten_levels(raw, head) -> np.ndarray:
+    """A ``levels`` layout (one (B, C, h, w) array per level) as the flat (B, N, C) layout."""
+    g = Geometry.of(head)
+    if g.layout != "levels" and not isinstance(raw, (list, tuple)):
+        return np.asarray(raw)
+    outs = [np.asarray(r) for r in raw]
+    return np.concatenate([o.reshape(o.shape[0], o.shape[1], -1).transpose(0, 2, 1) for o in outs], 1)
 
-    For ``grid_exp_obj`` the result is ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, sigmoid(obj), sigmoid(cls)]``
-    in input pixels, exactly what the original decoded export returns.
+
+def dfl_expectation(bins: np.ndarray, reg_max: int) -> np.ndarray:
+    """(..., 4 * (reg_max + 1)) bin logits → (..., 4) distances: softmax over each group, then sum_i p_i * i."""
+    b = bins.reshape(*bins.shape[:-1], 4, reg_max + 1).astype(np.float32)
+    b = np.exp(b - b.max(-1, keepdims=True))
+    p = b / b.sum(-1, keepdims=True)
+    return (p * np.arange(reg_max + 1, dtype=np.float32)).sum(-1)
+
+
+def _distances(flat: np.ndarray, g: Geometry, cols: dict) -> np.ndarray:
+    if "dfl" in cols:
+        return dfl_expectation(flat[..., cols["dfl"]], g.reg_max)
+    return flat[..., cols["reg"]]
+
+
+def decode(raw, head) -> np.ndarray:
+    """Decode a raw output (flat ``(B, N, C)``, or the list of level outputs) into the original layout.
+
+    ``grid_exp_obj`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, sigmoid(obj), sigmoid(cls)]``;
+    ``dist_anchor`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, 1, sigmoid(cls)]``, in input pixels,
+    exactly what the original decoded export returns.
     """
     g = Geometry.of(head)
-    if g.decode != GRID_EXP_OBJ:
-        raise ValueError(f"unknown decode kind {g.decode!r}")
-    raw = np.asarray(raw)
+    flat = flatten_levels(raw, g)
     cells, strides = anchor_grid(g)
-    if raw.ndim != 3 or raw.shape[1] != len(cells) or raw.shape[2] != 5 + g.num_classes:
-        raise ValueError(f"raw tensor {raw.shape} does not match the head: (B, {len(cells)}, {5 + g.num_classes})")
-    dt = raw.dtype
-    xy = (raw[..., 0:2] + cells.astype(dt)) * strides.astype(dt)
-    wh = np.exp(raw[..., 2:4]) * strides.astype(dt)
-    return np.concatenate([xy, wh, sigmoid(raw[..., 4:])], -1)
+    if flat.ndim != 3 or flat.shape[1] != len(cells) or flat.shape[2] != g.width:
+        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(cells)}, {g.width})")
+    if g.decode not in (GRID_EXP_OBJ, DIST_ANCHOR):
+        raise ValueError(f"unknown decode kind {g.decode!r}")
+    return _decode_with(flat, g, cells.astype(flat.dtype), strides.astype(flat.dtype))
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], color: int = 114) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -117,27 +147,55 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def detect(raw: np.ndarray, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
-    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` for the first image of a raw tensor.
+def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
+    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` for the first image of a raw output.
 
-    Candidates are chosen on logits first (``obj >= logit(conf)``), so only they are decoded; then
-    class-aware NMS (boxes offset by class so different classes never suppress each other).
+    Candidates are chosen before decoding: a row's score is at most ``sigmoid(obj)`` (or its best
+    ``sigmoid(cls)``), so rows whose logit is below ``logit(conf)`` are dropped first and only the
+    rest are decoded. Then class-aware NMS (boxes offset by class so classes never suppress each other).
     """
     g = Geometry.of(head)
-    r = np.asarray(raw)[0].astype(np.float32)
-    cells, strides = anchor_grid(g)
-    logit_conf = np.log(conf / (1 - conf))
-    cand = np.nonzero(r[:, 4] >= logit_conf)[0]  # score <= sigmoid(obj): a cheap exact pre-filter
-    r, cells, strides = r[cand], cells[cand], strides[cand]
-    cls_p = sigmoid(r[:, 5:])
+    flat = flatten_levels(raw, g)[:1].astype(np.float32)
+    cols = g.columns()
+    gate_role = "obj" if g.decode == GRID_EXP_OBJ else "cls"
+    gate = flat[0, :, cols[gate_role]].max(-1)
+    threshold = conf if g.activated(gate_role) else np.log(conf / (1 - conf))
+    cand = np.nonzero(gate >= threshold)[0]
+    sub = flat[:, cand]
+    dec = _decode_rows(sub, g, cand)
+    cls_p = dec[:, 5:]
     cls_id = cls_p.argmax(1)
-    score = sigmoid(r[:, 4]) * cls_p[np.arange(len(r)), cls_id]
+    score = dec[:, 4] * cls_p[np.arange(len(dec)), cls_id]
     ok = score >= conf
-    r, cells, strides, score, cls_id = r[ok], cells[ok], strides[ok], score[ok], cls_id[ok]
-    xy = (r[:, 0:2] + cells) * strides
-    wh = np.exp(r[:, 2:4]) * strides
-    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)
+    dec, score, cls_id = dec[ok], score[ok], cls_id[ok]
+    boxes = np.concatenate([dec[:, 0:2] - dec[:, 2:4] / 2, dec[:, 0:2] + dec[:, 2:4] / 2], 1)
     span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
-    offset = cls_id[:, None].astype(np.float32) * span
-    keep = nms(boxes + offset, score, iou)[:max_det]
+    keep = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
     return np.concatenate([boxes[keep], score[keep, None], cls_id[keep, None].astype(np.float32)], 1)
+
+
+def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
+    """:func:`decode` restricted to the rows ``index`` of the flat layout: returns (K, 5 + nc)."""
+    cells, strides = anchor_grid(g)
+    return _decode_with(rows, g, cells[index], strides[index])[0]
+
+
+def _decode_with(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """The formulas of the module docstring, for rows whose cells and strides are given."""
+    cols = g.columns()
+    dt = flat.dtype.type
+
+    def score(role):
+        x = flat[..., cols[role]]
+        return x if g.activated(role) else sigmoid(x)
+
+    if g.decode == GRID_EXP_OBJ:
+        box = flat[..., cols["box"]]
+        return np.concatenate([(box[..., 0:2] + cells) * strides, np.exp(box[..., 2:4]) * strides,
+                               score("obj"), score("cls")], -1)
+    d = _distances(flat, g, cols).astype(flat.dtype)
+    anchors = cells + dt(0.5)
+    x1y1 = anchors - d[..., 0:2]
+    x2y2 = anchors + d[..., 2:4]
+    box = np.concatenate([(x1y1 + x2y2) / dt(2), x2y2 - x1y1], -1) * strides
+    return np.concatenate([box, np.ones((*flat.shape[:2], 1), flat.dtype), score("cls")], -1)

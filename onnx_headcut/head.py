@@ -1,34 +1,64 @@
 """The frozen description of a detection head: what the locator found and what the decode needs.
 
 A :class:`Head` is produced by :func:`onnx_headcut.locate.locate` and consumed by every later step
-(cut, decode, verify, report). Its :meth:`Head.to_json` form is what ``strip`` writes into the raw
-model's ``metadata_props`` (key ``headcut``) and into the ``*.head.json`` sidecar; a C++ port of the
-decode needs nothing else.
+(cut, decode, verify, report). :meth:`Head.to_json` (with the :class:`Layout` chosen) is what
+``strip`` writes into the raw model's ``metadata_props`` (key ``headcut``) and into the
+``*.head.json`` sidecar; a C++ port of the decode needs nothing else.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 #: Decode kinds. Each names a formula in :mod:`onnx_headcut.decode`.
-GRID_EXP_OBJ = "grid_exp_obj"
+GRID_EXP_OBJ = "grid_exp_obj"  # YOLOv6 0.1.0, YOLOX
+DIST_ANCHOR = "dist_anchor"  # YOLOv6 >= 0.2.0 anchor-free (l, t, r, b distances, optional DFL)
 
 FORMULAS = {
     GRID_EXP_OBJ: (
-        "per row [dx, dy, dw, dh, obj, cls*nc] of level with stride s at cell (gx, gy): "
+        "per row [dx, dy, dw, dh, obj, cls*nc] of a level with stride s at cell (gx, gy): "
         "cx = (dx + gx) * s, cy = (dy + gy) * s, w = exp(dw) * s, h = exp(dh) * s, "
         "obj = sigmoid(obj), cls = sigmoid(cls); decoded row = [cx, cy, w, h, obj, cls*nc]; "
         "score = obj * max(cls)"
     ),
+    DIST_ANCHOR: (
+        "per row [l, t, r, b, cls*nc] of a level with stride s at cell (gx, gy) (with DFL each of "
+        "l, t, r, b is sum_i softmax(bins)_i * i over reg_max+1 bin logits): ax = gx + 0.5, ay = gy + 0.5, "
+        "x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b; cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, "
+        "w = (x2 - x1) * s, h = (y2 - y1) * s; decoded row = [cx, cy, w, h, 1, sigmoid(cls)*nc]; "
+        "score = max(sigmoid(cls))"
+    ),
 }
+
+#: what the columns of a block hold: (as logits, with sigmoid applied in the graph)
+COLUMNS = {
+    "box": ("dx, dy, dw, dh", None),
+    "obj": ("objectness logit", "objectness score (sigmoid applied)"),
+    "cls": ("class logits", "class scores (sigmoid applied)"),
+    "reg": ("l, t, r, b distances in stride units", None),
+    "dfl": ("DFL bin logits grouped l, t, r, b", None),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level."""
+
+    kind: str = "flat"
+    keep_dfl: bool = False
+    keep_sigmoid: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("flat", "levels"):
+            raise ValueError(f"layout must be 'flat' or 'levels', not {self.kind!r}")
 
 
 @dataclass(frozen=True)
 class Branch:
     """One prediction conv output feeding the decode: a block of channels of the raw layout."""
 
-    role: str  # "box" | "obj" | "cls"
+    role: str  # "box" | "obj" | "cls" | "reg" (4 distances) | "dfl" (4 * (reg_max + 1) bin logits)
     tensor: str  # the conv output tensor in the source graph
     channels: int
 
@@ -48,6 +78,16 @@ class Level:
 
 
 @dataclass(frozen=True)
+class Block:
+    """A block of columns of the raw output, after the layout options."""
+
+    role: str
+    size: int
+    sigmoid: bool  # the graph applies sigmoid (scores) rather than leaving logits
+    source: Branch | None = None  # the conv it comes from
+
+
+@dataclass(frozen=True)
 class Head:
     """A located head. ``reasons`` says, in words, why the locator believes this is the head."""
 
@@ -62,27 +102,48 @@ class Head:
     levels: tuple[Level, ...]
     region: frozenset = field(repr=False)  # output tensor names of the nodes to remove
     reasons: tuple[str, ...] = ()
+    reg_max: int = 0  # DFL bins - 1; 0 without DFL
+    notes: tuple[str, ...] = ()  # things the user should know (NMS removed, batch pinned, ...)
 
     @property
     def rows(self) -> int:
         return sum(lv.rows for lv in self.levels)
 
     @property
-    def channels(self) -> tuple[tuple[str, int], ...]:
-        """Column blocks of one raw row, in order, e.g. ``(("box", 4), ("obj", 1), ("cls", 80))``."""
-        return tuple((b.role, b.channels) for b in self.levels[0].branches)
-
-    @property
-    def width(self) -> int:
-        return sum(n for _, n in self.channels)
-
-    @property
     def strides(self) -> tuple[int, ...]:
         return tuple(lv.stride for lv in self.levels)
 
-    def to_json(self, **extra) -> dict:
+    @property
+    def dfl(self) -> bool:
+        return self.reg_max > 0
+
+    def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
+        """Column blocks of one raw row (flat) or one level output (levels), in order."""
+        branches = {b.role: b for b in self.levels[0].branches}
+        sig = layout.keep_sigmoid
+        if self.decode == GRID_EXP_OBJ:
+            return (Block("box", 4, False, branches["box"]), Block("obj", 1, sig, branches["obj"]),
+                    Block("cls", self.num_classes, sig, branches["cls"]))
+        reg = branches.get("reg") or branches["dfl"]
+        if layout.kind == "levels":  # YOLOv6's own ncnn Lite demo: [sigmoid(cls) * nc, l, t, r, b]
+            return (Block("cls", self.num_classes, True, branches["cls"]), Block("reg", 4, False, reg))
+        box = Block("reg", 4, False, reg) if (not self.dfl or layout.keep_dfl) else \
+            Block("dfl", 4 * (self.reg_max + 1), False, reg)
+        return (box, Block("cls", self.num_classes, sig, branches["cls"]))
+
+    def effective(self, layout: Layout) -> Layout:
+        """The layout actually emitted (levels for anchor-free heads implies DFL kept and sigmoid)."""
+        if self.decode == DIST_ANCHOR and layout.kind == "levels":
+            return Layout("levels", keep_dfl=True, keep_sigmoid=True)
+        return layout
+
+    def width(self, layout: Layout = Layout()) -> int:
+        return sum(b.size for b in self.blocks(layout))
+
+    def to_json(self, layout: Layout = Layout(), **extra) -> dict:
         """The metadata written next to the raw model (plain JSON types only)."""
-        columns = {"box": "dx, dy, dw, dh", "obj": "objectness logit", "cls": "class logits"}
+        layout = self.effective(layout)
+        blocks = self.blocks(layout)
         d = {
             "family": self.family,
             "version": self.version,
@@ -90,43 +151,62 @@ class Head:
             "formula": FORMULAS[self.decode],
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
             "num_classes": self.num_classes,
-            "layout": "flat",
+            "reg_max": self.reg_max if (self.dfl and not layout.keep_dfl) else 0,
+            "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
+            "layout": layout.kind,
             "rows": self.rows,
-            "channels": [{"name": r, "size": n, "columns": columns[r]} for r, n in self.channels],
+            "channels": [{"name": b.role, "size": b.size, "sigmoid": b.sigmoid,
+                          "columns": COLUMNS[b.role][1 if b.sigmoid else 0]} for b in blocks],
             "levels": [
                 {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows}
                 for lv in self.levels
             ],
             "original_output": {"name": self.output_name, "shape": list(self.output_shape)},
         }
+        if self.notes:
+            d["notes"] = list(self.notes)
         d.update(extra)
         return d
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the numpy decode needs; built from a :class:`Head` or from the recorded JSON."""
+    """What the numpy decode needs; built from a :class:`Head` (+ :class:`Layout`) or the recorded JSON."""
 
     decode: str
     num_classes: int
     strides: tuple[int, ...]
     grids: tuple[tuple[int, int], ...]
     input_shape: tuple[int, ...]
+    channels: tuple[tuple[str, int, bool], ...]  # (role, size, sigmoid applied)
+    layout: str = "flat"
+    reg_max: int = 0
+
+    def columns(self) -> dict[str, slice]:
+        out, at = {}, 0
+        for role, size, _ in self.channels:
+            out[role] = slice(at, at + size)
+            at += size
+        return out
+
+    def activated(self, role: str) -> bool:
+        return any(r == role and s for r, _, s in self.channels)
+
+    @property
+    def width(self) -> int:
+        return sum(n for _, n, _ in self.channels)
 
     @classmethod
-    def of(cls, head: "Head | dict | str") -> "Geometry":
+    def of(cls, head: "Head | dict | str | Geometry", layout: Layout = Layout()) -> "Geometry":
         if isinstance(head, Geometry):
             return head
         if isinstance(head, Head):
-            return cls(head.decode, head.num_classes, head.strides,
-                       tuple(lv.grid for lv in head.levels), tuple(head.input_shape))
+            head = head.to_json(layout)
         if isinstance(head, str):
             head = json.loads(head)
         return cls(head["decode"], int(head["num_classes"]),
                    tuple(int(lv["stride"]) for lv in head["levels"]),
                    tuple((int(lv["grid"][0]), int(lv["grid"][1])) for lv in head["levels"]),
-                   tuple(head["input"]["shape"]))
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)
+                   tuple(head["input"]["shape"]),
+                   tuple((c["name"], int(c["size"]), bool(c.get("sigmoid", False))) for c in head["channels"]),
+                   head.get("layout", "flat"), int(head.get("reg_max", 0)))

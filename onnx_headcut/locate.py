@@ -29,7 +29,7 @@ import onnx
 
 from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, attr, infer_shapes, is_static
-from .head import GRID_EXP_OBJ, Branch, Head, Level
+from .head import DIST_ANCHOR, GRID_EXP_OBJ, Branch, Head, Level
 
 #: ops that may appear between the prediction convs and the decoded output.
 DECODE_OPS = frozenset({
@@ -160,6 +160,132 @@ def _cell_grid(h: int, w: int) -> np.ndarray:
     return np.stack([gx, gy], -1).reshape(-1, 2).astype(np.float32)
 
 
+def _group_levels(shapes: dict[str, Shape], region: Region, input_shape) -> list | str:
+    """[(stride, (h, w), [conv tensors])] stride ascending, or the reason it is not a pyramid."""
+    out_shape = shapes.get(region.output)
+    if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
+        return f"output '{region.output}' has shape {out_shape}, expected static (1, N, C)"
+    _, in_h, in_w = input_shape[-3:]
+    by_grid: dict[tuple[int, int], list[str]] = {}
+    for t in region.frontier:
+        sh = shapes.get(t)
+        if not is_static(sh) or len(sh) != 4 or sh[0] != 1:
+            return f"prediction conv output '{t}' has shape {sh}, expected static (1, C, H, W)"
+        by_grid.setdefault((sh[2], sh[3]), []).append(t)
+    levels = []
+    for h, w in sorted(by_grid, key=lambda g: -g[0] * g[1]):
+        if in_h % h or in_w % w or in_h // h != in_w // w:
+            return f"a {h}x{w} feature map does not divide the {in_h}x{in_w} input into one integer stride"
+        levels.append((in_h // h, (h, w), by_grid[(h, w)]))
+    return levels
+
+
+def _region_consts(ix: GraphIndex, region: Region):
+    """(node, input index, value) for every constant float input of a region node."""
+    live = set(region.frontier)
+    for n in region.data_nodes:
+        live.update(n.output)
+    for n in region.nodes:
+        for k, i in enumerate(n.input):
+            if i and i not in live:
+                v = ix.const_value(i)
+                if v is not None and np.issubdtype(v.dtype, np.floating):
+                    yield n, k, v
+
+
+def _feeds_sigmoid(ix: GraphIndex, t: str) -> bool:
+    """True when ``t`` (through Identity/Cast) is read by a Sigmoid."""
+    stack = [t]
+    while stack:
+        for c in ix.consumers.get(stack.pop(), []):
+            if c.op_type == "Sigmoid":
+                return True
+            if c.op_type in ("Identity", "Cast"):
+                stack.append(c.output[0])
+    return False
+
+
+def match_anchor_free(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
+                      input_name: str, input_shape: tuple) -> Head | Rejection:
+    """YOLOv6 0.2.0 … main: per level a ``reg`` conv (4, or 4·(reg_max+1) with DFL) and a ``cls`` conv.
+
+    ``cls → Sigmoid``; ``reg`` (→ DFL: Reshape, Softmax, fixed 1x1 conv) → distances l, t, r, b;
+    anchor points (cell + 0.5) and per-row strides are constants; the output is
+    ``Concat([cx, cy, w, h], ones, cls_scores)`` with a constant ones column.
+    """
+    name = "YOLOv6 anchor-free (l, t, r, b from cell centres; DFL or not)"
+
+    def no(reason: str) -> Rejection:
+        return Rejection(name, reason)
+
+    groups = _group_levels(shapes, region, input_shape)
+    if isinstance(groups, str):
+        return no(groups)
+    out_shape = shapes[region.output]
+    levels, nc, reg_ch, first = [], None, None, 0
+    for stride, (h, w), convs in groups:
+        chans = sorted(shapes[t][1] for t in convs)
+        if len(convs) == 3 and 10 in chans:
+            return no(f"the {h}x{w} level has a 10-channel landmark branch: a YOLOv6 face export "
+                      "(5 landmarks), which headcut does not strip yet")
+        if len(convs) != 2:
+            return no(f"the {h}x{w} level has {len(convs)} prediction convs, expected 2 (reg, cls)")
+        sig = [t for t in convs if _feeds_sigmoid(ix, t)]
+        if len(sig) != 1:
+            return no(f"the {h}x{w} level has {len(sig)} branches read through a Sigmoid, expected 1 (cls)")
+        cls = sig[0]
+        reg = next(t for t in convs if t != cls)
+        c_reg, c_cls = shapes[reg][1], shapes[cls][1]
+        if c_reg % 4 or c_reg == 0:
+            return no(f"the {h}x{w} level's reg branch has {c_reg} channels, not 4 or 4*(reg_max+1)")
+        if (nc, reg_ch) != (None, None) and (c_cls, c_reg) != (nc, reg_ch):
+            return no(f"branch widths differ between levels ({reg_ch}, {nc} vs {c_reg}, {c_cls})")
+        nc, reg_ch = c_cls, c_reg
+        role = "reg" if c_reg == 4 else "dfl"
+        levels.append(Level(stride, (h, w), first, (Branch(role, reg, c_reg), Branch("cls", cls, c_cls))))
+        first += h * w
+    reg_max = reg_ch // 4 - 1
+    n_rows = first
+    if out_shape[1:] != (n_rows, 5 + nc):
+        return no(f"output shape {out_shape} does not match the levels: expected (1, {n_rows}, {5 + nc})")
+    if reg_max and "Softmax" not in region.ops:
+        return no(f"reg branches have {reg_ch} channels but the decode has no Softmax (DFL)")
+    if "Exp" in region.ops:
+        return no("the decode has an Exp, which the anchor-free decode does not use")
+
+    cells = np.concatenate([_cell_grid(*lv.grid) for lv in levels])
+    row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
+    anchors_ok = ones_ok = False
+    for n, _, v in _region_consts(ix, region):
+        if v.size == 2 * n_rows and v.shape[-1] == 2:
+            if not np.array_equal(v.reshape(-1, 2), cells + 0.5):
+                return no(f"anchor-point constant of shape {v.shape} does not match the cell centres of the levels")
+            anchors_ok = True
+        elif v.size == n_rows and n.op_type == "Mul":
+            if not np.array_equal(v.reshape(-1), row_strides):
+                return no(f"stride constant of shape {v.shape} does not match the level strides {[lv.stride for lv in levels]}")
+        elif v.size == n_rows and n.op_type == "Concat":
+            ones_ok = bool((v == 1).all())
+    if not anchors_ok:
+        return no("no anchor-point constant (cell + 0.5) found in the decode")
+    if not ones_ok:
+        return no("no constant ones column concatenated into the output")
+
+    strides = [lv.stride for lv in levels]
+    dfl = f"DFL with reg_max {reg_max} ({reg_ch} reg channels)" if reg_max else "no DFL (4 reg channels)"
+    version = "0.2+ anchor-free" + (", DFL" if reg_max else "")
+    reasons = (
+        f"{len(levels)} levels of 2 prediction convs (reg {reg_ch}, cls {nc}); cls is read through a Sigmoid",
+        f"strides {strides} = input {input_shape[-2]}x{input_shape[-1]} / grids "
+        + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
+        f"{dfl}; no objectness branch, so 0.2.0 or later (anchor-free)",
+        "anchor points equal the cell centres (+0.5); per-row stride constants match; constant ones column",
+        f"decode ops {dict(sorted(region.ops.items()))}",
+    ) + ((f"{len(levels)} levels: a P6 or YOLOv6-Lite model",) if len(levels) == 4 else ())
+    return Head("YOLOv6", version, DIST_ANCHOR, input_name, tuple(input_shape), region.output, tuple(out_shape),
+                nc, tuple(levels), region.keys, reasons, reg_max=reg_max)
+
+
 def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
                        input_name: str, input_shape: tuple) -> Head | Rejection:
     """YOLOv6 0.1.0 and YOLOX: ``xy = (d + grid) * s``, ``wh = exp(d) * s``, sigmoid obj and cls.
@@ -262,7 +388,7 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
                 tuple(out_shape), nc, tuple(levels), region.keys, reasons)
 
 
-PATTERNS = (match_grid_exp_obj,)
+PATTERNS = (match_grid_exp_obj, match_anchor_free)
 
 
 def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> Head:

@@ -9,6 +9,14 @@ def _ops(d: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items())
 
 
+def _blocks(blocks) -> str:
+    return " + ".join(f"{b.role} {b.size}" + (" (sigmoid)" if b.sigmoid else "") for b in blocks)
+
+
+def _outputs(outputs) -> str:
+    return ", ".join(f"'{n}' {tuple(s)}" for n, s in outputs)
+
+
 def head_table(insp: Inspection) -> list[str]:
     h = insp.head
     lines = [
@@ -25,11 +33,11 @@ def head_table(insp: Inspection) -> list[str]:
 
 def inspect_text(insp: Inspection) -> str:
     h = insp.head
-    removed = insp.cut.nodes_before - insp.cut.nodes_after + sum(insp.cut.added_ops.values())
+    removed = insp.cut.removed
     lines = [f"model     {insp.path}"] + head_table(insp) + [
         f"decode    {_ops(insp.decode_ops)}",
         f"would cut {removed} nodes from output '{h.output_name}' {list(h.output_shape)}; "
-        f"raw output (1, {h.rows}, {h.width}) = " + " + ".join(f"{r} {n}" for r, n in h.channels),
+        f"raw output (1, {h.rows}, {h.width()}) = " + _blocks(h.blocks()),
         f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
         "why:",
     ] + [f"  - {r}" for r in h.reasons]
@@ -41,9 +49,12 @@ def strip_text(res: StripResult) -> str:
     removed = res.metadata["removed"]
     lines = head_table(insp) + [
         f"cut       {removed['nodes']} nodes ({_ops(removed['ops'])})",
-        f"added     {_ops(insp.cut.added_ops)} -> '{h.output_name}' (1, {h.rows}, {h.width}) = "
-        + " + ".join(f"{r} {n}" for r, n in h.channels),
+        f"added     {_ops(insp.cut.added_ops)} -> {_outputs(insp.cut.outputs)}",
+        f"layout    {res.layout.kind}: " + _blocks(h.blocks(res.layout))
+        + ("; DFL kept in the graph" if h.dfl and res.layout.keep_dfl else
+           f"; DFL bins (reg_max {h.reg_max}) left to the decode" if h.dfl else ""),
     ]
+    lines += [f"note      {n}" for n in h.notes]
     if insp.folded:
         lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the "
                      "shape plumbing before locating (batch pinned to 1); counts below are on the folded graph")

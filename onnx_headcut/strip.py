@@ -13,7 +13,7 @@ from . import __version__
 from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, VerificationError
 from .graph import infer_shapes, max_rank
-from .head import Head
+from .head import Head, Layout
 from .io import Staging, check_output_path, load, save
 from .locate import decode_region, locate
 from .graph import GraphIndex
@@ -42,8 +42,7 @@ class Inspection:
             "head": self.head.to_json(),
             "why": list(self.head.reasons),
             "decode_ops": self.decode_ops,
-            "would_remove": {"nodes": self.cut.nodes_before - self.cut.nodes_after + sum(self.cut.added_ops.values()),
-                             "ops": self.cut.removed_ops},
+            "would_remove": {"nodes": self.cut.removed, "ops": self.cut.removed_ops},
             "max_rank": self.max_rank,
             "folded_with_onnxsim": self.folded,
             "source_nodes": self.source_nodes,
@@ -61,6 +60,7 @@ class StripResult:
     simplified: bool
     files: tuple[Path, ...]
     metadata: dict
+    layout: Layout = Layout()
 
     @property
     def head(self) -> Head:
@@ -88,17 +88,22 @@ def inspect(path: str | os.PathLike) -> Inspection:
     return _inspection(path, work, head, folded, len(model.graph.node))[0]
 
 
-def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int):
+def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
+                layout: Layout = Layout()):
     shapes = infer_shapes(work)
-    raw, report = cut(work, head)
+    raw, report = cut(work, head, layout)
     region = decode_region(GraphIndex(work), head.output_name)
     ops = dict(sorted(region.ops.items()))
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
-def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True, lower: bool = True,
-          simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL, force: bool = False) -> StripResult:
+def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = Layout(), verify: bool = True,
+          lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
+          force: bool = False) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
+
+    ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
+    level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.head.Layout`).
 
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
     ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
@@ -108,7 +113,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True
     dst = check_output_path(src, dst, force=force)
     model = load(src)
     work, head, folded = _locate(model)
-    insp, raw = _inspection(src, work, head, folded, len(model.graph.node))
+    insp, raw = _inspection(src, work, head, folded, len(model.graph.node), layout)
     del model, work
 
     rw = None
@@ -119,10 +124,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True
     rank_after = max_rank(infer_shapes(raw))
 
     meta = head.to_json(
+        layout,
         headcut_version=__version__,
-        removed={"nodes": insp.cut.nodes_before - insp.cut.nodes_after + sum(insp.cut.added_ops.values()),
-                 "ops": insp.cut.removed_ops},
-        raw_output={"name": head.output_name, "shape": [1, head.rows, head.width]},
+        removed={"nodes": insp.cut.removed, "ops": insp.cut.removed_ops},
+        raw_outputs=[{"name": n, "shape": list(sh)} for n, sh in insp.cut.outputs],
     )
     del raw.metadata_props[:]
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
@@ -134,13 +139,13 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, verify: bool = True
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
         result = None
         if verify:
-            result = run_verify(src, staged, head, images=tuple(images), tol=tol)
+            result = run_verify(src, staged, meta, images=tuple(images), tol=tol)
             if not result.ok:
                 worst = max(result.checks, key=lambda c: c.max_abs_err)
                 raise VerificationError(f"verification failed on {worst.input}: max abs error "
                                         f"{worst.max_abs_err:.3g} > tolerance {worst.tolerance:.3g}; nothing written")
         files = tuple(st.commit())
-    return StripResult(insp, rw, result, rank_after, simplify, files, meta)
+    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
 
 
 def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict:

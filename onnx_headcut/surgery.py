@@ -201,6 +201,11 @@ def rewrite_5d(model: onnx.ModelProto, strict: bool = True, inplace: bool = Fals
         _set_perm(tr, new_perm)
         lowered.append(Lowered(node.output[0], tuple(target), tuple(perm), new_shape, new_perm))
 
+    if lowered:  # shapes recorded for the rewritten tensors are stale: let inference redo them
+        stale = {lo.reshape for lo in lowered} | {u.output[0] for lo in lowered for u in ix.consumers.get(lo.reshape, [])}
+        keep = [vi for vi in model.graph.value_info if vi.name not in stale]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
     after_shapes = infer_shapes(model) if lowered else shapes
     rank_after = max_rank(after_shapes)
     for name, s in after_shapes.items():  # postcondition: every >4-D tensor left is accounted for

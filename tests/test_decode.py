@@ -8,6 +8,8 @@ from onnx_headcut.decode import anchor_grid, decode, detect, letterbox, nms, sca
 
 HEAD = {  # two levels on a 32x64 input, nc = 2: the JSON strip records
     "decode": "grid_exp_obj", "num_classes": 2, "input": {"name": "x", "shape": [1, 3, 32, 64]},
+    "channels": [{"name": "box", "size": 4, "sigmoid": False}, {"name": "obj", "size": 1, "sigmoid": False},
+                 {"name": "cls", "size": 2, "sigmoid": False}],
     "levels": [{"stride": 8, "grid": [4, 8], "first_row": 0, "rows": 32},
                {"stride": 16, "grid": [2, 4], "first_row": 32, "rows": 8}],
 }

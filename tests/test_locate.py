@@ -32,7 +32,7 @@ def test_locate_reads_geometry_from_structure(variant):
     head = locate(build(variant))
     assert head.decode == "grid_exp_obj"
     assert head.strides == (8, 16, 32)
-    assert head.channels == (("box", 4), ("obj", 1), ("cls", kw.get("nc", 80)))
+    assert [(b.role, b.size, b.sigmoid) for b in head.blocks()] == [("box", 4, False), ("obj", 1, False), ("cls", kw.get("nc", 80), False)]
     assert head.rows == sum((h // s) * (w // s) for s in (8, 16, 32))
     assert all(b.tensor.endswith("Conv_output_0") or b.tensor for lv in head.levels for b in lv.branches)
 

@@ -39,7 +39,7 @@ def test_strip_reference(rel, tmp_path):
     raw = session(str(tmp_path / "raw.onnx")).run(None, {res.head.input_name: data["input"]})[0]
     # the raw rows are the recorded conv outputs: level by level, row-major (y, x), [box, obj, cls]
     expect = np.concatenate([
-        np.concatenate([data[f"raw__{b.tensor}"][0] for b in lv.branches], 0).reshape(res.head.width, -1).T
+        np.concatenate([data[f"raw__{b.tensor}"][0] for b in lv.branches], 0).reshape(res.head.width(), -1).T
         for lv in res.head.levels])
     np.testing.assert_allclose(raw[0], expect, atol=1e-5)
     assert np.abs(decode(raw, res.metadata) - data[out_key]).max() <= 1e-3

@@ -95,9 +95,10 @@ def test_metadata_and_sidecar(write, tmp_path):
     assert meta["input"] == {"name": "image_arrays", "shape": [1, 3, 320, 320]}
     assert [(lv["stride"], lv["grid"], lv["first_row"], lv["rows"]) for lv in meta["levels"]] == [
         (8, [40, 40], 0, 1600), (16, [20, 20], 1600, 400), (32, [10, 10], 2000, 100)]
-    assert meta["channels"] == [{"name": "box", "size": 4, "columns": "dx, dy, dw, dh"},
-                                {"name": "obj", "size": 1, "columns": "objectness logit"},
-                                {"name": "cls", "size": 80, "columns": "class logits"}]
+    assert meta["channels"] == [{"name": "box", "size": 4, "sigmoid": False, "columns": "dx, dy, dw, dh"},
+                                {"name": "obj", "size": 1, "sigmoid": False, "columns": "objectness logit"},
+                                {"name": "cls", "size": 80, "sigmoid": False, "columns": "class logits"}]
+    assert meta["layout"] == "flat" and meta["reg_max"] == 0
     assert meta["num_classes"] == 80 and "exp(dw) * s" in meta["formula"]
     assert meta["removed"]["ops"]["Exp"] == 3 and meta["removed"]["nodes"] > 0
     # the decode runs from the recorded JSON alone
