@@ -42,9 +42,10 @@ DECODE_OPS = frozenset({
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Identity",
                         "Constant", "Shape", "Gather", "Cast", "Slice", "Split"})
 
-LOOKED_FOR = ("looked for per-level 1x1 prediction convs (box 4, objectness 1, classes nc) whose outputs "
-              "reach one (1, N, 5+nc) output only through decode ops (Sigmoid, Exp, grid Add, stride Mul, "
-              "Reshape/Transpose/Slice/Concat/ScatterND)")
+LOOKED_FOR = ("looked for per-level prediction convs (YOLOv6 0.1.0/YOLOX: box 4, obj 1, cls nc; YOLOv6 0.2+: "
+              "reg 4 or 4*(reg_max+1), cls nc) whose outputs reach one decoded (1, N, 5+nc) output only through "
+              "decode ops (Sigmoid, Exp, Softmax, grid/anchor Add/Sub, stride Mul, Reshape/Transpose/Slice/Split/"
+              "Concat/ScatterND)")
 
 
 @dataclass(frozen=True)

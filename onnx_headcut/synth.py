@@ -169,6 +169,8 @@ def _to_half(model: onnx.ModelProto) -> None:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.TENSOR:
                 half(a.t)
+            elif n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16
     for v in list(model.graph.input) + list(model.graph.output):
         if v.type.tensor_type.elem_type == TensorProto.FLOAT:
             v.type.tensor_type.elem_type = TensorProto.FLOAT16
@@ -183,10 +185,130 @@ def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
+def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0,
+              levels: int = 3, shuffle: bool = False, opset: int = 13, simplify: bool = False,
+              dynamic_batch: bool = False, seed: int = 0, input_name: str = "images",
+              output_name: str = "outputs", half: bool = False) -> onnx.ModelProto:
+    """A YOLOv6 0.2.0 … main anchor-free decoded export, as ``deploy/ONNX/export_onnx.py`` writes it.
+
+    ``reg_max=16`` gives the DFL head of m/l models (68 reg channels per level); ``levels=4`` the
+    P6 / Lite heads (strides 8…64); ``shuffle=True`` adds YOLOv6-Lite's 5-D channel shuffles to the
+    backbone; ``opset=12`` is 0.2.0 (Softmax wrapped in Transposes, Split/Unsqueeze attributes);
+    ``dynamic_batch=True`` is ``--dynamic-batch`` (batch read with Shape, ones column from
+    ConstantOfShape); ``simplify=True`` is ``--simplify`` (onnxsim).
+    """
+    H, W = size
+    top = 8 * 2 ** (levels - 1)
+    if H % top or W % top:
+        raise ValueError(f"input size {size} must be a multiple of {top}")
+    b = _Builder(seed)
+    new_unsqueeze = opset >= 13
+
+    def unsqueeze(x, axis):
+        if new_unsqueeze:
+            return b.node("Unsqueeze", [x, b.const([axis], np.int64)])
+        return b.node("Unsqueeze", [x], axes=[axis])
+
+    x = input_name
+    chans = [width] * 2 + [width * 2 ** k for k in range(1, levels + 1)]
+    feats, cin = [], 3
+    for i, c in enumerate(chans):
+        x = b.node("Relu", [b.conv(x, cin, c, 3, 2, f"backbone.stage{i}.conv")], scope=f"/backbone/stage{i}")
+        cin = c
+        if shuffle and c % 2 == 0:  # Lite: channel_shuffle(x, 2) = view(b, 2, c/2, h, w).transpose(1, 2).view(b, -1, h, w)
+            hh, ww = H // 2 ** (i + 1), W // 2 ** (i + 1)
+            y = b.node("Reshape", [x, b.const(np.array([1, 2, c // 2, hh, ww], np.int64), scope="/backbone")], scope="/backbone")
+            y = b.node("Transpose", [y], scope="/backbone", perm=[0, 2, 1, 3, 4])
+            x = b.node("Reshape", [y, b.const(np.array([1, -1, hh, ww], np.int64), scope="/backbone")], scope="/backbone")
+        if i >= 2:
+            feats.append((x, c))
+
+    strides = [8 * 2 ** i for i in range(levels)]
+    grids = [(H // s, W // s) for s in strides]
+    # generate_anchors(): shift_y/shift_x = arange + 0.5 (float64 constants), meshgrid, stack, float, view(-1, 2)
+    anchor_parts = []
+    for h, w in grids:
+        shape = b.const(np.array([h, w], np.int64))
+        ys = b.node("Expand", [b.const((np.arange(h) + 0.5).reshape(h, 1)), shape])
+        xs = b.node("Expand", [b.const((np.arange(w) + 0.5).reshape(1, w)), shape])
+        xy = b.node("Concat", [unsqueeze(xs, -1), unsqueeze(ys, -1)], axis=-1)
+        anchor_parts.append(b.node("Reshape", [b.node("Cast", [xy], to=TensorProto.FLOAT), b.const(np.array([-1, 2], np.int64))]))
+    anchors = b.node("Concat", anchor_parts, axis=0)
+    batch = None
+    if dynamic_batch:
+        batch = unsqueeze(b.node("Gather", [b.node("Shape", [input_name]), b.const(np.array(0, np.int64))], axis=0), 0)
+
+    def target(*dims):  # reshape([b, ...]): a constant, or Concat(Shape-derived b, constants) with --dynamic-batch
+        if batch is None:
+            return b.const(np.array([1, *dims], np.int64))
+        return b.node("Concat", [batch] + [b.const(np.array([d], np.int64)) for d in dims], axis=0)
+
+    prior = -np.log((1 - 1e-2) / 1e-2)
+    r = reg_max + 1
+    proj = b.init("detect.proj_conv.weight", np.arange(r, dtype=np.float32).reshape(1, r, 1, 1)) if reg_max else None
+    cls_list, reg_list = [], []
+    for i, ((f, c), (h, w)) in enumerate(zip(feats, grids)):
+        stem = b.silu(b.conv(f, c, c, 1, 1, f"detect.stems.{i}.conv"), f"/detect/stems.{i}/act")
+        cls_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.cls_convs.{i}.conv"), f"/detect/cls_convs.{i}/act")
+        cls = b.conv(cls_f, c, nc, 1, 1, f"detect.cls_preds.{i}", std=0.05, bias=prior)
+        reg_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.reg_convs.{i}.conv"), f"/detect/reg_convs.{i}/act")
+        reg = b.conv(reg_f, c, 4 * r, 1, 1, f"detect.reg_preds.{i}", std=0.05, bias=1.0 if not reg_max else None)
+        if reg_max:  # reg.reshape([-1, 4, reg_max + 1, l]).permute(0, 2, 1, 3) → softmax(dim=1) → proj_conv
+            y = b.node("Transpose", [b.node("Reshape", [reg, b.const(np.array([-1, 4, r, h * w], np.int64))])], perm=[0, 2, 1, 3])
+            if opset >= 13:
+                y = b.node("Softmax", [y], axis=1)
+            else:  # the legacy exporter moves the softmax axis last below opset 13
+                y = b.node("Transpose", [b.node("Softmax", [b.node("Transpose", [y], perm=[0, 3, 2, 1])], axis=3)],
+                           perm=[0, 3, 2, 1])
+            reg = b.node("Conv", [y, proj], scope=f"/detect/proj_conv_{i}", dilations=[1, 1], group=1,
+                         kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1])
+        cls_list.append(b.node("Reshape", [b.node("Sigmoid", [cls]), target(nc, h * w)]))
+        reg_list.append(b.node("Reshape", [reg, target(4, h * w)]))
+    n = sum(h * w for h, w in grids)
+    cls_all = b.node("Transpose", [b.node("Concat", cls_list, axis=-1)], perm=[0, 2, 1])
+    reg_all = b.node("Transpose", [b.node("Concat", reg_list, axis=-1)], perm=[0, 2, 1])
+    if opset >= 13:
+        split = b.const(np.array([2, 2], np.int64))
+        lt_rb = helper.make_node("Split", [reg_all, split], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split", axis=-1)
+    else:
+        lt_rb = helper.make_node("Split", [reg_all], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split", axis=-1, split=[2, 2])
+    b.nodes.append(lt_rb)
+    x1y1 = b.node("Sub", [anchors, lt_rb.output[0]])
+    x2y2 = b.node("Add", [anchors, lt_rb.output[1]])
+    c_xy = b.node("Div", [b.node("Add", [x1y1, x2y2]), b.const(np.array(2.0, np.float32))])
+    wh = b.node("Sub", [x2y2, x1y1])
+    stride_t = np.concatenate([np.full((h * w, 1), s, np.float32) for s, (h, w) in zip(strides, grids)])
+    boxes = b.node("Mul", [b.node("Concat", [c_xy, wh], axis=-1), b.const(stride_t)])
+    if batch is None:
+        ones = b.const(np.ones((1, n, 1), np.float32))
+    else:
+        ones_shape = b.node("Concat", [batch, b.const(np.array([n], np.int64)), b.const(np.array([1], np.int64))], axis=0)
+        ones = b.node("ConstantOfShape", [ones_shape], value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    b.nodes.append(helper.make_node("Concat", [boxes, ones, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
+    in_dims = ["batch" if dynamic_batch else 1, 3, H, W]
+    out_dims = ["batch" if dynamic_batch else 1, n, 5 + nc]
+    graph = helper.make_graph(b.nodes, "main_graph",
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_dims)],
+                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_dims)], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="pytorch", producer_version="2.13.0")
+    model.ir_version = 7 if opset <= 13 else 8
+    onnx.checker.check_model(model)
+    if simplify:
+        model = _onnxsim(model)
+    if half:
+        _to_half(model)
+    return model
+
+
 #: the bundled samples: file name -> generator keyword arguments
 SAMPLES = {
-    "yolov6-v0.1.0-320.onnx": dict(nc=80, size=(320, 320), width=8),
-    "yolov6-v0.1.0-320-inplace.onnx": dict(nc=80, size=(320, 320), width=8, inplace=True),
+    "yolov6-v0.1.0-320.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8)),
+    "yolov6-v0.1.0-320-inplace.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8, inplace=True)),
+    "yolov6n-v0.3-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8)),
+    "yolov6m-v0.3-dfl-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8, reg_max=16)),
+    "yolov6lite-192x320.onnx": (yolov6_af, dict(nc=80, size=(192, 320), width=4, levels=4, shuffle=True,
+                                               simplify=True)),
 }
 
 
@@ -198,8 +320,8 @@ def write_samples(folder) -> list:
 
     folder = Path(folder)
     written = []
-    for name, kw in SAMPLES.items():
+    for name, (make, kw) in SAMPLES.items():
         with Staging(folder / name) as st:
-            save(yolov6_v1(**kw), st.path(name))
+            save(make(**kw), st.path(name))
             written += st.commit()
     return written

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .decode import decode, letterbox, to_input
+from .errors import VerificationError
 from .head import Geometry
 
 #: max abs error allowed on an output whose values are within 640 (pixels); scaled above that.
@@ -49,6 +50,11 @@ class Verification:
     @property
     def tolerance(self) -> float:
         return min(c.tolerance for c in self.checks)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
 
 
 def session(model, threads: int = 1):
@@ -97,7 +103,15 @@ def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_
 def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0) -> Verification:
     """Run ``original`` and ``raw`` (paths or bytes) and compare the original with the decoded raw output."""
     g = Geometry.of(head)
-    s_orig, s_raw = session(original), session(raw)
+    try:
+        s_orig = session(original)
+    except Exception as e:
+        raise VerificationError(f"onnxruntime cannot run the original model, so the cut cannot be checked "
+                                f"({_first_line(e)}); use --no-verify to skip the check") from None
+    try:
+        s_raw = session(raw)
+    except Exception as e:  # a bug in the cut, not in the input
+        raise VerificationError(f"onnxruntime cannot load the raw model ({_first_line(e)})") from None
     inp = s_orig.get_inputs()[0]
     np_dtype = np.float16 if "float16" in inp.type else np.float32
     feeds = [(f"random(seed={seed})", deterministic_input(g.input_shape, np_dtype, seed))]

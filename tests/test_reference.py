@@ -18,7 +18,7 @@ from onnx_headcut.decode import decode
 from onnx_headcut.graph import GraphIndex
 from onnx_headcut.locate import decode_region
 from onnx_headcut.strip import strip
-from onnx_headcut.synth import yolov6_v1
+from onnx_headcut.synth import yolov6_af, yolov6_v1
 from onnx_headcut.verify import session
 
 from conftest import REFERENCE
@@ -26,7 +26,8 @@ from conftest import REFERENCE
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no reference exports at {REFERENCE}")
 
 FILES = ["yolov6-0.1.0/yolov6n-tiny_320.onnx", "yolov6-0.1.0/yolov6n-tiny_320_inplace.onnx",
-         "yolox-0.3.0/yolox_nano-tiny_320_decoded.onnx"]
+         "yolox-0.3.0/yolox_nano-tiny_320_decoded.onnx", "yolov6-0.3.0/yolov6m-tiny_320_dfl.onnx",
+         "yolov6-0.3.0/yolov6n-tiny_320_sim.onnx", "yolov6-main-lite/yolov6lite_s-tiny_320_sim.onnx"]
 
 
 @pytest.mark.parametrize("rel", FILES)
@@ -69,12 +70,17 @@ def signature(model: onnx.ModelProto) -> Counter:
     return sig
 
 
-@pytest.mark.parametrize("rel,kw", [("yolov6-0.1.0/yolov6n-tiny_320.onnx", {}),
-                                    ("yolov6-0.1.0/yolov6n-tiny_320_inplace.onnx", {"inplace": True})])
-def test_generator_reproduces_the_genuine_decode_graph(rel, kw):
+@pytest.mark.parametrize("rel,make,kw", [
+    ("yolov6-0.1.0/yolov6n-tiny_320.onnx", yolov6_v1, {}),
+    ("yolov6-0.1.0/yolov6n-tiny_320_inplace.onnx", yolov6_v1, {"inplace": True}),
+    ("yolov6-0.3.0/yolov6m-tiny_320_dfl.onnx", yolov6_af, {"reg_max": 16}),
+    ("yolov6-0.3.0/yolov6n-tiny_320_sim.onnx", yolov6_af, {"simplify": True}),
+    ("yolov6-main-lite/yolov6lite_s-tiny_320_sim.onnx", yolov6_af, {"levels": 4, "shuffle": True, "simplify": True}),
+])
+def test_generator_reproduces_the_genuine_decode_graph(rel, make, kw):
     genuine = onnx.load(str(REFERENCE / rel))
-    ours = yolov6_v1(nc=80, size=(320, 320), width=8, **kw)
+    ours = make(nc=80, size=(320, 320), width=8, **kw)
     assert signature(ours) == signature(genuine)
-    assert [o.version for o in ours.opset_import] == [o.version for o in genuine.opset_import] == [12]
+    assert [o.version for o in ours.opset_import] == [o.version for o in genuine.opset_import]
     assert [i.name for i in ours.graph.input] == [i.name for i in genuine.graph.input]
     assert [o.name for o in ours.graph.output] == [o.name for o in genuine.graph.output]

@@ -1,0 +1,163 @@
+"""YOLOv6 0.2.0 … main anchor-free heads: DFL or not, 3 or 4 levels, opset 12/13, onnxsim, dynamic batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from onnx_headcut.decode import decode, dfl_expectation
+from onnx_headcut.graph import infer_shapes, max_rank
+from onnx_headcut.head import Layout
+from onnx_headcut.strip import strip
+from onnx_headcut.synth import yolov6_af
+from onnx_headcut.verify import deterministic_input, session
+
+VARIANTS = {
+    "n": dict(),
+    "n-onnxsim": dict(simplify=True),
+    "m-dfl": dict(reg_max=16),
+    "m-dfl-opset12": dict(reg_max=16, opset=12),
+    "m-dfl-onnxsim": dict(reg_max=16, simplify=True),
+    "n-dynamic-batch": dict(dynamic_batch=True),
+    "m-dfl-dynamic-batch": dict(reg_max=16, dynamic_batch=True),
+    "n6-p6": dict(levels=4, size=(640, 640)),
+    "lite-192x320": dict(levels=4, size=(192, 320), shuffle=True, simplify=True, width=4),
+    "fp16-dfl": dict(reg_max=16, half=True),
+}
+
+
+def _model(tmp_path, kw):
+    p = tmp_path / "in.onnx"
+    onnx.save(yolov6_af(**{"width": 8, **kw}), str(p))
+    return p
+
+
+def _rows(size, levels):
+    return sum((size[0] // s) * (size[1] // s) for s in [8 * 2 ** i for i in range(levels)])
+
+
+def _check_numbers(src, raw_path, meta, size, half, tol=1e-3):
+    dt = np.float16 if half else np.float32
+    x = deterministic_input((1, 3, *size), dt, seed=5)
+    y = session(str(src)).run(None, {"images": x})[0]
+    r = session(str(raw_path)).run(None, {"images": x})
+    d = decode(r if meta["layout"] == "levels" else r[0], meta)
+    top = float(np.abs(y[..., :4]).max())
+    assert 8 <= top <= 2560
+    limit = 4 * float(np.spacing(np.float16(top))) if half else tol
+    assert np.abs(d.astype(np.float64) - y).max() <= limit
+    return r
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_strip_anchor_free(variant, tmp_path):
+    kw = VARIANTS[variant]
+    size, levels, reg_max = kw.get("size", (320, 320)), kw.get("levels", 3), kw.get("reg_max", 0)
+    src = _model(tmp_path, kw)
+    res = strip(src, tmp_path / "raw.onnx")
+    h = res.head
+    assert (h.family, h.decode, h.reg_max, h.num_classes) == ("YOLOv6", "dist_anchor", reg_max, 80)
+    assert h.strides == tuple(8 * 2 ** i for i in range(levels))
+    assert res.inspection.folded == kw.get("dynamic_batch", False)
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    (out,) = raw.graph.output
+    width = 4 * (reg_max + 1) + 80
+    assert [d.dim_value for d in out.type.tensor_type.shape.dim] == [1, _rows(size, levels), width]
+    assert [d.dim_value for d in raw.graph.input[0].type.tensor_type.shape.dim] == [1, 3, *size]
+    tail = Counter(n.op_type for n in raw.graph.node if n.name.startswith("headcut/"))
+    assert tail == {"Concat": levels + 1, "Reshape": levels, "Transpose": levels}
+    assert not {"Softmax", "Split", "Sub", "Div", "Shape", "Gather", "ConstantOfShape"} & {n.op_type for n in raw.graph.node}
+    assert max_rank(infer_shapes(raw)) <= 4
+    assert res.metadata["channels"][0]["name"] == ("dfl" if reg_max else "reg")
+    assert res.metadata["reg_max"] == reg_max
+    _check_numbers(src, tmp_path / "raw.onnx", res.metadata, size, kw.get("half", False))
+
+
+def test_raw_rows_are_the_convs(tmp_path):
+    src = _model(tmp_path, dict(reg_max=16, size=(256, 384)))
+    res = strip(src, tmp_path / "raw.onnx")
+    m = onnx.load(str(src))
+    for lv in res.head.levels:
+        for b in lv.branches:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(b.tensor))
+    x = deterministic_input((1, 3, 256, 384), seed=1)
+    outs = dict(zip([o.name for o in m.graph.output], session(m.SerializeToString()).run(None, {"images": x})))
+    raw = session(str(tmp_path / "raw.onnx")).run(None, {"images": x})[0][0]
+    for lv in res.head.levels:
+        h, w = lv.grid
+        reg, cls = (outs[b.tensor][0] for b in lv.branches)
+        block = raw[lv.first_row:lv.first_row + h * w]
+        np.testing.assert_array_equal(block[:, :68], reg.reshape(68, -1).T)  # bins grouped l, t, r, b
+        np.testing.assert_array_equal(block[:, 68:], cls.reshape(80, -1).T)  # logits, no sigmoid
+
+
+@pytest.mark.parametrize("keep_dfl,keep_sigmoid", [(True, False), (False, True), (True, True)])
+def test_keep_options(keep_dfl, keep_sigmoid, tmp_path):
+    src = _model(tmp_path, dict(reg_max=16, opset=12))
+    res = strip(src, tmp_path / "raw.onnx", layout=Layout("flat", keep_dfl, keep_sigmoid))
+    meta = res.metadata
+    assert meta["channels"][0] == {"name": "reg" if keep_dfl else "dfl", "size": 4 if keep_dfl else 68,
+                                   "sigmoid": False, "columns": meta["channels"][0]["columns"]}
+    assert meta["channels"][1]["sigmoid"] is keep_sigmoid and meta["dfl_in_graph"] is keep_dfl
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    ops = Counter(n.op_type for n in raw.graph.node if n.name.startswith("headcut/"))
+    assert ops.get("Softmax", 0) == (3 if keep_dfl else 0) and ops.get("Sigmoid", 0) == (3 if keep_sigmoid else 0)
+    assert max_rank(infer_shapes(raw)) <= 4
+    r = _check_numbers(src, tmp_path / "raw.onnx", meta, (320, 320), False)
+    if keep_sigmoid:
+        assert 0 <= r[0][..., -80:].min() and r[0][..., -80:].max() <= 1
+
+
+def test_levels_layout_is_the_lite_ncnn_demo_layout(tmp_path):
+    """Per level (1, nc + 4, h, w) = [sigmoid(cls) * nc, l, t, r, b]: YOLOv6's ncnn Lite demo reads this."""
+    src = _model(tmp_path, dict(levels=4, size=(192, 320), shuffle=True, width=4, reg_max=16))
+    res = strip(src, tmp_path / "raw.onnx", layout=Layout("levels"))
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert [(o.name, [d.dim_value for d in o.type.tensor_type.shape.dim]) for o in raw.graph.output] == [
+        (f"outputs_s{s}", [1, 84, 192 // s, 320 // s]) for s in (8, 16, 32, 64)]
+    assert [c["name"] for c in res.metadata["channels"]] == ["cls", "reg"] and res.metadata["layout"] == "levels"
+    outs = _check_numbers(src, tmp_path / "raw.onnx", res.metadata, (192, 320), False)
+    # the demo's decode, written out: x0 = (gx + 0.5 - l) * s
+    s, o = 16, outs[1][0]
+    gy, gx = 3, 7
+    l, t = o[80, gy, gx], o[81, gy, gx]
+    x = deterministic_input((1, 3, 192, 320), seed=5)
+    y = session(str(src)).run(None, {"images": x})[0][0]
+    row = 24 * 40 + gy * 20 + gx  # after the 24x40 stride-8 level
+    assert abs((gx + 0.5 - l) * s - (y[row, 0] - y[row, 2] / 2)) < 1e-3
+    assert abs((gy + 0.5 - t) * s - (y[row, 1] - y[row, 3] / 2)) < 1e-3
+
+
+def test_lite_channel_shuffles_are_lowered(tmp_path):
+    src = _model(tmp_path, VARIANTS["lite-192x320"])
+    res = strip(src, tmp_path / "raw.onnx")
+    assert res.inspection.max_rank == 5 and res.max_rank_after == 4
+    assert len(res.rewrite.lowered) >= 3 and not res.rewrite.unlowered
+    assert all(lo.shape_after[1] == 2 and len(lo.shape_after) == 4 for lo in res.rewrite.lowered)
+
+
+def test_dfl_expectation():
+    bins = np.full((1, 68), -50.0, np.float32)
+    for side, k in enumerate([3, 0, 16, 7]):
+        bins[0, side * 17 + k] = 50.0
+    np.testing.assert_allclose(dfl_expectation(bins, 16), [[3, 0, 16, 7]], atol=1e-5)
+
+
+def test_anchor_point_mismatch_is_refused(tmp_path):
+    from onnx_headcut.errors import NoHeadError
+    from onnx_headcut.locate import locate
+
+    m = yolov6_af(width=8, simplify=True)
+    tensors = list(m.graph.initializer) + [a.t for n in m.graph.node if n.op_type == "Constant" for a in n.attribute]
+    hit = 0
+    for t in tensors:
+        a = onnx.numpy_helper.to_array(t)
+        if a.shape == (2100, 2):
+            t.CopyFrom(onnx.numpy_helper.from_array(a - 0.5, t.name))
+            hit += 1
+    assert hit == 1
+    with pytest.raises(NoHeadError, match="anchor-point constant"):
+        locate(m)
