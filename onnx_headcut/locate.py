@@ -54,6 +54,8 @@ class Rejection:
 
     pattern: str
     reason: str
+    final: bool = False  # the model is recognised as a variant headcut refuses: say only this
+
 
     def __str__(self) -> str:
         return f"{self.pattern}: {self.reason}"
@@ -227,8 +229,8 @@ def match_anchor_free(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
     for stride, (h, w), convs in groups:
         chans = sorted(shapes[t][1] for t in convs)
         if len(convs) == 3 and 10 in chans:
-            return no(f"the {h}x{w} level has a 10-channel landmark branch: a YOLOv6 face export "
-                      "(5 landmarks), which headcut does not strip yet")
+            return Rejection(name, f"YOLOv6 face export (a 10-channel landmark branch per level, "
+                                   f"{out_shape[2]} columns): headcut does not strip face heads", final=True)
         if len(convs) != 2:
             return no(f"the {h}x{w} level has {len(convs)} prediction convs, expected 2 (reg, cls)")
         sig = [t for t in convs if _feeds_sigmoid(ix, t)]
@@ -378,7 +380,8 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
     per_level = n_exp == len(levels)
     family, version = ("YOLOv6", "0.1.0") if per_level or len(levels) == 1 else ("YOLOX", "0.x")
     reasons = (
-        f"{len(levels)} levels of 3 prediction convs (box 4, obj 1, cls {nc}) joined by a channel Concat",
+        f"{len(levels)} levels of 3 prediction convs (box 4, objectness 1, cls {nc}) joined by a channel Concat; "
+        "an objectness branch and wh = exp(d) * s mark the 0.1.0-style head",
         f"strides {sorted(strides)} = input {in_h}x{in_w} / grids {', '.join(f'{h}x{w}' for h, w in grids)}",
         f"decode ops {dict(sorted(region.ops.items()))}",
         f"grid constants equal the integer cell indices; float Mul constants are the strides",
@@ -409,6 +412,11 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
     if not is_static(in_shape) or len(in_shape) != 4:
         raise NoHeadError(f"no YOLO head: input '{inp.name}' has shape {in_shape}, expected static (1, 3, H, W)")
     outputs = [o.name for o in model.graph.output]
+    protos = [n for n in outputs if len(shapes.get(n) or ()) == 4]
+    if len(outputs) > 1 and protos:
+        desc = ", ".join(f"'{n}' {list(shapes.get(n) or [])}" for n in outputs)
+        raise NoHeadError(f"segmentation export ({desc}: mask prototypes beside the detections): "
+                          "headcut strips detection heads only")
     if len(outputs) != 1:
         raise NoHeadError(f"no YOLO head: expected one decoded output, found {len(outputs)} "
                           f"({', '.join(outputs)}); {LOOKED_FOR}")
@@ -427,5 +435,7 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
         r = pattern(ix, shapes, region, inp.name, tuple(in_shape))
         if isinstance(r, Head):
             return r
+        if r.final:
+            raise NoHeadError(r.reason)
         rejections.append(r)
     raise NoHeadError("no YOLO head recognised (" + LOOKED_FOR + "): " + "; ".join(map(str, rejections)))

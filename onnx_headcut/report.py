@@ -39,8 +39,7 @@ def inspect_text(insp: Inspection) -> str:
         f"would cut {removed} nodes from output '{h.output_name}' {list(h.output_shape)}; "
         f"raw output (1, {h.rows}, {h.width()}) = " + _blocks(h.blocks()),
         f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
-        "why:",
-    ] + [f"  - {r}" for r in h.reasons]
+    ] + [f"note      {n}" for n in h.notes] + ["why:"] + [f"  - {r}" for r in h.reasons]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -17,6 +17,7 @@ from .head import Head, Layout
 from .io import Staging, check_output_path, load, save
 from .locate import decode_region, locate
 from .graph import GraphIndex
+from .wrappers import decoded_before_nms
 from .simplify import fold, needs_folding, simplify as onnxsim_simplify
 from .surgery import RewriteReport, rewrite_5d
 from .verify import DEFAULT_TOL, Verification, verify as run_verify
@@ -67,25 +68,44 @@ class StripResult:
         return self.inspection.head
 
 
-def _locate(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Head, bool]:
-    """Locate directly; fold shape plumbing with onnxsim first when the graph needs it."""
+@dataclass(frozen=True)
+class _Located:
+    work: onnx.ModelProto  # the graph the cut is made on
+    head: Head
+    folded: bool
+    reference: bytes | None = None  # what verification compares with, when not the input file itself
+
+
+def _locate(model: onnx.ModelProto) -> _Located:
+    """Locate directly; fold shape plumbing with onnxsim first when the graph needs it.
+
+    An end-to-end export is first truncated at the decoded tensor that feeds its NMS.
+    """
+    e2e = decoded_before_nms(model, _locate)
+    if e2e is not None:
+        truncated, inner, nms = e2e
+        tail = len(model.graph.node) - len(truncated.graph.node)
+        note = (f"end-to-end export: the {nms} NMS and the box/score conversion before it ({tail} nodes) were "
+                "removed with the decode; verified against the decoded tensor that fed them")
+        return _Located(inner.work, replace(inner.head, notes=inner.head.notes + (note,)), inner.folded,
+                        truncated.SerializeToString())
     if needs_folding(model):
         try:
-            return model, locate(model), False
+            return _Located(model, locate(model), False)
         except NoHeadError as direct:
             try:
                 folded = fold(model)
             except HeadcutError:
                 raise direct from None
-            return folded, locate(folded), True
-    return model, locate(model), False
+            return _Located(folded, locate(folded), True)
+    return _Located(model, locate(model), False)
 
 
 def inspect(path: str | os.PathLike) -> Inspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
     model = load(path)
-    work, head, folded = _locate(model)
-    return _inspection(path, work, head, folded, len(model.graph.node))[0]
+    found = _locate(model)
+    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node))[0]
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
@@ -112,9 +132,11 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     """
     dst = check_output_path(src, dst, force=force)
     model = load(src)
-    work, head, folded = _locate(model)
-    insp, raw = _inspection(src, work, head, folded, len(model.graph.node), layout)
-    del model, work
+    found = _locate(model)
+    head = found.head
+    insp, raw = _inspection(src, found.work, head, found.folded, len(model.graph.node), layout)
+    reference = found.reference if found.reference is not None else src
+    del model, found
 
     rw = None
     if lower:
@@ -139,7 +161,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
         result = None
         if verify:
-            result = run_verify(src, staged, meta, images=tuple(images), tol=tol)
+            result = run_verify(reference, staged, meta, images=tuple(images), tol=tol)
             if not result.ok:
                 worst = max(result.checks, key=lambda c: c.max_abs_err)
                 raise VerificationError(f"verification failed on {worst.input}: max abs error "

@@ -188,7 +188,7 @@ def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
 def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0,
               levels: int = 3, shuffle: bool = False, opset: int = 13, simplify: bool = False,
               dynamic_batch: bool = False, seed: int = 0, input_name: str = "images",
-              output_name: str = "outputs", half: bool = False) -> onnx.ModelProto:
+              output_name: str = "outputs", half: bool = False, landmarks: bool = False) -> onnx.ModelProto:
     """A YOLOv6 0.2.0 … main anchor-free decoded export, as ``deploy/ONNX/export_onnx.py`` writes it.
 
     ``reg_max=16`` gives the DFL head of m/l models (68 reg channels per level); ``levels=4`` the
@@ -246,7 +246,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     prior = -np.log((1 - 1e-2) / 1e-2)
     r = reg_max + 1
     proj = b.init("detect.proj_conv.weight", np.arange(r, dtype=np.float32).reshape(1, r, 1, 1)) if reg_max else None
-    cls_list, reg_list = [], []
+    cls_list, reg_list, lmk_list = [], [], []
     for i, ((f, c), (h, w)) in enumerate(zip(feats, grids)):
         stem = b.silu(b.conv(f, c, c, 1, 1, f"detect.stems.{i}.conv"), f"/detect/stems.{i}/act")
         cls_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.cls_convs.{i}.conv"), f"/detect/cls_convs.{i}/act")
@@ -262,6 +262,9 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
                            perm=[0, 3, 2, 1])
             reg = b.node("Conv", [y, proj], scope=f"/detect/proj_conv_{i}", dilations=[1, 1], group=1,
                          kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1])
+        if landmarks:
+            lmk = b.conv(reg_f, c, 10, 1, 1, f"detect.lmks_preds.{i}", std=0.05)
+            lmk_list.append(b.node("Reshape", [lmk, target(10, h * w)]))
         cls_list.append(b.node("Reshape", [b.node("Sigmoid", [cls]), target(nc, h * w)]))
         reg_list.append(b.node("Reshape", [reg, target(4, h * w)]))
     n = sum(h * w for h, w in grids)
@@ -284,9 +287,14 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     else:
         ones_shape = b.node("Concat", [batch, b.const(np.array([n], np.int64)), b.const(np.array([1], np.int64))], axis=0)
         ones = b.node("ConstantOfShape", [ones_shape], value=numpy_helper.from_array(np.array([1.0], np.float32)))
-    b.nodes.append(helper.make_node("Concat", [boxes, ones, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
+    middle = [ones]
+    if landmarks:  # lmk = (raw + anchor point) * stride, for each of the 5 points
+        lmk_all = b.node("Transpose", [b.node("Concat", lmk_list, axis=-1)], perm=[0, 2, 1])
+        ap5 = np.tile(np.concatenate([(_cells(h, w) + 0.5) for h, w in grids]), (1, 5)).astype(np.float32)
+        middle = [b.node("Mul", [b.node("Add", [lmk_all, b.const(ap5)]), b.const(stride_t)]), ones]
+    b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
     in_dims = ["batch" if dynamic_batch else 1, 3, H, W]
-    out_dims = ["batch" if dynamic_batch else 1, n, 5 + nc]
+    out_dims = ["batch" if dynamic_batch else 1, n, 5 + nc + (10 if landmarks else 0)]
     graph = helper.make_graph(b.nodes, "main_graph",
                               [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_dims)],
                               [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_dims)], b.inits)
@@ -299,6 +307,71 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     if half:
         _to_half(model)
     return model
+
+
+def _cells(h: int, w: int) -> np.ndarray:
+    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)
+
+
+def end2end(model: onnx.ModelProto, kind: str = "trt", max_det: int = 100) -> onnx.ModelProto:
+    """Wrap a decoded model as YOLOv6 ``--end2end`` does: score *= conf, xywh→xyxy, then NMS.
+
+    ``kind="trt"``: TensorRT's ``TRT::EfficientNMS_TRT`` plugin (not runnable in onnxruntime);
+    ``kind="ort"``: ONNX ``NonMaxSuppression`` (``--ort``). Outputs num_dets, det_boxes,
+    det_scores, det_classes.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    (dec,) = [o.name for o in g.output]
+    nc = g.output[0].type.tensor_type.shape.dim[2].dim_value - 5
+    b = _Builder(1)
+    b.nodes = list(g.node)
+    box = b.node("Slice", [dec, b.const([0], np.int64, "/end2end"), b.const([4], np.int64, "/end2end"),
+                           b.const([2], np.int64, "/end2end")], scope="/end2end")
+    conf = b.node("Slice", [dec, b.const([4], np.int64, "/end2end"), b.const([5], np.int64, "/end2end"),
+                            b.const([2], np.int64, "/end2end")], scope="/end2end")
+    score = b.node("Slice", [dec, b.const([5], np.int64, "/end2end"), b.const([5 + nc], np.int64, "/end2end"),
+                             b.const([2], np.int64, "/end2end")], scope="/end2end")
+    score = b.node("Mul", [score, conf], scope="/end2end")
+    convert = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]], np.float32)
+    box = b.node("MatMul", [box, b.const(convert, scope="/end2end")], scope="/end2end")
+    outs = ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    del g.output[:]
+    if kind == "trt":
+        b.nodes.append(helper.make_node("EfficientNMS_TRT", [box, score], outs, name="/end2end/EfficientNMS_TRT",
+                                        domain="TRT", background_class=-1, box_coding=0, iou_threshold=0.45,
+                                        max_output_boxes=max_det, plugin_version="1", score_activation=0,
+                                        score_threshold=0.25))
+        m.opset_import.append(helper.make_opsetid("TRT", 1))
+        g.output.extend([helper.make_tensor_value_info(outs[0], TensorProto.INT32, [1, 1]),
+                         helper.make_tensor_value_info(outs[1], TensorProto.FLOAT, [1, max_det, 4]),
+                         helper.make_tensor_value_info(outs[2], TensorProto.FLOAT, [1, max_det]),
+                         helper.make_tensor_value_info(outs[3], TensorProto.INT32, [1, max_det])])
+    elif kind == "ort":
+        best = b.node("ReduceMax", [score], scope="/end2end", axes=[2], keepdims=1) if model.opset_import[0].version < 18 \
+            else b.node("ReduceMax", [score, b.const([2], np.int64, "/end2end")], scope="/end2end", keepdims=1)
+        cls = b.node("ArgMax", [score], scope="/end2end", axis=2, keepdims=1)
+        offset = b.node("Mul", [b.node("Cast", [cls], scope="/end2end", to=TensorProto.FLOAT),
+                                b.const(np.array(7680.0, np.float32), scope="/end2end")], scope="/end2end")
+        nms_box = b.node("Add", [box, offset], scope="/end2end")
+        scores_t = b.node("Transpose", [best], scope="/end2end", perm=[0, 2, 1])
+        sel = b.node("NonMaxSuppression", [nms_box, scores_t, b.const([max_det], np.int64, "/end2end"),
+                                           b.const([0.45], np.float32, "/end2end"), b.const([0.25], np.float32, "/end2end")],
+                     scope="/end2end")
+        idx = b.node("Gather", [sel, b.const(np.array(2, np.int64), scope="/end2end")], scope="/end2end", axis=1)
+        b.nodes += [helper.make_node("Shape", [idx], ["num_dets"]),
+                    helper.make_node("Gather", [box, idx], ["det_boxes"], axis=1),
+                    helper.make_node("Gather", [best, idx], ["det_scores"], axis=1),
+                    helper.make_node("Gather", [cls, idx], ["det_classes"], axis=1)]
+        g.output.extend([helper.make_tensor_value_info(o, t, None) for o, t in
+                         zip(outs, [TensorProto.INT64, TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.INT64])])
+    else:
+        raise ValueError(f"kind must be 'trt' or 'ort', not {kind!r}")
+    del g.node[:]
+    g.node.extend(b.nodes)
+    return m
 
 
 #: the bundled samples: file name -> generator keyword arguments
