@@ -412,7 +412,9 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
     if not is_static(in_shape) or len(in_shape) != 4:
         raise NoHeadError(f"no YOLO head: input '{inp.name}' has shape {in_shape}, expected static (1, 3, H, W)")
     outputs = [o.name for o in model.graph.output]
-    protos = [n for n in outputs if len(shapes.get(n) or ()) == 4]
+    # seg exports: mask prototypes (1, nm, h, w) beside per-anchor coefficients (1, N, 1 + nm); nm = 32 upstream
+    coef = {32} | {s[2] - 1 for n in outputs if len(s := shapes.get(n) or ()) == 3 and isinstance(s[2], int)}
+    protos = [n for n in outputs if len(s := shapes.get(n) or ()) == 4 and s[1] in coef]
     if len(outputs) > 1 and protos:
         desc = ", ".join(f"'{n}' {list(shapes.get(n) or [])}" for n in outputs)
         raise NoHeadError(f"segmentation export ({desc}: mask prototypes beside the detections): "
