@@ -50,6 +50,8 @@ def strip(
     image: Optional[List[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
     tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
+    keep_dynamic_batch: bool = typer.Option(False, "--keep-dynamic-batch",
+                                            help="keep a dynamic batch axis (default: static batch 1)"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     from . import strip as pipeline
@@ -61,7 +63,8 @@ def strip(
         if layout not in ("flat", "levels"):
             raise HeadcutError(f"--layout must be 'flat' or 'levels', not {layout!r}")
         return pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
-                              lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol, force=force)
+                              lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol, force=force,
+                              keep_dynamic_batch=keep_dynamic_batch)
 
     res = _run(run)
     typer.echo(strip_text(res))

@@ -44,13 +44,23 @@ class CutReport:
 
 
 class _Tail:
-    """Builds the new nodes; every name is prefixed ``headcut/`` so they are easy to find."""
+    """Builds the new nodes; every name is prefixed ``headcut/`` so they are easy to find.
 
-    def __init__(self, dtype):
+    ``batch`` is 1, or the symbolic name of a dynamic batch axis: Reshape targets then copy the
+    batch from their input (0) instead of fixing it.
+    """
+
+    def __init__(self, dtype, batch: int | str = 1):
         self.dtype = dtype
+        self.batch = batch
         self.nodes: list[gs.Node] = []
 
+    def target(self, name: str, *dims: int) -> gs.Constant:
+        b = 1 if self.batch == 1 else 0
+        return self.const(name, np.array([b, *dims], np.int64))
+
     def op(self, op: str, name: str, inputs, shape, **attrs) -> gs.Variable:
+        shape = (self.batch, *shape[1:])
         out = gs.Variable(f"headcut/{name}", dtype=self.dtype, shape=tuple(shape))
         self.nodes.append(gs.Node(op, f"headcut/{name}/{op}", attrs, list(inputs), [out]))
         return out
@@ -60,18 +70,22 @@ class _Tail:
 
     def dfl(self, x: gs.Variable, name: str, reg_max: int, h: int, w: int) -> gs.Variable:
         r = reg_max + 1
-        y = self.op("Reshape", f"{name}/bins", [x, self.const(f"{name}/bins_shape", np.array([1, 4, r, h * w], np.int64))],
+        y = self.op("Reshape", f"{name}/bins", [x, self.target(f"{name}/bins_shape", 4, r, h * w)],
                     (1, 4, r, h * w))
         y = self.op("Transpose", f"{name}/bins_last", [y], (1, 4, h * w, r), perm=[0, 1, 3, 2])
         y = self.op("Softmax", f"{name}/softmax", [y], (1, 4, h * w, r), axis=3)
         proj = self.const(f"{name}/proj", np.arange(r, dtype=self.dtype).reshape(r, 1))
         y = self.op("MatMul", f"{name}/expect", [y, proj], (1, 4, h * w, 1))
-        return self.op("Reshape", f"{name}/ltrb", [y, self.const(f"{name}/ltrb_shape", np.array([1, 4, h, w], np.int64))],
+        return self.op("Reshape", f"{name}/ltrb", [y, self.target(f"{name}/ltrb_shape", 4, h, w)],
                        (1, 4, h, w))
 
 
-def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout()) -> tuple[onnx.ModelProto, CutReport]:
-    """Return a new model whose outputs are the raw head of ``head`` (``model`` is not changed)."""
+def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(),
+        batch: int | str = 1) -> tuple[onnx.ModelProto, CutReport]:
+    """Return a new model whose outputs are the raw head of ``head`` (``model`` is not changed).
+
+    ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic.
+    """
     layout = head.effective(layout)
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
@@ -80,7 +94,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout()) -> tuple[
     old_out.name = f"{head.output_name}__decoded_by_headcut"
     before = Counter(n.op for n in graph.nodes)
 
-    tail = _Tail(dtype)
+    tail = _Tail(dtype, batch)
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
     per_level = []
@@ -97,18 +111,18 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout()) -> tuple[
                 t = tail.dfl(t, f"l{i}/dfl", head.reg_max, h, w)
             parts.append(t)
         if layout.kind == "levels":
-            out = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(1, width, h, w))
+            out = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(batch, width, h, w))
             tail.nodes.append(gs.Node("Concat", f"headcut/l{i}/Concat", {"axis": 1}, parts, [out]))
             per_level.append(out)
             continue
         cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
-        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.const(f"l{i}/flat_shape", np.array([1, width, h * w], np.int64))],
+        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, h * w)],
                        (1, width, h * w))
         per_level.append(tail.op("Transpose", f"l{i}/rows", [flat], (1, h * w, width), perm=[0, 2, 1]))
     if layout.kind == "levels":
         outputs = per_level
     else:
-        out = gs.Variable(head.output_name, dtype=dtype, shape=(1, head.rows, width))
+        out = gs.Variable(head.output_name, dtype=dtype, shape=(batch, head.rows, width))
         tail.nodes.append(gs.Node("Concat", "headcut/Concat", {"axis": 1}, per_level, [out]))
         outputs = [out]
     graph.nodes.extend(tail.nodes)

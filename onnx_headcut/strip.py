@@ -109,9 +109,9 @@ def inspect(path: str | os.PathLike) -> Inspection:
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
-                layout: Layout = Layout()):
+                layout: Layout = Layout(), batch: int | str = 1):
     shapes = infer_shapes(work)
-    raw, report = cut(work, head, layout)
+    raw, report = cut(work, head, layout, batch)
     region = decode_region(GraphIndex(work), head.output_name)
     ops = dict(sorted(region.ops.items()))
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
@@ -119,11 +119,13 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
 
 def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = Layout(), verify: bool = True,
           lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
-          force: bool = False) -> StripResult:
+          force: bool = False, keep_dynamic_batch: bool = False) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
 
     ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
     level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.head.Layout`).
+    A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
+    cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
 
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
     ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
@@ -134,9 +136,20 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     model = load(src)
     found = _locate(model)
     head = found.head
-    insp, raw = _inspection(src, found.work, head, found.folded, len(model.graph.node), layout)
+    work, batch = found.work, 1
+    if found.folded:
+        batch_name = _dynamic_batch(model)
+        if keep_dynamic_batch and batch_name and found.reference is None and \
+                all(b.tensor in _tensor_names(model) for lv in head.levels for b in lv.branches):
+            work, batch = model, batch_name
+            head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' kept",))
+        elif batch_name:
+            why = "" if not keep_dynamic_batch else " (--keep-dynamic-batch is not possible for this graph)"
+            head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
+                                                     f"is static{why}",))
+    insp, raw = _inspection(src, work, head, found.folded, len(model.graph.node), layout, batch)
     reference = found.reference if found.reference is not None else src
-    del model, found
+    del model, found, work
 
     rw = None
     if lower:
@@ -161,13 +174,28 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
         result = None
         if verify:
-            result = run_verify(reference, staged, meta, images=tuple(images), tol=tol)
+            result = run_verify(reference, staged, meta, images=tuple(images), tol=tol,
+                                batches=(1, 2) if batch != 1 else (1,))
             if not result.ok:
                 worst = max(result.checks, key=lambda c: c.max_abs_err)
                 raise VerificationError(f"verification failed on {worst.input}: max abs error "
                                         f"{worst.max_abs_err:.3g} > tolerance {worst.tolerance:.3g}; nothing written")
         files = tuple(st.commit())
     return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> str | None:
+    """The symbolic name of the image input's batch axis, if it has one."""
+    inits = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name not in inits:
+            d = i.type.tensor_type.shape.dim
+            return d[0].dim_param or None if d and not d[0].HasField("dim_value") else None
+    return None
+
+
+def _tensor_names(model: onnx.ModelProto) -> set[str]:
+    return {o for n in model.graph.node for o in n.output}
 
 
 def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict:

@@ -96,7 +96,7 @@ class _Builder:
 
 def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
               simplify: bool = False, opset: int = 12, seed: int = 0, input_name: str = "image_arrays",
-              output_name: str = "outputs", half: bool = False) -> onnx.ModelProto:
+              output_name: str = "outputs", half: bool = False, slim: bool = False) -> onnx.ModelProto:
     """A YOLOv6 0.1.0-style decoded detector (strides 8, 16, 32), as ``deploy/ONNX/export_onnx.py`` writes it."""
     H, W = size
     if H % 32 or W % 32:
@@ -152,6 +152,8 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
     onnx.checker.check_model(model)
     if simplify:
         model = _onnxsim(model)
+    if slim:
+        model = _onnxslim(model)
     if half:
         _to_half(model)
     return model
@@ -176,6 +178,13 @@ def _to_half(model: onnx.ModelProto) -> None:
             v.type.tensor_type.elem_type = TensorProto.FLOAT16
 
 
+def _onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim, the simplifier Ultralytics and many users run instead of onnxsim (a test extra)."""
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
 def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnxsim
 
@@ -188,7 +197,8 @@ def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
 def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0,
               levels: int = 3, shuffle: bool = False, opset: int = 13, simplify: bool = False,
               dynamic_batch: bool = False, seed: int = 0, input_name: str = "images",
-              output_name: str = "outputs", half: bool = False, landmarks: bool = False) -> onnx.ModelProto:
+              output_name: str = "outputs", half: bool = False, landmarks: bool = False,
+              slim: bool = False) -> onnx.ModelProto:
     """A YOLOv6 0.2.0 … main anchor-free decoded export, as ``deploy/ONNX/export_onnx.py`` writes it.
 
     ``reg_max=16`` gives the DFL head of m/l models (68 reg channels per level); ``levels=4`` the
@@ -304,6 +314,8 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     onnx.checker.check_model(model)
     if simplify:
         model = _onnxsim(model)
+    if slim:
+        model = _onnxslim(model)
     if half:
         _to_half(model)
     return model

@@ -100,8 +100,12 @@ def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_
     return Check(label, float(err.max()), float(err[..., :4].max()), float(err[..., 4:].max()), limit)
 
 
-def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0) -> Verification:
-    """Run ``original`` and ``raw`` (paths or bytes) and compare the original with the decoded raw output."""
+def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0,
+           batches: tuple = (1,)) -> Verification:
+    """Run ``original`` and ``raw`` (paths or bytes) and compare the original with the decoded raw output.
+
+    Each batch size in ``batches`` gets its own deterministic input (dynamic-batch models).
+    """
     g = Geometry.of(head)
     try:
         s_orig = session(original)
@@ -114,7 +118,8 @@ def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, se
         raise VerificationError(f"onnxruntime cannot load the raw model ({_first_line(e)})") from None
     inp = s_orig.get_inputs()[0]
     np_dtype = np.float16 if "float16" in inp.type else np.float32
-    feeds = [(f"random(seed={seed})", deterministic_input(g.input_shape, np_dtype, seed))]
+    feeds = [(f"random(seed={seed})" + (f", batch {n}" if n != 1 else ""),
+              deterministic_input((n, *g.input_shape[1:]), np_dtype, seed)) for n in batches]
     feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype)) for p in images]
     checks = []
     for label, x in feeds:

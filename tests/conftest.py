@@ -19,6 +19,7 @@ VARIANTS = {
     "legacy-inplace": dict(inplace=True),
     "onnxsim": dict(simplify=True),
     "onnxsim-inplace": dict(inplace=True, simplify=True),
+    "onnxslim-inplace": dict(inplace=True, slim=True),
     "640": dict(size=(640, 640)),
     "384x640": dict(size=(384, 640)),
     "nc3": dict(nc=3, size=(256, 320)),

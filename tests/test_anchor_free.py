@@ -18,6 +18,8 @@ from onnx_headcut.verify import deterministic_input, session
 VARIANTS = {
     "n": dict(),
     "n-onnxsim": dict(simplify=True),
+    "n-onnxslim": dict(slim=True),
+    "m-dfl-opset12-onnxslim": dict(reg_max=16, opset=12, slim=True),
     "m-dfl": dict(reg_max=16),
     "m-dfl-opset12": dict(reg_max=16, opset=12),
     "m-dfl-onnxsim": dict(reg_max=16, simplify=True),
@@ -161,3 +163,25 @@ def test_anchor_point_mismatch_is_refused(tmp_path):
     assert hit == 1
     with pytest.raises(NoHeadError, match="anchor-point constant"):
         locate(m)
+
+
+@pytest.mark.parametrize("layout", [Layout(), Layout("levels"), Layout("flat", keep_dfl=True)])
+def test_keep_dynamic_batch(layout, tmp_path):
+    src = _model(tmp_path, dict(reg_max=16, dynamic_batch=True))
+    res = strip(src, tmp_path / "raw.onnx", layout=layout, keep_dynamic_batch=True)
+    assert [c.input for c in res.verification.checks] == ["random(seed=0)", "random(seed=0), batch 2"]
+    assert res.verification.max_abs_err <= 1e-3 and "dynamic batch 'batch' kept" in res.head.notes
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert all(o.type.tensor_type.shape.dim[0].dim_param == "batch" for o in raw.graph.output)
+    x = deterministic_input((3, 3, 320, 320), seed=2)
+    y = session(str(src)).run(None, {"images": x})[0]
+    r = session(str(tmp_path / "raw.onnx")).run(None, {"images": x})
+    assert np.abs(decode(r if layout.kind == "levels" else r[0], res.metadata) - y).max() <= 1e-3
+
+
+def test_dynamic_batch_defaults_to_static_and_says_so(tmp_path):
+    src = _model(tmp_path, dict(dynamic_batch=True))
+    res = strip(src, tmp_path / "raw.onnx")
+    assert any("pinned to 1" in n for n in res.head.notes) and any("pinned to 1" in n for n in res.metadata["notes"])
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert [d.dim_value for d in raw.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 320, 320]

@@ -139,3 +139,11 @@ def test_dynamic_batch_export_is_folded_with_onnxsim_then_stripped(tmp_path):
     assert [d.dim_value for d in raw.graph.output[0].type.tensor_type.shape.dim] == [1, 2100, 85]
     assert [d.dim_value for d in raw.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 320, 320]
     assert not {"Shape", "Gather", "Exp"} & {n.op_type for n in raw.graph.node}
+
+
+def test_dynamic_batch_export_can_keep_its_batch_axis(tmp_path):
+    src = export_yolov6_v1(tmp_path / "dyn.onnx", dynamic_batch=True)
+    res = strip(src, tmp_path / "raw.onnx", keep_dynamic_batch=True)
+    assert "dynamic batch 'batch' kept" in res.head.notes and len(res.verification.checks) == 2
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert raw.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
