@@ -27,6 +27,8 @@ def _run(fn):
     except HeadcutError as e:
         typer.echo(f"headcut: error: {e}", err=True)
         raise typer.Exit(e.exit_code)
+    except typer.Exit:
+        raise
     except KeyboardInterrupt:
         typer.echo("headcut: interrupted; nothing written", err=True)
         raise typer.Exit(130)
@@ -54,20 +56,19 @@ def strip(
                                             help="keep a dynamic batch axis (default: static batch 1)"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
-    from . import strip as pipeline
-    from .errors import HeadcutError
-    from .head import Layout
-    from .report import strip_text
-
     def run():
+        from . import strip as pipeline
+        from .errors import HeadcutError
+        from .head import Layout
+        from .report import strip_text
+
         if layout not in ("flat", "levels"):
             raise HeadcutError(f"--layout must be 'flat' or 'levels', not {layout!r}")
-        return pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
-                              lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol, force=force,
-                              keep_dynamic_batch=keep_dynamic_batch)
+        return strip_text(pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
+                                         lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
+                                         force=force, keep_dynamic_batch=keep_dynamic_batch))
 
-    res = _run(run)
-    typer.echo(strip_text(res))
+    typer.echo(_run(run))
 
 
 @app.command()
@@ -76,11 +77,61 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Show what strip would find and cut in MODEL, without writing anything."""
-    from . import strip as pipeline
-    from .report import inspect_text
+    def run():
+        from . import strip as pipeline
+        from .report import inspect_text
 
-    insp = _run(lambda: pipeline.inspect(model))
-    typer.echo(json.dumps(insp.to_json(), indent=2) if as_json else inspect_text(insp))
+        insp = pipeline.inspect(model)
+        return json.dumps(insp.to_json(), indent=2) if as_json else inspect_text(insp)
+
+    typer.echo(_run(run))
+
+
+@app.command()
+def convert(
+    model: Path = typer.Argument(..., help="raw (or decoded) ONNX model"),
+    to: str = typer.Option(..., "--to", help="mnn or ncnn"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="folder for the converted files (default: beside MODEL)"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing files"),
+) -> None:
+    """Convert MODEL for an edge engine and print the blob names the C++ side needs."""
+    def run():
+        from .convert import convert as run_convert
+
+        return run_convert(model, to, output, force=force)
+
+    res = _run(run)
+    typer.echo(f"engine    {res.engine}")
+    typer.echo(f"input     {', '.join(res.inputs)}")
+    typer.echo(f"outputs   {', '.join(res.outputs)}")
+    typer.echo("wrote     " + ", ".join(str(f) for f in res.files))
+
+
+@app.command()
+def verify(
+    original: Path = typer.Argument(..., help="the original decoded ONNX export"),
+    candidate: Path = typer.Argument(..., help="raw model (.onnx, .mnn or .param), or a converted original"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="ort, mnn or ncnn (default: from the file type)"),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="also compare on this image (letterboxed)"),
+    conf: float = typer.Option(0.25, "--conf", help="score threshold for the detection comparison"),
+    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
+    tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
+) -> None:
+    """Run CANDIDATE on an engine, decode it, and compare with ORIGINAL in onnxruntime."""
+    def run():
+        from .engine_check import verify_engine
+        from .errors import VerificationError
+
+        checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
+        for c in checks:
+            typer.echo(f"{c.engine:<5} {c.input}: max abs error boxes {c.max_abs_err_boxes:.3g}, scores "
+                       f"{c.max_abs_err_scores:.3g} (tolerance {c.tolerance:.3g}); detections at conf "
+                       f"{c.conf:.3g}: {c.n_ref} vs {c.n_engine}, classes {'equal' if c.same_classes else 'differ'}, "
+                       f"min IoU {c.min_iou:.4f}  {'OK' if c.ok else 'DIFFERENT'}")
+        if not all(c.ok for c in checks):
+            raise VerificationError("the candidate's detections differ from the original's")
+
+    _run(run)
 
 
 @app.command()
@@ -88,10 +139,10 @@ def sample(
     output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
 ) -> None:
     """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
-    from .errors import OutputError
-    from .synth import write_samples
-
     def run():
+        from .errors import OutputError
+        from .synth import write_samples
+
         if not output.is_dir():
             raise OutputError(f"{output}: the output folder does not exist")
         return write_samples(output)

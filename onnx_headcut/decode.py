@@ -32,7 +32,8 @@ import numpy as np
 
 from .head import DIST_ANCHOR, GRID_EXP_OBJ, Geometry
 
-__all__ = ["anchor_grid", "decode", "detect", "flatten_levels", "letterbox", "nms", "scale_boxes", "sigmoid"]
+__all__ = ["anchor_grid", "decode", "detect", "flatten_levels", "letterbox", "nms", "postprocess", "scale_boxes",
+           "sigmoid"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -172,6 +173,23 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300)
     span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
     keep = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
     return np.concatenate([boxes[keep], score[keep, None], cls_id[keep, None].astype(np.float32)], 1)
+
+
+def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
+    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` from a decoded ``(1, N, 5 + nc)`` output.
+
+    Works on what every decoded YOLOv6/YOLOX export returns, ``[cx, cy, w, h, obj_or_1, cls scores]``:
+    score = column 4 × best class score, then class-aware NMS.
+    """
+    d = np.asarray(decoded, dtype=np.float32)[0]
+    cls_id = d[:, 5:].argmax(1)
+    score = d[:, 4] * d[np.arange(len(d)), 5 + cls_id]
+    keep = score >= conf
+    d, score, cls_id = d[keep], score[keep], cls_id[keep]
+    boxes = np.concatenate([d[:, 0:2] - d[:, 2:4] / 2, d[:, 0:2] + d[:, 2:4] / 2], 1)
+    span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
+    k = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
+    return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32)], 1)
 
 
 def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
