@@ -18,6 +18,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Cut the decode off ONNX YOLO detectors and prove the cut exact.")
 
 
+def _status(text: str):
+    """A spinner on stderr while something slow runs (nothing when stderr is not a terminal)."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
+
+
 def _run(fn):
     """Call ``fn``; map headcut errors to one line and an exit code, never a traceback."""
     from .errors import HeadcutError
@@ -64,9 +75,11 @@ def strip(
 
         if layout not in ("flat", "levels"):
             raise HeadcutError(f"--layout must be 'flat' or 'levels', not {layout!r}")
-        return strip_text(pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
-                                         lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
-                                         force=force, keep_dynamic_batch=keep_dynamic_batch))
+        with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
+            res = pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
+                                 lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
+                                 force=force, keep_dynamic_batch=keep_dynamic_batch)
+        return strip_text(res)
 
     typer.echo(_run(run))
 
@@ -98,7 +111,8 @@ def convert(
     def run():
         from .convert import convert as run_convert
 
-        return run_convert(model, to, output, force=force)
+        with _status(f"converting {model.name} for {to}"):
+            return run_convert(model, to, output, force=force)
 
     res = _run(run)
     typer.echo(f"engine    {res.engine}")
@@ -122,7 +136,8 @@ def verify(
         from .engine_check import verify_engine
         from .errors import VerificationError
 
-        checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
+        with _status(f"running {candidate.name} and {original.name}"):
+            checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
         for c in checks:
             typer.echo(f"{c.engine:<5} {c.input}: max abs error boxes {c.max_abs_err_boxes:.3g}, scores "
                        f"{c.max_abs_err_scores:.3g} (tolerance {c.tolerance:.3g}); detections at conf "
@@ -135,8 +150,53 @@ def verify(
 
 
 @app.command()
+def detect(
+    model: Path = typer.Argument(..., help="original decoded export or raw model (.onnx, .mnn, .param)"),
+    image: Path = typer.Argument(..., help="image file"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="ort, mnn or ncnn (default: from the file type)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the image with boxes drawn (.png/.jpg)"),
+    conf: float = typer.Option(0.25, "--conf", help="score threshold"),
+    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
+    names: Optional[Path] = typer.Option(None, "--names", help="class names, one per line (default: COCO)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Detect objects in IMAGE: letterbox, run, decode, NMS, draw."""
+
+    def run():
+        from .detect import detect as run_detect, draw
+
+        with _status(f"running {model.name}"):
+            res = run_detect(model, image, engine, conf, iou, names)
+        if output is not None:
+            draw(image, res, output)
+        return res
+
+    res = _run(run)
+    if as_json:
+        typer.echo(json.dumps(res.to_json(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(res.detections)} detections - {res.kind} model on {res.engine}, conf >= {conf}",
+              title_justify="left")
+    for col in ("#", "class", "score", "x1", "y1", "x2", "y2"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for i, d in enumerate(res.detections[:50]):
+        t.add_row(str(i), d.name, f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))
+    console = Console(highlight=False)
+    console.print(t)
+    if len(res.detections) > 50:
+        console.print(f"... {len(res.detections) - 50} more (use --json for all)")
+    if output is not None:
+        console.print(f"wrote {output}")
+
+
+@app.command()
 def sample(
     output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
+    family: Optional[str] = typer.Option(None, "--family", help="only this family: yolov6-0.1.0, yolov6-anchor-free, "
+                                         "yolov6-dfl, yolov6-lite"),
 ) -> None:
     """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
     def run():
@@ -145,7 +205,7 @@ def sample(
 
         if not output.is_dir():
             raise OutputError(f"{output}: the output folder does not exist")
-        return write_samples(output)
+        return write_samples(output, family)
 
     for p in _run(run):
         typer.echo(f"wrote {p}")

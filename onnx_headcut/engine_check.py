@@ -88,7 +88,7 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
     return None
 
 
-def _conf_for(scores: np.ndarray, conf: float, k: int = 50, gap: float = 1e-3) -> float:
+def stable_conf(scores: np.ndarray, conf: float, k: int = 50, gap: float = 1e-3) -> float:
     """``conf``, or lower so that at least ``k`` candidates take part (random-weight models score low).
 
     A lowered threshold sits in the middle of a gap of at least ``gap`` between consecutive scores,
@@ -138,7 +138,7 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             got = ys[0].reshape(ref.shape) if ys[0].size == ref.size else ys[0]
         c = compare(ref, got, tol, label)
         ref_scores = ref[0, :, 4] * ref[0, :, 5:].max(-1)
-        conf_eff = _conf_for(ref_scores, conf)
+        conf_eff = stable_conf(ref_scores, conf)
         d_ref, d_got = postprocess(ref, conf_eff, iou), postprocess(got, conf_eff, iou)
         same, worst = match(d_ref, d_got)
         checks.append(EngineCheck(label, engine, c.max_abs_err_boxes, c.max_abs_err_scores, c.tolerance,

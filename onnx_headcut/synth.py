@@ -397,8 +397,21 @@ SAMPLES = {
 }
 
 
-def write_samples(folder) -> list:
-    """(Re)generate the bundled sample models into ``folder``; returns the paths written."""
+#: ``headcut sample --family``: which samples each family name selects
+FAMILIES = {
+    "yolov6-0.1.0": ("yolov6-v0.1.0-320.onnx", "yolov6-v0.1.0-320-inplace.onnx"),
+    "yolov6-anchor-free": ("yolov6n-v0.3-320.onnx",),
+    "yolov6-dfl": ("yolov6m-v0.3-dfl-320.onnx",),
+    "yolov6-lite": ("yolov6lite-192x320.onnx",),
+}
+
+
+def write_samples(folder, family: str | None = None) -> list:
+    """(Re)generate the bundled sample models (all, or one family of :data:`FAMILIES`) into ``folder``."""
+    if family is not None and family not in FAMILIES:
+        from .errors import HeadcutError
+
+        raise HeadcutError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
     from pathlib import Path
 
     from .io import Staging, save
@@ -406,6 +419,8 @@ def write_samples(folder) -> list:
     folder = Path(folder)
     written = []
     for name, (make, kw) in SAMPLES.items():
+        if family is not None and name not in FAMILIES[family]:
+            continue
         with Staging(folder / name) as st:
             save(make(**kw), st.path(name))
             written += st.commit()

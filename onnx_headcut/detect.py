@@ -1,0 +1,124 @@
+"""``headcut detect``: letterbox → run (ort, MNN or ncnn) → numpy decode → class-aware NMS → boxes.
+
+The model may be the original decoded export or a raw model written by ``strip`` (``.onnx``, or a
+converted ``.mnn``/``.param`` with its ``*.head.json``): which one it is is read from the model —
+a raw model carries its head metadata, a decoded one is recognised by the locator.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decode import decode, letterbox, postprocess, scale_boxes, to_input
+from .engine_check import head_for
+from .engines import engine_for, run
+from .errors import InputError
+from .head import Geometry
+from .images import read_rgb
+from .names import class_names
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the original image's pixels
+    score: float
+    cls: int
+    name: str
+
+    def to_json(self) -> dict:
+        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 5), "class": self.cls,
+                "name": self.name}
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    model: str
+    kind: str  # "raw" or "decoded"
+    engine: str
+    image: str
+    image_size: tuple[int, int]  # (w, h)
+    detections: tuple[Detection, ...]
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "kind": self.kind, "engine": self.engine, "image": self.image,
+                "image_size": list(self.image_size), "detections": [d.to_json() for d in self.detections]}
+
+
+def _decoded_input(model: Path) -> tuple[str, tuple[int, ...], int]:
+    """(input name, input shape, classes) of an original decoded export, after recognising its head."""
+    if model.suffix.lower() != ".onnx":
+        raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
+                         "a decoded original must be given as .onnx")
+    from .strip import inspect
+
+    head = inspect(model).head
+    return head.input_name, head.input_shape, head.num_classes
+
+
+def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,
+           iou: float = 0.45, names: str | os.PathLike | None = None) -> DetectResult:
+    """Detect objects in ``image`` with ``model`` (original decoded export or raw model)."""
+    model = Path(model)
+    if not model.exists():
+        raise InputError(f"{model}: no such file")
+    engine = engine or engine_for(model)
+    rgb = read_rgb(image)
+    head = head_for(model)
+    if head is not None:
+        g = Geometry.of(head)
+        in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
+        out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
+    else:
+        in_name, shape, nc = _decoded_input(model)
+        g, out_names = None, None
+    if engine == "ncnn":
+        from .convert import param_blobs
+
+        ins, outs = param_blobs(model)
+        in_name, out_names = ins[0], outs
+    boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]))
+    x = to_input(boxed)
+    (ys,) = run(model, [x], engine, in_name, out_names)
+    if g is not None:
+        expected = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
+        ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
+        decoded = decode(ys if g.layout == "levels" else ys[0], g)
+    else:
+        decoded = ys[0]
+    dets = postprocess(decoded, conf, iou)
+    labels = class_names(nc, names)
+    h0, w0 = rgb.shape[:2]
+    boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
+    out = tuple(Detection(tuple(float(v) for v in b), float(d[4]), int(d[5]), labels[int(d[5])])
+                for b, d in zip(boxes, dets))
+    return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
+
+
+def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike) -> Path:
+    """Draw labelled boxes on ``image`` and save it to ``out`` (written atomically)."""
+    from PIL import Image, ImageDraw
+
+    from .io import Staging
+
+    im = Image.fromarray(read_rgb(image))
+    d = ImageDraw.Draw(im)
+    palette = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
+               (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255)]
+    for det in result.detections:
+        color = palette[det.cls % len(palette)]
+        d.rectangle(det.box, outline=color, width=2)
+        label = f"{det.name} {det.score:.2f}" if det.score >= 0.01 else f"{det.name} {det.score:.1e}"
+        tx, ty = det.box[0], max(0.0, det.box[1] - 11)
+        d.rectangle((tx, ty, tx + 6 * len(label) + 4, ty + 11), fill=color)
+        d.text((tx + 2, ty), label, fill=(255, 255, 255))
+    out = Path(out)
+    with Staging(out) as st:
+        im.save(st.path(out.name))
+        st.commit()
+    return out

@@ -1,0 +1,83 @@
+"""headcut detect: the original and the raw model give the same detections on a sample photograph."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnx_headcut.detect import detect, draw
+from onnx_headcut.engine_check import match, stable_conf
+from onnx_headcut.errors import InputError
+from onnx_headcut.head import Layout
+from onnx_headcut.strip import strip
+from onnx_headcut.synth import yolov6_af, yolov6_v1
+
+PHOTOS = Path(__file__).resolve().parents[1] / "samples" / "images"
+
+
+def _arr(res):
+    return np.array([[*d.box, d.score, d.cls] for d in res.detections]).reshape(-1, 6)
+
+
+@pytest.mark.parametrize("make,kw,layout", [(yolov6_v1, {}, Layout()), (yolov6_af, {"reg_max": 16}, Layout()),
+                                            (yolov6_af, {"levels": 4, "size": (192, 320), "width": 4}, Layout("levels"))])
+@pytest.mark.parametrize("photo", ["chelsea.jpg", "astronaut.jpg"])
+def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):
+    onnx.save(make(**{"width": 8, **kw}), str(tmp_path / "original.onnx"))
+    strip(tmp_path / "original.onnx", tmp_path / "raw.onnx", layout=layout)
+    every = detect(tmp_path / "original.onnx", PHOTOS / photo, conf=0.0)
+    conf = stable_conf(np.array([d.score for d in every.detections]), 0.25, k=20)
+    a = detect(tmp_path / "original.onnx", PHOTOS / photo, conf=conf)
+    b = detect(tmp_path / "raw.onnx", PHOTOS / photo, conf=conf)
+    assert (a.kind, b.kind) == ("decoded", "raw")
+    same, worst = match(_arr(a), _arr(b))
+    assert len(a.detections) == len(b.detections) >= 20 and same and worst >= 0.99
+    w, h = a.image_size
+    assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in b.detections)
+
+
+def test_cli_detect_json_png_and_names(tmp_path):
+    onnx.save(yolov6_af(width=8), str(tmp_path / "original.onnx"))
+    strip(tmp_path / "original.onnx", tmp_path / "raw.onnx")
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"thing{i}" for i in range(80)))
+
+    def headcut(*args):
+        return subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True)
+
+    p = headcut("detect", tmp_path / "raw.onnx", PHOTOS / "chelsea.jpg", "--conf", "0.005", "--names", names,
+                "--json", "-o", tmp_path / "out.png")
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["kind"] == "raw" and j["image_size"] == [451, 300] and j["detections"]
+    assert all(d["name"].startswith("thing") for d in j["detections"])
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out.png").size == (451, 300)
+    p = headcut("detect", tmp_path / "original.onnx", PHOTOS / "chelsea.jpg", "--conf", "0.005")
+    assert p.returncode == 0 and "decoded model on ort" in p.stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a\nb\n")
+    p = headcut("detect", tmp_path / "raw.onnx", PHOTOS / "chelsea.jpg", "--names", bad)
+    assert p.returncode == 2 and "2 names for a model with 80 classes" in p.stderr
+    p = headcut("detect", tmp_path / "raw.onnx", tmp_path / "nope.jpg")
+    assert p.returncode == 2 and "no such image" in p.stderr
+
+
+def test_draw_writes_atomically(tmp_path):
+    onnx.save(yolov6_v1(width=8), str(tmp_path / "m.onnx"))
+    res = detect(tmp_path / "m.onnx", PHOTOS / "astronaut.jpg", conf=0.001)
+    out = draw(PHOTOS / "astronaut.jpg", res, tmp_path / "boxes.png")
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["boxes.png", "m.onnx"]
+
+
+def test_unknown_model_is_refused(tmp_path):
+    (tmp_path / "x.mnn").write_bytes(b"junk")
+    with pytest.raises(InputError, match="decoded original must be given as .onnx"):
+        detect(tmp_path / "x.mnn", PHOTOS / "chelsea.jpg")
