@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .head import Head, Layout
+from .head import ANCHOR_GRID, Head, Layout
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,46 @@ class _Tail:
                        (1, 4, h, w))
 
 
+def _anchor_levels(tail: _Tail, tensors, head: Head, layout: Layout, dtype, batch) -> list:
+    """YOLOv5/v7: (1, na·no, h, w) → rows (1, na·h·w, no) ordered anchor, y, x; levels: the conv itself.
+
+        Conv (1,na·no,h,w) ─► Reshape (1,na,no,h·w) ─► Transpose(0,1,3,2) ─► Reshape (1,na·h·w,no)
+                              [─► Slice [4:] ─► Sigmoid ─► Concat with [:4]   (keep_sigmoid)]
+    """
+    na, no = head.na, head.num_classes + 5
+    out = []
+    for i, lv in enumerate(head.levels):
+        h, w = lv.grid
+        conv = tensors[lv.branches[0].tensor]
+        if layout.kind == "levels":
+            if layout.keep_sigmoid:
+                from .errors import HeadcutError
+
+                raise HeadcutError("--keep-sigmoid with --layout levels is not available for anchor heads "
+                                   "(the sigmoid would reach the box columns); use the flat layout")
+            ident = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(batch, na * no, h, w))
+            tail.nodes.append(gs.Node("Identity", f"headcut/l{i}/Identity", {}, [conv], [ident]))
+            out.append(ident)
+            continue
+        y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, h * w)],
+                    (1, na, no, h * w))
+        y = tail.op("Transpose", f"l{i}/cells_last", [y], (1, na, h * w, no), perm=[0, 1, 3, 2])
+        y = tail.op("Reshape", f"l{i}/rows", [y, tail.target(f"l{i}/rows_shape", na * h * w, no)], (1, na * h * w, no))
+        if layout.keep_sigmoid:
+            rows = na * h * w
+            box = tail.op("Slice", f"l{i}/box", [y, tail.const(f"l{i}/b0", np.array([0], np.int64)),
+                                                 tail.const(f"l{i}/b1", np.array([4], np.int64)),
+                                                 tail.const(f"l{i}/ax", np.array([2], np.int64))], (1, rows, 4))
+            rest = tail.op("Slice", f"l{i}/scores_logits", [y, tail.const(f"l{i}/r0", np.array([4], np.int64)),
+                                                            tail.const(f"l{i}/r1", np.array([no], np.int64)),
+                                                            tail.const(f"l{i}/ax2", np.array([2], np.int64))],
+                           (1, rows, no - 4))
+            rest = tail.op("Sigmoid", f"l{i}/scores", [rest], (1, rows, no - 4))
+            y = tail.op("Concat", f"l{i}/rows_scored", [box, rest], (1, rows, no), axis=2)
+        out.append(y)
+    return out
+
+
 def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(),
         batch: int | str = 1) -> tuple[onnx.ModelProto, CutReport]:
     """Return a new model whose outputs are the raw head of ``head`` (``model`` is not changed).
@@ -98,7 +138,9 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(),
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
     per_level = []
-    for i, lv in enumerate(head.levels):
+    if head.decode == ANCHOR_GRID:
+        per_level = _anchor_levels(tail, tensors, head, layout, dtype, batch)
+    for i, lv in enumerate(head.levels if head.decode != ANCHOR_GRID else ()):
         h, w = lv.grid
         by_role = {b.role: b for b in lv.branches}
         parts = []

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .head import DIST_ANCHOR, GRID_EXP_OBJ, Geometry
+from .head import ANCHOR_GRID, DIST_ANCHOR, GRID_EXP_OBJ, Geometry
 
-__all__ = ["anchor_grid", "decode", "detect", "flatten_levels", "letterbox", "nms", "postprocess", "scale_boxes",
-           "sigmoid"]
+__all__ = ["anchor_grid", "canonical", "decode", "detect", "flatten_levels", "letterbox", "nms", "original_output",
+           "postprocess", "scale_boxes", "sigmoid"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -48,14 +48,27 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row cell indices ``(N, 2)`` as (gx, gy) and strides ``(N, 1)``, levels stride ascending."""
-    g = Geometry.of(head)
-    cells, strides = [], []
-    for s, (h, w) in zip(g.strides, g.grids):
+    """Per-row cell indices ``(N, 2)`` as (gx, gy) and strides ``(N, 1)``, in the raw output's row order.
+
+    Levels stride ascending, row-major (y, x) inside a level; anchor heads (YOLOv5/v7) repeat each
+    level's cells once per anchor (rows: level, anchor, y, x).
+    """
+    cells, strides, _ = _rows(Geometry.of(head))
+    return cells, strides
+
+
+def _rows(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(cells (N, 2), strides (N, 1), anchor sizes (N, 2) in pixels or None) per raw row."""
+    cells, strides, sizes = [], [], []
+    for i, (s, (h, w)) in enumerate(zip(g.strides, g.grids)):
         gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-        cells.append(np.stack([gx.ravel(), gy.ravel()], -1))
-        strides.append(np.full((h * w, 1), s, dtype=np.float32))
-    return np.concatenate(cells), np.concatenate(strides)
+        c = np.stack([gx.ravel(), gy.ravel()], -1)
+        for a in range(g.na):
+            cells.append(c)
+            strides.append(np.full((h * w, 1), s, dtype=np.float32))
+            if g.anchors:
+                sizes.append(np.tile(np.asarray(g.anchors[i][a], np.float32), (h * w, 1)))
+    return np.concatenate(cells), np.concatenate(strides), (np.concatenate(sizes) if sizes else None)
 
 
 def flatten_levels(raw, head) -> np.ndarray:
@@ -64,6 +77,9 @@ def flatten_levels(raw, head) -> np.ndarray:
     if g.layout != "levels" and not isinstance(raw, (list, tuple)):
         return np.asarray(raw)
     outs = [np.asarray(r) for r in raw]
+    if g.decode == ANCHOR_GRID:  # (B, na*no, h, w) per level → rows (level, anchor, y, x)
+        return np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]).transpose(0, 1, 3, 2)
+                               .reshape(o.shape[0], -1, o.shape[1] // g.na) for o in outs], 1)
     return np.concatenate([o.reshape(o.shape[0], o.shape[1], -1).transpose(0, 2, 1) for o in outs], 1)
 
 
@@ -90,12 +106,49 @@ def decode(raw, head) -> np.ndarray:
     """
     g = Geometry.of(head)
     flat = flatten_levels(raw, g)
-    cells, strides = anchor_grid(g)
-    if flat.ndim != 3 or flat.shape[1] != len(cells) or flat.shape[2] != g.width:
-        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(cells)}, {g.width})")
-    if g.decode not in (GRID_EXP_OBJ, DIST_ANCHOR):
+    rows = _rows(g)
+    if flat.ndim != 3 or flat.shape[1] != len(rows[0]) or flat.shape[2] != g.width:
+        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width})")
+    if g.decode not in (GRID_EXP_OBJ, DIST_ANCHOR, ANCHOR_GRID):
         raise ValueError(f"unknown decode kind {g.decode!r}")
-    return _decode_with(flat, g, cells.astype(flat.dtype), strides.astype(flat.dtype))
+    return _decode_with(flat, g, *(None if r is None else r.astype(flat.dtype) for r in rows))
+
+
+def original_output(raw, head) -> np.ndarray:
+    """What the original export returns for this raw output: :func:`decode`, in the original's layout.
+
+    YOLOv8/11 outputs are channel-first without the ones column; an undecoded YOLOX export returns
+    the raw rows with sigmoid on objectness and classes.
+    """
+    g = Geometry.of(head)
+    if not g.original_decoded:
+        flat = flatten_levels(raw, g).copy()
+        cols = g.columns()
+        for role in ("obj", "cls"):
+            if not g.activated(role):
+                flat[..., cols[role]] = sigmoid(flat[..., cols[role]])
+        return flat
+    out = decode(raw, g)
+    if g.decode == DIST_ANCHOR and not g.ones_column:
+        out = np.concatenate([out[..., :4], out[..., 5:]], -1)
+    return out.transpose(0, 2, 1) if g.channel_first else out
+
+
+def canonical(original_out: np.ndarray, head) -> np.ndarray:
+    """An original export's output as decoded rows ``(B, N, 5 + nc)`` = [cx, cy, w, h, obj or 1, cls]."""
+    g = Geometry.of(head)
+    if not g.original_decoded:
+        cols = g.columns()
+        probs = original_out.copy()
+        for role in ("obj", "cls"):  # the export applied them; decode expects what the head says
+            if not g.activated(role):
+                probs[..., cols[role]] = np.log(np.clip(probs[..., cols[role]], 1e-12, 1 - 1e-7)
+                                                / np.clip(1 - probs[..., cols[role]], 1e-12, None))
+        return decode(probs, g)
+    y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
+    if g.decode == DIST_ANCHOR and not g.ones_column:
+        y = np.concatenate([y[..., :4], np.ones((*y.shape[:2], 1), y.dtype), y[..., 4:]], -1)
+    return y
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], color: int = 114) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -158,7 +211,7 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300)
     g = Geometry.of(head)
     flat = flatten_levels(raw, g)[:1].astype(np.float32)
     cols = g.columns()
-    gate_role = "obj" if g.decode == GRID_EXP_OBJ else "cls"
+    gate_role = "obj" if g.decode in (GRID_EXP_OBJ, ANCHOR_GRID) else "cls"
     gate = flat[0, :, cols[gate_role]].max(-1)
     threshold = conf if g.activated(gate_role) else np.log(conf / (1 - conf))
     cand = np.nonzero(gate >= threshold)[0]
@@ -194,12 +247,13 @@ def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_
 
 def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
     """:func:`decode` restricted to the rows ``index`` of the flat layout: returns (K, 5 + nc)."""
-    cells, strides = anchor_grid(g)
-    return _decode_with(rows, g, cells[index], strides[index])[0]
+    cells, strides, sizes = _rows(g)
+    return _decode_with(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]
 
 
-def _decode_with(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
-    """The formulas of the module docstring, for rows whose cells and strides are given."""
+def _decode_with(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
+                 sizes: np.ndarray | None = None) -> np.ndarray:
+    """The formulas of the module docstring, for rows whose cells, strides (and anchor sizes) are given."""
     cols = g.columns()
     dt = flat.dtype.type
 
@@ -207,6 +261,11 @@ def _decode_with(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.n
         x = flat[..., cols[role]]
         return x if g.activated(role) else sigmoid(x)
 
+    if g.decode == ANCHOR_GRID:
+        p = sigmoid(flat[..., cols["box"]])
+        xy = (p[..., 0:2] * dt(2) + (cells - dt(0.5))) * strides
+        wh = (p[..., 2:4] * dt(2)) ** 2 * sizes
+        return np.concatenate([xy, wh, score("obj"), score("cls")], -1)
     if g.decode == GRID_EXP_OBJ:
         box = flat[..., cols["box"]]
         return np.concatenate([(box[..., 0:2] + cells) * strides, np.exp(box[..., 2:4]) * strides,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import decode, letterbox, postprocess, scale_boxes, to_input
+from .decode import canonical, decode, letterbox, postprocess, scale_boxes, to_input
 from .engine_check import head_for
 from .engines import engine_for, run
 from .errors import InputError
@@ -48,15 +48,14 @@ class DetectResult:
                 "image_size": list(self.image_size), "detections": [d.to_json() for d in self.detections]}
 
 
-def _decoded_input(model: Path) -> tuple[str, tuple[int, ...], int]:
-    """(input name, input shape, classes) of an original decoded export, after recognising its head."""
+def _decoded_input(model: Path):
+    """The head of an original decoded export, recognised by the locator."""
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
     from .strip import inspect
 
-    head = inspect(model).head
-    return head.input_name, head.input_shape, head.num_classes
+    return inspect(model).head
 
 
 def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,
@@ -73,7 +72,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
         out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
     else:
-        in_name, shape, nc = _decoded_input(model)
+        located = _decoded_input(model)
+        in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
     if engine == "ncnn":
         from .convert import param_blobs
@@ -88,7 +88,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
         decoded = decode(ys if g.layout == "levels" else ys[0], g)
     else:
-        decoded = ys[0]
+        decoded = canonical(ys[0], Geometry.of(located))
     dets = postprocess(decoded, conf, iou)
     labels = class_names(nc, names)
     h0, w0 = rgb.shape[:2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import decode, postprocess
+from .decode import canonical, original_output, postprocess
 from .engines import EngineError, engine_for, run
 from .head import Geometry
 from .io import load
@@ -107,8 +107,11 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
                   images: tuple = (), conf: float = 0.25, iou: float = 0.45, tol: float = DEFAULT_TOL,
                   seed: int = 0) -> list[EngineCheck]:
     """Run ``original`` in onnxruntime and ``candidate`` on ``engine``; compare boxes, scores and detections."""
+    from .strip import inspect
+
     engine = engine or engine_for(candidate)
     head = head_for(candidate)
+    g_orig = Geometry.of(inspect(original).head)
     s = session(original)
     inp = s.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
@@ -133,13 +136,14 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         if g is not None:
             expected = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
             ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-            got = decode(ys if g.layout == "levels" else ys[0], g)
+            got = original_output(ys if g.layout == "levels" else ys[0], g)
         else:
             got = ys[0].reshape(ref.shape) if ys[0].size == ref.size else ys[0]
-        c = compare(ref, got, tol, label)
-        ref_scores = ref[0, :, 4] * ref[0, :, 5:].max(-1)
+        c = compare(ref, got, tol, label, g_orig.channel_first)
+        ref_rows, got_rows = canonical(ref, g_orig), canonical(got, g_orig)
+        ref_scores = ref_rows[0, :, 4] * ref_rows[0, :, 5:].max(-1)
         conf_eff = stable_conf(ref_scores, conf)
-        d_ref, d_got = postprocess(ref, conf_eff, iou), postprocess(got, conf_eff, iou)
+        d_ref, d_got = postprocess(ref_rows, conf_eff, iou), postprocess(got_rows, conf_eff, iou)
         same, worst = match(d_ref, d_got)
         checks.append(EngineCheck(label, engine, c.max_abs_err_boxes, c.max_abs_err_scores, c.tolerance,
                                   conf_eff, len(d_ref), len(d_got), same, worst))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 #: Decode kinds. Each names a formula in :mod:`onnx_headcut.decode`.
 GRID_EXP_OBJ = "grid_exp_obj"  # YOLOv6 0.1.0, YOLOX
-DIST_ANCHOR = "dist_anchor"  # YOLOv6 >= 0.2.0 anchor-free (l, t, r, b distances, optional DFL)
+DIST_ANCHOR = "dist_anchor"  # YOLOv6 >= 0.2.0 anchor-free, YOLOv8/YOLO11 (l, t, r, b distances, optional DFL)
+ANCHOR_GRID = "anchor_grid"  # YOLOv5 / YOLOv7 (3 anchors per cell, sigmoid everywhere)
 
 FORMULAS = {
     GRID_EXP_OBJ: (
@@ -27,7 +28,14 @@ FORMULAS = {
         "l, t, r, b is sum_i softmax(bins)_i * i over reg_max+1 bin logits): ax = gx + 0.5, ay = gy + 0.5, "
         "x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b; cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, "
         "w = (x2 - x1) * s, h = (y2 - y1) * s; decoded row = [cx, cy, w, h, 1, sigmoid(cls)*nc]; "
-        "score = max(sigmoid(cls))"
+        "score = max(sigmoid(cls)); without a ones column (YOLOv8/11) the decoded row is [cx, cy, w, h, "
+        "sigmoid(cls)*nc], laid out channel-first (1, 4+nc, N) when the original was"
+    ),
+    ANCHOR_GRID: (
+        "per row [tx, ty, tw, th, obj, cls*nc] of anchor a (w_a, h_a in pixels) of a level with stride s at "
+        "cell (gx, gy); rows ordered level, anchor, y, x: p = sigmoid(t); cx = (2 * px - 0.5 + gx) * s, "
+        "cy = (2 * py - 0.5 + gy) * s, w = (2 * pw)^2 * w_a, h = (2 * ph)^2 * h_a; decoded row = "
+        "[cx, cy, w, h, sigmoid(obj), sigmoid(cls)*nc]; score = obj * max(cls)"
     ),
 }
 
@@ -104,10 +112,19 @@ class Head:
     reasons: tuple[str, ...] = ()
     reg_max: int = 0  # DFL bins - 1; 0 without DFL
     notes: tuple[str, ...] = ()  # things the user should know (NMS removed, batch pinned, ...)
+    anchors: tuple = ()  # ANCHOR_GRID: per level, per anchor (w, h) in pixels
+    ones_column: bool = True  # DIST_ANCHOR: the decoded output has a constant 1 at column 4 (YOLOv6)
+    channel_first: bool = False  # the decoded output is (1, C, N) (Ultralytics) rather than (1, N, C)
+    original_decoded: bool = True  # False: the original output is the raw head with sigmoids (YOLOX undecoded)
+
+    @property
+    def na(self) -> int:
+        """Anchors per cell (rows per cell of the raw output)."""
+        return len(self.anchors[0]) if self.anchors else 1
 
     @property
     def rows(self) -> int:
-        return sum(lv.rows for lv in self.levels)
+        return sum(lv.rows for lv in self.levels) * self.na
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -124,6 +141,9 @@ class Head:
         if self.decode == GRID_EXP_OBJ:
             return (Block("box", 4, False, branches["box"]), Block("obj", 1, sig, branches["obj"]),
                     Block("cls", self.num_classes, sig, branches["cls"]))
+        if self.decode == ANCHOR_GRID:
+            pred = branches["pred"]
+            return (Block("box", 4, False, pred), Block("obj", 1, sig, pred), Block("cls", self.num_classes, sig, pred))
         reg = branches.get("reg") or branches["dfl"]
         if layout.kind == "levels":  # YOLOv6's own ncnn Lite demo: [sigmoid(cls) * nc, l, t, r, b]
             return (Block("cls", self.num_classes, True, branches["cls"]), Block("reg", 4, False, reg))
@@ -152,17 +172,24 @@ class Head:
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
             "num_classes": self.num_classes,
             "reg_max": self.reg_max if (self.dfl and not layout.keep_dfl) else 0,
+            "dfl_bins": self.reg_max + 1 if (self.dfl and not layout.keep_dfl) else 0,
             "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
             "layout": layout.kind,
             "rows": self.rows,
             "channels": [{"name": b.role, "size": b.size, "sigmoid": b.sigmoid,
-                          "columns": COLUMNS[b.role][1 if b.sigmoid else 0]} for b in blocks],
+                          "columns": "tx, ty, tw, th" if (b.role, self.decode) == ("box", ANCHOR_GRID)
+                          else COLUMNS[b.role][1 if b.sigmoid else 0]} for b in blocks],
             "levels": [
-                {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows}
-                for lv in self.levels
+                {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows * self.na}
+                | ({"anchors": [list(a) for a in self.anchors[i]]} if self.anchors else {})
+                for i, lv in enumerate(self.levels)
             ],
-            "original_output": {"name": self.output_name, "shape": list(self.output_shape)},
+            "original_output": {"name": self.output_name, "shape": list(self.output_shape),
+                                "decoded": self.original_decoded,
+                                "layout": "channels" if self.channel_first else "rows"},
         }
+        if self.decode == DIST_ANCHOR:
+            d["ones_column"] = self.ones_column
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)
@@ -181,6 +208,14 @@ class Geometry:
     channels: tuple[tuple[str, int, bool], ...]  # (role, size, sigmoid applied)
     layout: str = "flat"
     reg_max: int = 0
+    anchors: tuple = ()  # per level, per anchor (w, h) pixels (ANCHOR_GRID)
+    ones_column: bool = True
+    channel_first: bool = False
+    original_decoded: bool = True
+
+    @property
+    def na(self) -> int:
+        return len(self.anchors[0]) if self.anchors else 1
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -204,9 +239,14 @@ class Geometry:
             head = head.to_json(layout)
         if isinstance(head, str):
             head = json.loads(head)
+        orig = head.get("original_output", {})
         return cls(head["decode"], int(head["num_classes"]),
                    tuple(int(lv["stride"]) for lv in head["levels"]),
                    tuple((int(lv["grid"][0]), int(lv["grid"][1])) for lv in head["levels"]),
                    tuple(head["input"]["shape"]),
                    tuple((c["name"], int(c["size"]), bool(c.get("sigmoid", False))) for c in head["channels"]),
-                   head.get("layout", "flat"), int(head.get("reg_max", 0)))
+                   head.get("layout", "flat"), int(head.get("reg_max", 0)),
+                   tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in head["levels"]
+                         if "anchors" in lv),
+                   bool(head.get("ones_column", True)), orig.get("layout") == "channels",
+                   bool(orig.get("decoded", True)))

@@ -29,7 +29,7 @@ import onnx
 
 from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, attr, infer_shapes, is_static
-from .head import DIST_ANCHOR, GRID_EXP_OBJ, Branch, Head, Level
+from .head import ANCHOR_GRID, DIST_ANCHOR, GRID_EXP_OBJ, Branch, Head, Level
 
 #: ops that may appear between the prediction convs and the decoded output.
 DECODE_OPS = frozenset({
@@ -301,29 +301,18 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
     def no(reason: str) -> Rejection:
         return Rejection(name, reason)
 
-    out_shape = shapes.get(region.output)
-    if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
-        return no(f"output '{region.output}' has shape {out_shape}, expected static (1, N, C)")
+    groups = _group_levels(shapes, region, input_shape)
+    if isinstance(groups, str):
+        return no(groups)
+    out_shape = shapes[region.output]
     _, in_h, in_w = input_shape[-3:]
-    levels_by_grid: dict[tuple[int, int], list[str]] = {}
-    for t in region.frontier:
-        s = shapes.get(t)
-        if not is_static(s) or len(s) != 4 or s[0] != 1:
-            return no(f"prediction conv output '{t}' has shape {s}, expected static (1, C, H, W)")
-        levels_by_grid.setdefault((s[2], s[3]), []).append(t)
-    if not levels_by_grid:
-        return no("no prediction convs feed the output")
-
-    grids = sorted(levels_by_grid, key=lambda g: -g[0] * g[1])
+    grids = [g for _, g, _ in groups]
     levels: list[Level] = []
     nc = None
     first = 0
     concats = [n for n in region.nodes if n.op_type == "Concat"]
-    for h, w in grids:
-        if in_h % h or in_w % w or in_h // h != in_w // w:
-            return no(f"a {h}x{w} feature map does not divide the {in_h}x{in_w} input into one integer stride")
-        stride = in_h // h
-        convs = set(levels_by_grid[(h, w)])
+    for stride, (h, w), conv_list in groups:
+        convs = set(conv_list)
         cat = None
         for c in concats:
             srcs = [_strip_sigmoid(ix, i) for i in c.input]
@@ -355,6 +344,17 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
     if out_shape[1:] != (n_rows, 5 + nc):
         return no(f"output shape {out_shape} does not match the levels: expected (1, {n_rows}, {5 + nc})")
     n_exp = region.ops.get("Exp", 0)
+    if n_exp == 0 and set(region.ops) <= LAYOUT_OPS | {"Sigmoid"}:
+        reasons = (
+            f"{len(levels)} levels of 3 prediction convs (box 4, objectness 1, cls {nc}) joined by a channel Concat",
+            "the output is those convs flattened, with sigmoid on objectness and classes and no grid, Exp or "
+            "stride: a YOLOX export without decode_in_inference, already raw apart from its sigmoids",
+            "strip removes the sigmoids (logits, like every raw layout); --keep-sigmoid keeps them",
+        )
+        return Head("YOLOX", "undecoded", GRID_EXP_OBJ, input_name, tuple(input_shape), region.output,
+                    tuple(out_shape), nc, tuple(levels), region.keys, reasons, original_decoded=False,
+                    notes=("YOLOX export without decode: the output was already raw apart from the sigmoids on "
+                           "objectness and classes",))
     if n_exp == 0:
         return no("the decode has no Exp (wh = exp(d) * stride)")
     strides = {lv.stride for lv in levels}
@@ -392,7 +392,184 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
                 tuple(out_shape), nc, tuple(levels), region.keys, reasons)
 
 
-PATTERNS = (match_grid_exp_obj, match_anchor_free)
+def _reaches(ix: GraphIndex, t: str, op: str, through=LAYOUT_OPS) -> bool:
+    """True when ``t`` flows into an ``op`` node through layout ops only."""
+    stack, seen = [t], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        for c in ix.consumers.get(x, []):
+            if c.op_type == op:
+                return True
+            if c.op_type in through:
+                stack.extend(c.output)
+    return False
+
+
+def match_anchor_grid(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
+                      input_name: str, input_shape: tuple) -> Head | Rejection:
+    """YOLOv5 / YOLOv7: one conv per level with na·(5+nc) channels, viewed (1, na, 5+nc, h, w).
+
+    Everything goes through a sigmoid; ``wh = (2σ)² · anchor`` (v5) or ``σ² · 4·anchor`` (v7): the
+    anchors are the constant multiplied into the Pow output, read per level (v7 keeps them in a 6-D
+    ``anchor_grid`` indexed per level; the constant evaluator resolves the Gather).
+    """
+    name = "YOLOv5 / YOLOv7 (anchor grid, 3 anchors per cell)"
+
+    def no(reason: str) -> Rejection:
+        return Rejection(name, reason)
+
+    groups = _group_levels(shapes, region, input_shape)
+    if isinstance(groups, str):
+        return no(groups)
+    out_shape = shapes[region.output]
+    no_ = out_shape[2]
+    nc = no_ - 5
+    if nc < 1:
+        return no(f"output has {no_} columns, fewer than 6")
+    if any(len(convs) != 1 for _, _, convs in groups):
+        return no("expected one prediction conv per level")
+    chans = {shapes[convs[0]][1] for _, _, convs in groups}
+    if len(chans) != 1 or next(iter(chans)) % no_:
+        return no(f"prediction convs have {sorted(chans)} channels, not a multiple of the {no_} output columns")
+    na = next(iter(chans)) // no_
+    if "Pow" not in region.ops and "Mul" not in region.ops:
+        return no("no (2σ)² · anchor term in the decode")
+    n_rows = na * sum(h * w for _, (h, w), _ in groups)
+    if out_shape[1] != n_rows:
+        return no(f"output has {out_shape[1]} rows, expected {na} anchors x {n_rows // na} cells = {n_rows}")
+    if not all(_reaches(ix, convs[0], "Sigmoid") for _, _, convs in groups):
+        return no("the prediction convs are not read through a Sigmoid")
+
+    # anchors: the constant operand of each Mul fed by a Pow (wh); v7 squares sigmoid directly, so ×4 is inside
+    per_level: list = []
+    for n in region.data_nodes:
+        if n.op_type != "Mul":
+            continue
+        prods = [ix.producer.get(i) for i in n.input]
+        k = next((j for j, p in enumerate(prods) if p is not None and p.op_type == "Pow"), None)
+        if k is None:
+            continue
+        v = ix.const_value(n.input[1 - k])
+        if v is None or v.size % 2 or v.shape[-1] != 2:
+            continue
+        pow_in = ix.producer.get(prods[k].input[0])
+        doubled = pow_in is not None and pow_in.op_type == "Mul" and any(
+            (c := ix.const_value(i)) is not None and c.size == 1 and float(c) == 2.0 for i in pow_in.input)
+        a = v.reshape(-1, 2) / (1.0 if doubled else 4.0)
+        per_level.append(np.unique(a, axis=0) if len(a) > na else a)
+    if len(per_level) == 1 and len(per_level[0]) == na * len(groups):  # one constant for all levels
+        per_level = [per_level[0][i * na:(i + 1) * na] for i in range(len(groups))]
+    if len(per_level) != len(groups) or any(len(a) != na for a in per_level):
+        return no(f"could not read {na} anchors per level from the wh constants (found {len(per_level)} sets)")
+    if len(per_level) > 1 and all(np.array_equal(per_level[0], a) for a in per_level[1:]) and len(groups) > 1:
+        per_level = [np.asarray(a) for a in per_level]  # identical anchors on every level: allowed, say nothing
+    levels, first = [], 0
+    for stride, (h, w), convs in groups:
+        levels.append(Level(stride, (h, w), first, (Branch("pred", convs[0], na * no_),)))
+        first += na * h * w
+    anchors = tuple(tuple((round(float(x), 4), round(float(y), 4)) for x, y in a) for a in per_level)
+    six_d = any(len(shapes.get(i) or ()) == 6 or ((v := ix.const_value(i)) is not None and v.ndim == 6)
+                for n in region.nodes for i in n.input if i)
+    family = "YOLOv7" if six_d else "YOLOv5"
+    reasons = (
+        f"{len(levels)} levels of one prediction conv with {na}x({nc}+5) channels, viewed as {na} anchors per cell",
+        f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
+        + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
+        "everything goes through a sigmoid; wh = (2σ)² · anchor with anchors (pixels) " + "; ".join(
+            f"P{i + 3}: " + " ".join(f"{x:g}x{y:g}" for x, y in a) for i, a in enumerate(anchors)),
+        ("the anchor grid is a 6-D constant (nl, 1, na, 1, 1, 2) indexed per level: YOLOv7" if six_d
+         else "per-level anchor grids, no 6-D constant: YOLOv5"),
+        f"decode ops {dict(sorted(region.ops.items()))}",
+    )
+    return Head(family, "anchor-based", ANCHOR_GRID, input_name, tuple(input_shape), region.output,
+                tuple(out_shape), nc, tuple(levels), region.keys, reasons, anchors=anchors)
+
+
+def match_ultralytics(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
+                      input_name: str, input_shape: tuple) -> Head | Rejection:
+    """YOLOv8 / YOLO11: per level a box conv (4·reg_max channels) and a cls conv; output (1, 4+nc, N).
+
+    DFL (Softmax + fixed 1x1 conv), anchor points at +0.5 and per-anchor strides as constants,
+    sigmoid on the classes, channel-first output without objectness or ones column.
+    """
+    name = "YOLOv8 / YOLO11 (Ultralytics, DFL, channel-first output)"
+
+    def no(reason: str) -> Rejection:
+        return Rejection(name, reason)
+
+    out_shape = shapes.get(region.output)
+    if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
+        return no(f"output '{region.output}' has shape {out_shape}, expected static (1, 4+nc, N)")
+    groups = _group_levels({**shapes, region.output: (1, out_shape[2], out_shape[1])}, region, input_shape)
+    if isinstance(groups, str):
+        return no(groups)
+    n_rows = sum(h * w for _, (h, w), _ in groups)
+    if out_shape[2] != n_rows:
+        return no(f"output {out_shape} is not channel-first (1, 4+nc, {n_rows})")
+    nc = out_shape[1] - 4
+    if "Softmax" not in region.ops:
+        return no("no DFL (Softmax) in the decode")
+    levels, first, reg_ch = [], 0, None
+    for stride, (h, w), convs in groups:
+        if len(convs) != 2:
+            return no(f"the {h}x{w} level has {len(convs)} prediction convs, expected 2 (box, cls)")
+        by_ch = {shapes[t][1]: t for t in convs}
+        cls = by_ch.get(nc) if len(by_ch) == 2 else None
+        if cls is None:  # nc == 4 * reg_max: tell them apart by the sigmoid
+            sig = [t for t in convs if _reaches(ix, t, "Sigmoid") and not _reaches(ix, t, "Softmax")]
+            cls = sig[0] if len(sig) == 1 else None
+        if cls is None:
+            return no(f"cannot tell the box and cls convs of the {h}x{w} level apart")
+        box = next(t for t in convs if t != cls)
+        c = shapes[box][1]
+        if c % 4 or c // 4 < 2 or (reg_ch is not None and c != reg_ch):
+            return no(f"the {h}x{w} level's box conv has {c} channels, not 4·reg_max")
+        reg_ch = c
+        levels.append(Level(stride, (h, w), first, (Branch("dfl", box, c), Branch("cls", cls, nc))))
+        first += h * w
+    cells = np.concatenate([_cell_grid(*lv.grid) for lv in levels]) + 0.5
+    anchors_ok = False
+    for n, _, v in _region_consts(ix, region):
+        if v.size == 2 * n_rows and 2 in v.shape:
+            a = v.reshape(-1, n_rows).T if v.shape[-1] == n_rows else v.reshape(-1, 2)
+            if not np.array_equal(a, cells):
+                return no(f"anchor-point constant of shape {v.shape} does not match the cell centres")
+            anchors_ok = True
+    if not anchors_ok:
+        return no("no anchor-point constant (cell + 0.5) found in the decode")
+    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1 for n in _upstream(ix, levels[0].branches[1].tensor, 4))
+    family = "YOLO11" if dw else "YOLOv8"
+    reasons = (
+        f"{len(levels)} levels of 2 prediction convs (box {reg_ch} = 4 x {reg_ch // 4} DFL bins, cls {nc})",
+        f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
+        + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
+        "output channel-first (1, 4+nc, N) with no objectness or ones column; anchor points at cell + 0.5",
+        ("the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"),
+        f"decode ops {dict(sorted(region.ops.items()))}",
+    )
+    return Head(family, "Ultralytics", DIST_ANCHOR, input_name, tuple(input_shape), region.output,
+                tuple(out_shape), nc, tuple(levels), region.keys, reasons, reg_max=reg_ch // 4 - 1,
+                ones_column=False, channel_first=True)
+
+
+def _upstream(ix: GraphIndex, t: str, depth: int):
+    """The nodes up to ``depth`` steps upstream of tensor ``t``."""
+    out, frontier = [], [t]
+    for _ in range(depth):
+        nxt = []
+        for x in frontier:
+            n = ix.producer.get(x)
+            if n is not None:
+                out.append(n)
+                nxt += [i for i in n.input if i and i not in ix.initializers]
+        frontier = nxt
+    return out
+
+
+PATTERNS = (match_grid_exp_obj, match_anchor_free, match_anchor_grid, match_ultralytics)
 
 
 def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> Head:

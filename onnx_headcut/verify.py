@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import decode, letterbox, to_input
+from .decode import letterbox, original_output, to_input
 from .errors import VerificationError
 from .head import Geometry
 
@@ -82,7 +82,8 @@ def image_input(path: str | os.PathLike, shape, dtype=np.float32) -> np.ndarray:
     return to_input(img).astype(dtype)
 
 
-def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_TOL, label: str = "") -> Check:
+def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_TOL, label: str = "",
+            channel_first: bool = False) -> Check:
     """Max abs errors between two decoded ``(B, N, C)`` tensors; boxes are columns 0-3.
 
     The tolerance grows with the box scale above 640 px, and for float16 models it is at least a
@@ -93,6 +94,8 @@ def compare(original_out: np.ndarray, decoded: np.ndarray, tol: float = DEFAULT_
     if a.shape != b.shape:
         return Check(label, float("inf"), float("inf"), float("inf"), tol)
     err = np.abs(a - b)
+    if channel_first:  # (B, C, N): boxes are rows 0-3
+        a, b, err = a.transpose(0, 2, 1), b.transpose(0, 2, 1), err.transpose(0, 2, 1)
     top = float(np.nanmax(np.abs(a[..., :4]))) if a.size else 0.0
     limit = tol * max(1.0, top / _BOX_SCALE)
     if original_out.dtype == np.float16:
@@ -125,5 +128,5 @@ def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, se
     for label, x in feeds:
         y = s_orig.run(None, {inp.name: x})[0]
         r = s_raw.run(None, {s_raw.get_inputs()[0].name: x})
-        checks.append(compare(y, decode(r if g.layout == "levels" else r[0], g), tol, label))
+        checks.append(compare(y, original_output(r if g.layout == "levels" else r[0], g), tol, label, g.channel_first))
     return Verification(tuple(checks))

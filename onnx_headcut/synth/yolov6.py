@@ -19,79 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-INT64_MAX = 9223372036854775807
-
-
-class _Builder:
-    def __init__(self, seed: int):
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.rng = np.random.default_rng(seed)
-        self.k = 0
-
-    def name(self, base: str) -> str:
-        self.k += 1
-        return f"{base}_{self.k}"
-
-    def node(self, op: str, inputs: list[str], scope: str = "/detect", **attrs) -> str:
-        out = self.name(f"{scope}/{op}") + "_output_0"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=out[: -len("_output_0")], **attrs))
-        return out
-
-    def const(self, value, dtype=None, scope: str = "/detect") -> str:
-        arr = np.asarray(value, dtype=dtype)
-        out = self.name(f"{scope}/Constant") + "_output_0"
-        self.nodes.append(helper.make_node("Constant", [], [out], name=out[: -len("_output_0")],
-                                           value=numpy_helper.from_array(arr)))
-        return out
-
-    def init(self, name: str, arr: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
-        return name
-
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, prefix: str, std: float | None = None,
-             bias: float | np.ndarray | None = None) -> str:
-        std = std if std is not None else np.sqrt(2.0 / (cin * k * k))
-        w = self.init(f"{prefix}.weight", self.rng.normal(0, std, (cout, cin, k, k)))
-        b = self.rng.normal(0, 0.1, cout) if bias is None else np.broadcast_to(np.asarray(bias, np.float32), (cout,))
-        b = self.init(f"{prefix}.bias", np.asarray(b))
-        return self.node("Conv", [x, w, b], scope=f"/{prefix}", kernel_shape=[k, k], pads=[k // 2] * 4,
-                         strides=[stride, stride], dilations=[1, 1], group=1)
-
-    def silu(self, x: str, scope: str) -> str:
-        return self.node("Mul", [x, self.node("Sigmoid", [x], scope=scope)], scope=scope)
-
-    def slice_last(self, x: str, start: int, end: int) -> str:
-        axes = self.const([4], np.int64)
-        starts = self.const([start], np.int64)
-        ends = self.const([end], np.int64)
-        steps = self.const([1], np.int64)
-        return self.node("Slice", [x, starts, ends, axes, steps])
-
-    def scatter_last(self, data: str, cols: tuple[int, int], value: str, shape5: list[int]) -> str:
-        """``data[..., a:b] = value`` as the legacy exporter lowers an in-place slice assignment."""
-        like = self.slice_last(data, *cols)
-        expanded = self.node("Expand", [value, self.node("Shape", [like])])
-        _, na, h, w, _ = shape5
-        index_values = [
-            np.arange(cols[0], cols[1], dtype=np.int64),  # the written columns
-            np.zeros((1, 1, 1, 1, 1), np.int64), np.zeros((1, 1, 1, 1), np.int64),  # batch, anchor
-            np.arange(h, dtype=np.int64).reshape(h, 1, 1), np.arange(w, dtype=np.int64).reshape(w, 1),
-        ]
-        idx_names = [self.const(v) for v in index_values]
-        bshape = self.const(np.array([1, na, h, w, cols[1] - cols[0]], np.int64))
-        parts = []
-        for src in idx_names[1:] + idx_names[:1]:  # batch, anchor, y, x, column
-            ones = self.node("ConstantOfShape", [self.const([5], np.int64)],
-                             value=numpy_helper.from_array(np.array([1], np.int64)))
-            neg = self.node("Mul", [ones, self.const(np.array(-1, np.int64))])
-            where = self.node("Where", [self.node("Equal", [bshape, neg]), ones, bshape])
-            parts.append(self.node("Unsqueeze", [self.node("Expand", [src, where])], axes=[-1]))
-        indices = self.node("Concat", parts, axis=-1)
-        tail = self.node("Slice", [self.node("Shape", [data]), self.const([5], np.int64),
-                                   self.const([INT64_MAX], np.int64), self.const([0], np.int64)])
-        updates = self.node("Reshape", [expanded, self.node("Concat", [bshape, tail], axis=0)])
-        return self.node("ScatterND", [data, indices, updates])
+from .builder import INT64_MAX, Builder, cells, onnxsim, onnxslim, to_half
 
 
 def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
@@ -101,7 +29,7 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
     H, W = size
     if H % 32 or W % 32:
         raise ValueError(f"input size {size} must be a multiple of 32")
-    b = _Builder(seed)
+    b = Builder(seed)
     no = nc + 5
     x = input_name
     chans = [width, width, width * 2, width * 4, width * 8]
@@ -151,47 +79,12 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
     model.ir_version = 7 if opset <= 12 else 8
     onnx.checker.check_model(model)
     if simplify:
-        model = _onnxsim(model)
+        model = onnxsim(model)
     if slim:
-        model = _onnxslim(model)
+        model = onnxslim(model)
     if half:
-        _to_half(model)
+        to_half(model)
     return model
-
-
-def _to_half(model: onnx.ModelProto) -> None:
-    """float32 → float16 for weights, constants and I/O, as ``model.half()`` before export gives."""
-    def half(t: onnx.TensorProto) -> None:
-        if t.data_type == TensorProto.FLOAT:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
-
-    for t in model.graph.initializer:
-        half(t)
-    for n in model.graph.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                half(a.t)
-            elif n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
-                a.i = TensorProto.FLOAT16
-    for v in list(model.graph.input) + list(model.graph.output):
-        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
-            v.type.tensor_type.elem_type = TensorProto.FLOAT16
-
-
-def _onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxslim, the simplifier Ultralytics and many users run instead of onnxsim (a test extra)."""
-    import onnxslim
-
-    return onnxslim.slim(model)
-
-
-def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
-    import onnxsim
-
-    simplified, ok = onnxsim.simplify(model)
-    if not ok:  # pragma: no cover - onnxsim's own check
-        raise RuntimeError("onnxsim could not validate the simplified model")
-    return simplified
 
 
 def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0,
@@ -211,7 +104,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     top = 8 * 2 ** (levels - 1)
     if H % top or W % top:
         raise ValueError(f"input size {size} must be a multiple of {top}")
-    b = _Builder(seed)
+    b = Builder(seed)
     new_unsqueeze = opset >= 13
 
     def unsqueeze(x, axis):
@@ -300,7 +193,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     middle = [ones]
     if landmarks:  # lmk = (raw + anchor point) * stride, for each of the 5 points
         lmk_all = b.node("Transpose", [b.node("Concat", lmk_list, axis=-1)], perm=[0, 2, 1])
-        ap5 = np.tile(np.concatenate([(_cells(h, w) + 0.5) for h, w in grids]), (1, 5)).astype(np.float32)
+        ap5 = np.tile(np.concatenate([(cells(h, w) + 0.5) for h, w in grids]), (1, 5)).astype(np.float32)
         middle = [b.node("Mul", [b.node("Add", [lmk_all, b.const(ap5)]), b.const(stride_t)]), ones]
     b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
     in_dims = ["batch" if dynamic_batch else 1, 3, H, W]
@@ -313,115 +206,11 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     model.ir_version = 7 if opset <= 13 else 8
     onnx.checker.check_model(model)
     if simplify:
-        model = _onnxsim(model)
+        model = onnxsim(model)
     if slim:
-        model = _onnxslim(model)
+        model = onnxslim(model)
     if half:
-        _to_half(model)
+        to_half(model)
     return model
 
 
-def _cells(h: int, w: int) -> np.ndarray:
-    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)
-
-
-def end2end(model: onnx.ModelProto, kind: str = "trt", max_det: int = 100) -> onnx.ModelProto:
-    """Wrap a decoded model as YOLOv6 ``--end2end`` does: score *= conf, xywh→xyxy, then NMS.
-
-    ``kind="trt"``: TensorRT's ``TRT::EfficientNMS_TRT`` plugin (not runnable in onnxruntime);
-    ``kind="ort"``: ONNX ``NonMaxSuppression`` (``--ort``). Outputs num_dets, det_boxes,
-    det_scores, det_classes.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    (dec,) = [o.name for o in g.output]
-    nc = g.output[0].type.tensor_type.shape.dim[2].dim_value - 5
-    b = _Builder(1)
-    b.nodes = list(g.node)
-    box = b.node("Slice", [dec, b.const([0], np.int64, "/end2end"), b.const([4], np.int64, "/end2end"),
-                           b.const([2], np.int64, "/end2end")], scope="/end2end")
-    conf = b.node("Slice", [dec, b.const([4], np.int64, "/end2end"), b.const([5], np.int64, "/end2end"),
-                            b.const([2], np.int64, "/end2end")], scope="/end2end")
-    score = b.node("Slice", [dec, b.const([5], np.int64, "/end2end"), b.const([5 + nc], np.int64, "/end2end"),
-                             b.const([2], np.int64, "/end2end")], scope="/end2end")
-    score = b.node("Mul", [score, conf], scope="/end2end")
-    convert = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]], np.float32)
-    box = b.node("MatMul", [box, b.const(convert, scope="/end2end")], scope="/end2end")
-    outs = ["num_dets", "det_boxes", "det_scores", "det_classes"]
-    del g.output[:]
-    if kind == "trt":
-        b.nodes.append(helper.make_node("EfficientNMS_TRT", [box, score], outs, name="/end2end/EfficientNMS_TRT",
-                                        domain="TRT", background_class=-1, box_coding=0, iou_threshold=0.45,
-                                        max_output_boxes=max_det, plugin_version="1", score_activation=0,
-                                        score_threshold=0.25))
-        m.opset_import.append(helper.make_opsetid("TRT", 1))
-        g.output.extend([helper.make_tensor_value_info(outs[0], TensorProto.INT32, [1, 1]),
-                         helper.make_tensor_value_info(outs[1], TensorProto.FLOAT, [1, max_det, 4]),
-                         helper.make_tensor_value_info(outs[2], TensorProto.FLOAT, [1, max_det]),
-                         helper.make_tensor_value_info(outs[3], TensorProto.INT32, [1, max_det])])
-    elif kind == "ort":
-        best = b.node("ReduceMax", [score], scope="/end2end", axes=[2], keepdims=1) if model.opset_import[0].version < 18 \
-            else b.node("ReduceMax", [score, b.const([2], np.int64, "/end2end")], scope="/end2end", keepdims=1)
-        cls = b.node("ArgMax", [score], scope="/end2end", axis=2, keepdims=1)
-        offset = b.node("Mul", [b.node("Cast", [cls], scope="/end2end", to=TensorProto.FLOAT),
-                                b.const(np.array(7680.0, np.float32), scope="/end2end")], scope="/end2end")
-        nms_box = b.node("Add", [box, offset], scope="/end2end")
-        scores_t = b.node("Transpose", [best], scope="/end2end", perm=[0, 2, 1])
-        sel = b.node("NonMaxSuppression", [nms_box, scores_t, b.const([max_det], np.int64, "/end2end"),
-                                           b.const([0.45], np.float32, "/end2end"), b.const([0.25], np.float32, "/end2end")],
-                     scope="/end2end")
-        idx = b.node("Gather", [sel, b.const(np.array(2, np.int64), scope="/end2end")], scope="/end2end", axis=1)
-        b.nodes += [helper.make_node("Shape", [idx], ["num_dets"]),
-                    helper.make_node("Gather", [box, idx], ["det_boxes"], axis=1),
-                    helper.make_node("Gather", [best, idx], ["det_scores"], axis=1),
-                    helper.make_node("Gather", [cls, idx], ["det_classes"], axis=1)]
-        g.output.extend([helper.make_tensor_value_info(o, t, None) for o, t in
-                         zip(outs, [TensorProto.INT64, TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.INT64])])
-    else:
-        raise ValueError(f"kind must be 'trt' or 'ort', not {kind!r}")
-    del g.node[:]
-    g.node.extend(b.nodes)
-    return m
-
-
-#: the bundled samples: file name -> generator keyword arguments
-SAMPLES = {
-    "yolov6-v0.1.0-320.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8)),
-    "yolov6-v0.1.0-320-inplace.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8, inplace=True)),
-    "yolov6n-v0.3-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8)),
-    "yolov6m-v0.3-dfl-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8, reg_max=16)),
-    "yolov6lite-192x320.onnx": (yolov6_af, dict(nc=80, size=(192, 320), width=4, levels=4, shuffle=True,
-                                               simplify=True)),
-}
-
-
-#: ``headcut sample --family``: which samples each family name selects
-FAMILIES = {
-    "yolov6-0.1.0": ("yolov6-v0.1.0-320.onnx", "yolov6-v0.1.0-320-inplace.onnx"),
-    "yolov6-anchor-free": ("yolov6n-v0.3-320.onnx",),
-    "yolov6-dfl": ("yolov6m-v0.3-dfl-320.onnx",),
-    "yolov6-lite": ("yolov6lite-192x320.onnx",),
-}
-
-
-def write_samples(folder, family: str | None = None) -> list:
-    """(Re)generate the bundled sample models (all, or one family of :data:`FAMILIES`) into ``folder``."""
-    if family is not None and family not in FAMILIES:
-        from .errors import HeadcutError
-
-        raise HeadcutError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
-    from pathlib import Path
-
-    from .io import Staging, save
-
-    folder = Path(folder)
-    written = []
-    for name, (make, kw) in SAMPLES.items():
-        if family is not None and name not in FAMILIES[family]:
-            continue
-        with Staging(folder / name) as st:
-            save(make(**kw), st.path(name))
-            written += st.commit()
-    return written

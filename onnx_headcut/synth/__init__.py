@@ -1,0 +1,14 @@
+"""Generate small decoded YOLO exports with the node patterns of the upstream exporters.
+
+These are the project's fixtures and samples: random weights, tiny widths, real structure. Each
+generator writes the decode region node for node as the upstream export writes it (checked
+against genuine exports in the test suite): :mod:`.yolov6` (0.1.0 and anchor-free),
+:mod:`.yolov5` (YOLOv5 and YOLOv7), :mod:`.yolov8` (Ultralytics), :mod:`.yolox`; :mod:`.end2end`
+wraps any of them in an NMS; :mod:`.samples` lists the bundled samples.
+"""
+
+from .end2end import end2end
+from .samples import FAMILIES, SAMPLES, write_samples
+from .yolov6 import yolov6_af, yolov6_v1
+
+__all__ = ["FAMILIES", "SAMPLES", "end2end", "write_samples", "yolov6_af", "yolov6_v1"]

@@ -1,0 +1,45 @@
+"""The bundled sample models and ``headcut sample``."""
+
+from __future__ import annotations
+
+from .yolov6 import yolov6_af, yolov6_v1
+
+#: the bundled samples: file name -> generator keyword arguments
+SAMPLES = {
+    "yolov6-v0.1.0-320.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8)),
+    "yolov6-v0.1.0-320-inplace.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8, inplace=True)),
+    "yolov6n-v0.3-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8)),
+    "yolov6m-v0.3-dfl-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8, reg_max=16)),
+    "yolov6lite-192x320.onnx": (yolov6_af, dict(nc=80, size=(192, 320), width=4, levels=4, shuffle=True,
+                                               simplify=True)),
+}
+
+
+#: ``headcut sample --family``: which samples each family name selects
+FAMILIES = {
+    "yolov6-0.1.0": ("yolov6-v0.1.0-320.onnx", "yolov6-v0.1.0-320-inplace.onnx"),
+    "yolov6-anchor-free": ("yolov6n-v0.3-320.onnx",),
+    "yolov6-dfl": ("yolov6m-v0.3-dfl-320.onnx",),
+    "yolov6-lite": ("yolov6lite-192x320.onnx",),
+}
+
+
+def write_samples(folder, family: str | None = None) -> list:
+    """(Re)generate the bundled sample models (all, or one family of :data:`FAMILIES`) into ``folder``."""
+    if family is not None and family not in FAMILIES:
+        from ..errors import HeadcutError
+
+        raise HeadcutError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
+    from pathlib import Path
+
+    from ..io import Staging, save
+
+    folder = Path(folder)
+    written = []
+    for name, (make, kw) in SAMPLES.items():
+        if family is not None and name not in FAMILIES[family]:
+            continue
+        with Staging(folder / name) as st:
+            save(make(**kw), st.path(name))
+            written += st.commit()
+    return written
