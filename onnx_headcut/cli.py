@@ -196,7 +196,7 @@ def detect(
 def sample(
     output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
     family: Optional[str] = typer.Option(None, "--family", help="only this family: yolov6-0.1.0, yolov6-anchor-free, "
-                                         "yolov6-dfl, yolov6-lite"),
+                                         "yolov6-dfl, yolov6-lite, yolox, yolov5, yolov7, yolov8"),
 ) -> None:
     """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
     def run():

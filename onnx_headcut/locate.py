@@ -443,8 +443,10 @@ def match_anchor_grid(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
     if not all(_reaches(ix, convs[0], "Sigmoid") for _, _, convs in groups):
         return no("the prediction convs are not read through a Sigmoid")
 
-    # anchors: the constant operand of each Mul fed by a Pow (wh); v7 squares sigmoid directly, so ×4 is inside
+    # anchors: the constant operand of each Mul fed by a Pow (wh). v5 squares 2σ; v7 squares σ and
+    # multiplies by 4·anchor, so a Pow fed directly by the sigmoid means the constant holds 4x the anchors.
     per_level: list = []
+    squares_doubled = []
     for n in region.data_nodes:
         if n.op_type != "Mul":
             continue
@@ -458,30 +460,34 @@ def match_anchor_grid(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
         pow_in = ix.producer.get(prods[k].input[0])
         doubled = pow_in is not None and pow_in.op_type == "Mul" and any(
             (c := ix.const_value(i)) is not None and c.size == 1 and float(c) == 2.0 for i in pow_in.input)
-        a = v.reshape(-1, 2) / (1.0 if doubled else 4.0)
-        per_level.append(np.unique(a, axis=0) if len(a) > na else a)
-    if len(per_level) == 1 and len(per_level[0]) == na * len(groups):  # one constant for all levels
-        per_level = [per_level[0][i * na:(i + 1) * na] for i in range(len(groups))]
-    if len(per_level) != len(groups) or any(len(a) != na for a in per_level):
+        squares_doubled.append(doubled)
+        a = v.astype(np.float64) / (1.0 if doubled else 4.0)
+        if a.size == 2 * na * len(groups) and len(groups) > 1:  # one constant for every level (nl, 1, na, 1, 1, 2)
+            per_level += list(a.reshape(len(groups), na, 2))
+            continue
+        if a.size % (2 * na):
+            continue
+        a = a.reshape(na, -1, 2)  # (1, na, h, w, 2) or (1, na, 1, 1, 2): anchor axis first
+        if not (a == a[:, :1]).all():
+            return no(f"the anchor-grid constant of shape {v.shape} is not constant over the cells")
+        per_level.append(a[:, 0])
+    if len(per_level) != len(groups):
         return no(f"could not read {na} anchors per level from the wh constants (found {len(per_level)} sets)")
-    if len(per_level) > 1 and all(np.array_equal(per_level[0], a) for a in per_level[1:]) and len(groups) > 1:
-        per_level = [np.asarray(a) for a in per_level]  # identical anchors on every level: allowed, say nothing
     levels, first = [], 0
     for stride, (h, w), convs in groups:
         levels.append(Level(stride, (h, w), first, (Branch("pred", convs[0], na * no_),)))
         first += na * h * w
     anchors = tuple(tuple((round(float(x), 4), round(float(y), 4)) for x, y in a) for a in per_level)
-    six_d = any(len(shapes.get(i) or ()) == 6 or ((v := ix.const_value(i)) is not None and v.ndim == 6)
-                for n in region.nodes for i in n.input if i)
-    family = "YOLOv7" if six_d else "YOLOv5"
+    v7 = not all(squares_doubled)
+    family = "YOLOv7" if v7 else "YOLOv5"
     reasons = (
         f"{len(levels)} levels of one prediction conv with {na}x({nc}+5) channels, viewed as {na} anchors per cell",
         f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
         + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
         "everything goes through a sigmoid; wh = (2σ)² · anchor with anchors (pixels) " + "; ".join(
             f"P{i + 3}: " + " ".join(f"{x:g}x{y:g}" for x, y in a) for i, a in enumerate(anchors)),
-        ("the anchor grid is a 6-D constant (nl, 1, na, 1, 1, 2) indexed per level: YOLOv7" if six_d
-         else "per-level anchor grids, no 6-D constant: YOLOv5"),
+        ("wh = σ² · 4·anchor_grid (YOLOv7's export branch, its 6-D anchor_grid folded per level)" if v7
+         else "wh = (2σ)² · anchor_grid (YOLOv5's Detect)"),
         f"decode ops {dict(sorted(region.ops.items()))}",
     )
     return Head(family, "anchor-based", ANCHOR_GRID, input_name, tuple(input_shape), region.output,

@@ -33,6 +33,10 @@ HEADS = {  # sample file -> what it stands for
     "yolov6n-v0.3-320.onnx": "YOLOv6 0.3 anchor-free (n/s)",
     "yolov6m-v0.3-dfl-320.onnx": "YOLOv6 0.3 anchor-free + DFL (m/l)",
     "yolov6lite-192x320.onnx": "YOLOv6-Lite, 4 levels, 192x320",
+    "yolox-320.onnx": "YOLOX (ScatterND decode)",
+    "yolov5-320.onnx": "YOLOv5",
+    "yolov7-320.onnx": "YOLOv7",
+    "yolov8-320.onnx": "YOLOv8 (onnxslim, opset 18)",
 }
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import pytest
 
-from onnx_headcut.decode import decode
+from onnx_headcut.decode import original_output
 from onnx_headcut.graph import GraphIndex
 from onnx_headcut.locate import decode_region
 from onnx_headcut.strip import strip
-from onnx_headcut.synth import yolov6_af, yolov6_v1
+from onnx_headcut.synth import yolov6_af, yolov6_v1, yolov8, yolox
 from onnx_headcut.verify import session
 
 from conftest import REFERENCE
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no reference ex
 
 FILES = ["yolov6-0.1.0/yolov6n-tiny_320.onnx", "yolov6-0.1.0/yolov6n-tiny_320_inplace.onnx",
          "yolox-0.3.0/yolox_nano-tiny_320_decoded.onnx", "yolov6-0.3.0/yolov6m-tiny_320_dfl.onnx",
-         "yolov6-0.3.0/yolov6n-tiny_320_sim.onnx", "yolov6-main-lite/yolov6lite_s-tiny_320_sim.onnx"]
+         "yolov6-0.3.0/yolov6n-tiny_320_sim.onnx", "yolov6-main-lite/yolov6lite_s-tiny_320_sim.onnx",
+         "ultralytics-8.4/yolov8n-tiny_320.onnx"]
 
 
 @pytest.mark.parametrize("rel", FILES)
@@ -43,7 +44,7 @@ def test_strip_reference(rel, tmp_path):
         np.concatenate([data[f"raw__{b.tensor}"][0] for b in lv.branches], 0).reshape(res.head.width(), -1).T
         for lv in res.head.levels])
     np.testing.assert_allclose(raw[0], expect, atol=1e-5)
-    assert np.abs(decode(raw, res.metadata) - data[out_key]).max() <= 1e-3
+    assert np.abs(original_output(raw, res.metadata) - data[out_key]).max() <= 1e-3
 
 
 def signature(model: onnx.ModelProto) -> Counter:
@@ -76,6 +77,8 @@ def signature(model: onnx.ModelProto) -> Counter:
     ("yolov6-0.3.0/yolov6m-tiny_320_dfl.onnx", yolov6_af, {"reg_max": 16}),
     ("yolov6-0.3.0/yolov6n-tiny_320_sim.onnx", yolov6_af, {"simplify": True}),
     ("yolov6-main-lite/yolov6lite_s-tiny_320_sim.onnx", yolov6_af, {"levels": 4, "shuffle": True, "simplify": True}),
+    ("ultralytics-8.4/yolov8n-tiny_320.onnx", yolov8, {}),
+    ("yolox-0.3.0/yolox_nano-tiny_320_decoded.onnx", yolox, {}),
 ])
 def test_generator_reproduces_the_genuine_decode_graph(rel, make, kw):
     genuine = onnx.load(str(REFERENCE / rel))

@@ -9,6 +9,9 @@ wraps any of them in an NMS; :mod:`.samples` lists the bundled samples.
 
 from .end2end import end2end
 from .samples import FAMILIES, SAMPLES, write_samples
+from .yolov5 import yolov5
 from .yolov6 import yolov6_af, yolov6_v1
+from .yolov8 import yolov8
+from .yolox import yolox
 
-__all__ = ["FAMILIES", "SAMPLES", "end2end", "write_samples", "yolov6_af", "yolov6_v1"]
+__all__ = ["FAMILIES", "SAMPLES", "end2end", "write_samples", "yolov5", "yolov6_af", "yolov6_v1", "yolov8", "yolox"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from .yolov5 import yolov5
 from .yolov6 import yolov6_af, yolov6_v1
+from .yolov8 import yolov8
+from .yolox import yolox
 
 #: the bundled samples: file name -> generator keyword arguments
 SAMPLES = {
@@ -12,6 +15,10 @@ SAMPLES = {
     "yolov6m-v0.3-dfl-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8, reg_max=16)),
     "yolov6lite-192x320.onnx": (yolov6_af, dict(nc=80, size=(192, 320), width=4, levels=4, shuffle=True,
                                                simplify=True)),
+    "yolox-320.onnx": (yolox, dict(nc=80, size=(320, 320), width=8)),
+    "yolov5-320.onnx": (yolov5, dict(nc=80, size=(320, 320), width=8)),
+    "yolov7-320.onnx": (yolov5, dict(nc=80, size=(320, 320), width=8, v7=True)),
+    "yolov8-320.onnx": (yolov8, dict(nc=80, size=(320, 320), width=8)),
 }
 
 
@@ -21,6 +28,10 @@ FAMILIES = {
     "yolov6-anchor-free": ("yolov6n-v0.3-320.onnx",),
     "yolov6-dfl": ("yolov6m-v0.3-dfl-320.onnx",),
     "yolov6-lite": ("yolov6lite-192x320.onnx",),
+    "yolox": ("yolox-320.onnx",),
+    "yolov5": ("yolov5-320.onnx",),
+    "yolov7": ("yolov7-320.onnx",),
+    "yolov8": ("yolov8-320.onnx",),
 }
 
 

@@ -1,0 +1,41 @@
+"""A stride-2 backbone and the graph wrapper every generator shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .builder import Builder
+
+
+def backbone(b: Builder, x: str, width: int, levels: int = 3, act: str = "silu") -> list[tuple[str, int]]:
+    """Stride-2 Conv stages; returns the (tensor, channels) of the stride 8, 16, 32 (, 64) maps."""
+    chans = [width] * 2 + [width * 2 ** k for k in range(1, levels + 1)]
+    feats, cin = [], 3
+    for i, c in enumerate(chans):
+        y = b.conv(x, cin, c, 3, 2, f"model.{i}.conv")
+        x = b.silu(y, f"/model.{i}/act") if act == "silu" else b.node("Relu", [y], scope=f"/model.{i}")
+        cin = c
+        if i >= 2:
+            feats.append((x, c))
+    return feats
+
+
+def finish(b: Builder, input_name: str, size, outputs: list[tuple[str, list]], opset: int,
+           producer: str = "pytorch") -> onnx.ModelProto:
+    H, W = size
+    graph = helper.make_graph(b.nodes, "main_graph",
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, H, W])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer,
+                              producer_version="2.13.0")
+    model.ir_version = 7 if opset <= 13 else 8 if opset <= 17 else 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def cell_grid(h: int, w: int) -> np.ndarray:
+    """(h, w, 2) cell indices (gx, gy)."""
+    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([gx, gy], -1).astype(np.float32)
