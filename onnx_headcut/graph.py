@@ -43,7 +43,10 @@ class GraphIndex:
         Expand/Unsqueeze/Concat/Cast chains exporters write, for example) are evaluated.
         """
         if name not in self._const_cache:
-            v = self._const(name, depth=0)
+            try:
+                v = self._const(name, depth=0)
+            except (ValueError, TypeError, IndexError):  # a malformed constant chain is not a readable value
+                v = None
             self._const_cache[name] = v if v is not None else self._evaluate(name)
         return self._const_cache[name]
 

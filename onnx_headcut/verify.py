@@ -64,7 +64,7 @@ def session(model, threads: int = 1):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # headcut reports failures itself, in one line
     src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
@@ -126,7 +126,14 @@ def verify(original, raw, head, images: tuple = (), tol: float = DEFAULT_TOL, se
     feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype)) for p in images]
     checks = []
     for label, x in feeds:
-        y = s_orig.run(None, {inp.name: x})[0]
-        r = s_raw.run(None, {s_raw.get_inputs()[0].name: x})
+        try:
+            y = s_orig.run(None, {inp.name: x})[0]
+        except Exception as e:  # the input file is not a runnable model
+            raise VerificationError(f"onnxruntime cannot run the original model on {label} ({_first_line(e)}); "
+                                    "nothing written") from None
+        try:
+            r = s_raw.run(None, {s_raw.get_inputs()[0].name: x})
+        except Exception as e:
+            raise VerificationError(f"onnxruntime cannot run the raw model ({_first_line(e)}); nothing written") from None
         checks.append(compare(y, original_output(r if g.layout == "levels" else r[0], g), tol, label, g.channel_first))
     return Verification(tuple(checks))

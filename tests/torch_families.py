@@ -1,4 +1,5 @@
-"""Genuine torch exports of tiny detectors with the heads of YOLOv5, YOLOv7, Ultralytics YOLOv8 and YOLOX.
+"""Genuine torch exports of tiny detectors with the heads of YOLOv5, YOLOv7, Ultralytics YOLOv8, YOLOX and
+YOLOv6 0.3.0 (anchor-free).
 
 Each network is small and random (fixed seed): a backbone of stride-2 ``Conv2d`` + SiLU stages gives
 feature maps at strides 8, 16 and 32, and the head on top is the upstream head, whose eval/export
@@ -21,6 +22,15 @@ users' files:
 - YOLOX 0.3.0: ``yolox/models/yolo_head.py::YOLOXHead`` (in-place ``decode_outputs``, hence ScatterND),
   exported as ``tools/export_onnx.py --decode_in_inference`` does: opset 11, 'images' -> 'output',
   onnxsim unless ``--no-onnxsim``.
+- YOLOv6 0.3.0: ``yolov6/models/effidehead.py::Detect`` (anchor-free: per level stem, cls/reg convs,
+  ``cls_preds``/``reg_preds``; DFL through ``proj_conv`` when ``reg_max`` > 0; ``generate_anchors`` with
+  offset 0.5; ``dist2bbox(..., 'xywh') * stride_tensor``; a ones column between boxes and scores),
+  exported as ``deploy/ONNX/export_onnx.py`` does: opset 13, ``do_constant_folding=True``,
+  'images' -> 'outputs', onnxsim with ``--simplify``.
+
+Every ``export_*`` also takes ``dynamo=True``: the same model through torch's new (``torch.export``-based)
+exporter, ``torch.onnx.export(model, (img,), f, dynamo=True, external_data=True, opset_version=max(opset,
+18))``, which writes the weights to a ``<f>.data`` side file next to ``f``; onnxsim/onnxslim are skipped then.
 
 With a static input the legacy exporter folds every ``Shape``/``Gather`` of the ``x.shape`` reads into
 constants (Reshape targets, grids, the per-level slice of YOLOv7's 6-D ``anchor_grid``); only a
@@ -29,7 +39,8 @@ symbolic batch axis (``dynamic=True``) keeps the Shape/Gather/Range chains in th
 Deviations that do not reach the decode region: backbone and head convs are BN-free (what the upstream
 ``fuse()`` leaves, and what the legacy exporter folds BN into anyway); the head's intermediate convs are
 narrow (8-32 channels) to keep the files small; the YOLOv8 head has no ``end2end``/one2one branch
-(``Detect.end2end`` is False for v8 models).
+(``Detect.end2end`` is False for v8 models); the YOLOv6 anchor-free head keeps random ``cls_preds``/
+``reg_preds`` weights where upstream's ``initialize_biases`` zeroes them (the biases are upstream's).
 
 torch is imported lazily: importing this module never requires it.
 """
@@ -41,7 +52,7 @@ import warnings
 from pathlib import Path
 
 #: seed of the weights of each family's fixture network (distinct, so no two families share raw outputs).
-SEEDS = {"yolov5": 20221122, "yolov7": 20220706, "yolov8": 20230110, "yolox": 20220118}
+SEEDS = {"yolov5": 20221122, "yolov7": 20220706, "yolov8": 20230110, "yolox": 20220118, "yolov6_af": 20230106}
 #: channels of the three feature maps (strides 8, 16, 32).
 WIDTHS = (16, 24, 32)
 STRIDES = (8, 16, 32)
@@ -114,6 +125,29 @@ def _onnxsim(path: Path) -> None:
     model, check = onnxsim.simplify(onnx.load(str(path)))
     assert check, "onnxsim could not validate the simplified model"
     onnx.save(model, str(path))
+
+
+def _dynamo_export(model, img, path: Path, *, opset: int, input_name: str, output_name: str) -> None:
+    """``torch.onnx.export`` through torch's new (``torch.export``-based) exporter, as a user passing
+    ``dynamo=True`` gets it: opset at least 18 (the lowest it writes), weights in a ``<path>.data``
+    side file next to ``path`` (``external_data=True``), onnxscript's default graph optimisation."""
+    import torch
+
+    torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
+                      input_names=[input_name], output_names=[output_name], opset_version=max(opset, 18))
+
+
+def _add_metadata(path: Path, meta: dict, *, check: bool = False) -> None:
+    """Add ``meta`` to the file's ``metadata_props`` in place (external data stays in its side file)."""
+    import onnx
+
+    if check:
+        onnx.checker.check_model(str(path))  # by path: the checker resolves a .data side file
+    m = onnx.load(str(path), load_external_data=False)  # tensors keep pointing at <path>.data
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, str(v)
+    onnx.save(m, str(path))
 
 
 # --------------------------------------------------------------------------------------------- YOLOv5
@@ -198,14 +232,16 @@ def build_yolov5(nc: int = 80):
 
 
 def export_yolov5(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simplify: bool = False,
-                  dynamic: bool = False) -> Path:
+                  dynamic: bool = False, dynamo: bool = False) -> Path:
     """Export the YOLOv5 fixture to ``path`` as v7.0's ``export.py --include onnx`` does; return the path.
 
     ``size`` is (H, W). ``dynamic=True`` sets ``Detect.dynamic`` (grids rebuilt while tracing) but, unlike
     export.py's ``--dynamic``, marks only the batch axis symbolic (``images`` and ``output0`` axis 0), so
     the image size stays fixed. ``simplify=True`` runs ``onnxsim.simplify`` and saves over the file.
+    ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
+    ``<path>.data`` side file, static shapes: ``dynamic`` then only rebuilds the grids while tracing);
+    ``simplify`` is ignored then.
     """
-    import onnx
     import torch
 
     path = Path(path)
@@ -221,15 +257,13 @@ def export_yolov5(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simpl
         warnings.simplefilter("ignore")  # tracer and deprecation warnings
         for _ in range(2):
             model(im)  # dry runs
-        torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
-                          input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
-    m = onnx.load(str(path))
-    onnx.checker.check_model(m)
-    for k, v in {"stride": int(max(model.stride)), "names": [str(i) for i in range(nc)]}.items():
-        meta = m.metadata_props.add()
-        meta.key, meta.value = k, str(v)
-    onnx.save(m, str(path))
-    if simplify:
+        if dynamo:
+            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0")
+        else:
+            torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
+                              input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
+    _add_metadata(path, {"stride": int(max(model.stride)), "names": [str(i) for i in range(nc)]}, check=True)
+    if simplify and not dynamo:
         _onnxsim(path)
     return path
 
@@ -326,13 +360,17 @@ def build_yolov7(nc: int = 80):
     return _seeded(Model, SEEDS["yolov7"])
 
 
-def export_yolov7(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simplify: bool = False) -> Path:
+def export_yolov7(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simplify: bool = False,
+                  dynamo: bool = False) -> Path:
     """Export the YOLOv7 fixture to ``path`` as ``export.py --grid`` (no ``--end2end``) does; return the path.
 
     ``Detect.export = not grid`` (False), a dry run, ``Detect.concat = True``, then
     ``torch.onnx.export(model, img, f, opset_version=12, input_names=['images'], output_names=['output'])``
     (torch's default constant folding). The decode is in the graph: ``xy * (2 * stride) + stride *
     (grid - 0.5)``, ``wh ** 2 * (4 * anchor_grid[i])`` with the 6-D ``anchor_grid`` buffer.
+    ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
+    ``<path>.data`` side file; ``torch.onnx.is_in_onnx_export()`` is True there too, so the same branch
+    of the decode is traced); ``simplify`` is ignored then.
     """
     import onnx
     import torch
@@ -345,8 +383,14 @@ def export_yolov7(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simpl
         warnings.simplefilter("ignore")
         model(img)  # dry run
         model.detect.concat = True  # opt.grid and not opt.end2end
-        torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset, input_names=["images"],
-                          output_names=["output"], dynamic_axes=None, dynamo=False)
+        if dynamo:
+            _dynamo_export(model, img, path, opset=opset, input_name="images", output_name="output")
+        else:
+            torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset, input_names=["images"],
+                              output_names=["output"], dynamic_axes=None, dynamo=False)
+    if dynamo:
+        onnx.checker.check_model(str(path))
+        return path
     m = onnx.load(str(path))
     onnx.checker.check_model(m)
     if simplify:
@@ -488,7 +532,7 @@ def build_yolov8(nc: int = 80, reg_max: int = 16):
 
 
 def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim: bool = True,
-                  dynamic: bool = False) -> Path:
+                  dynamic: bool = False, dynamo: bool = False) -> Path:
     """Export the YOLOv8 fixture to ``path`` as Ultralytics' ``Exporter`` (format='onnx') does; return the path.
 
     ``Detect.export = True``, ``format = 'onnx'``, ``dynamic`` as given, two dry runs, then
@@ -496,6 +540,8 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
     output_names=['output0'], dynamo=False)`` and, with ``slim`` (Ultralytics' ``simplify=True``,
     its default), ``onnxslim.slim``. ``dynamic=True`` sets ``Detect.dynamic`` (anchors rebuilt while
     tracing) but marks only the batch axis symbolic (upstream also marks height, width, anchors).
+    ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
+    ``<path>.data`` side file, static shapes) and skips ``slim``; the metadata is still added.
     """
     import onnx
     import torch
@@ -513,16 +559,22 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
         warnings.simplefilter("ignore")
         for _ in range(2):
             model(im)  # dry runs
-        torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
-                          input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
+        if dynamo:
+            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0")
+        else:
+            torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
+                              input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
+    meta = {"description": "Ultralytics YOLOv8-tiny fixture", "author": "Ultralytics", "stride": int(max(det.stride)),
+            "task": "detect", "batch": 1, "imgsz": list(size), "names": {i: str(i) for i in range(nc)},
+            "channels": 3, "end2end": False}
+    if dynamo:
+        _add_metadata(path, meta)
+        return path
     m = onnx.load(str(path))
     if slim:
         import onnxslim
 
         m = onnxslim.slim(m)
-    meta = {"description": "Ultralytics YOLOv8-tiny fixture", "author": "Ultralytics", "stride": int(max(det.stride)),
-            "task": "detect", "batch": 1, "imgsz": list(size), "names": {i: str(i) for i in range(nc)},
-            "channels": 3, "end2end": False}
     for k, v in meta.items():
         p = m.metadata_props.add()
         p.key, p.value = k, str(v)
@@ -623,12 +675,14 @@ def build_yolox(nc: int = 80, width: int = 16):
 
 
 def export_yolox(path, *, size=(320, 320), nc: int = 80, opset: int = 11, decode: bool = True,
-                 simplify: bool = True) -> Path:
+                 simplify: bool = True, dynamo: bool = False) -> Path:
     """Export the YOLOX fixture to ``path`` as 0.3.0's ``tools/export_onnx.py`` does; return the path.
 
     ``model.head.decode_in_inference = decode`` (``--decode_in_inference``), no dry run,
     ``torch.onnx.export(model, randn(1, 3, H, W), opset_version=11, input_names=['images'],
     output_names=['output'])``, then onnxsim unless ``simplify=False`` (``--no-onnxsim``).
+    ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
+    ``<path>.data`` side file) and skips onnxsim.
     """
     import torch
 
@@ -638,8 +692,168 @@ def export_yolox(path, *, size=(320, 320), nc: int = 80, opset: int = 11, decode
     dummy_input = _seeded(lambda: torch.randn(1, 3, *size), SEEDS["yolox"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, dummy_input, str(path), input_names=["images"], output_names=["output"],
-                          dynamic_axes=None, opset_version=opset, dynamo=False)
-    if simplify:
+        if dynamo:
+            _dynamo_export(model, dummy_input, path, opset=opset, input_name="images", output_name="output")
+        else:
+            torch.onnx.export(model, dummy_input, str(path), input_names=["images"], output_names=["output"],
+                              dynamic_axes=None, opset_version=opset, dynamo=False)
+    if simplify and not dynamo:
+        _onnxsim(path)
+    return path
+
+
+# ------------------------------------------------------------------------------ YOLOv6 anchor-free
+
+
+def build_yolov6_af(nc: int = 80, reg_max: int = 0):
+    """Backbone + YOLOv6 0.3.0 anchor-free ``Detect`` (eval path), export SiLU, ``initialize_biases`` biases."""
+    torch, nn, ExportSiLU, Conv, Backbone = _blocks()
+    F = torch.nn.functional
+
+    def generate_anchors(feats, fpn_strides, grid_cell_size=5.0, grid_cell_offset=0.5, device="cpu",
+                         is_eval=False, mode="af"):
+        """yolov6/assigners/anchor_generator.py::generate_anchors, ``is_eval=True``, ``mode='af'`` branch."""
+        assert feats is not None and is_eval and mode == "af"
+        anchor_points, stride_tensor = [], []
+        for i, stride in enumerate(fpn_strides):
+            _, _, h, w = feats[i].shape
+            shift_x = torch.arange(end=w, device=device) + grid_cell_offset
+            shift_y = torch.arange(end=h, device=device) + grid_cell_offset
+            shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
+            anchor_point = torch.stack([shift_x, shift_y], axis=-1).to(torch.float)
+            anchor_points.append(anchor_point.reshape([-1, 2]))
+            stride_tensor.append(torch.full((h * w, 1), stride, dtype=torch.float, device=device))
+        return torch.cat(anchor_points), torch.cat(stride_tensor)
+
+    def dist2bbox(distance, anchor_points, box_format="xyxy"):
+        """yolov6/utils/general.py::dist2bbox: l, t, r, b distances to xyxy or xywh boxes."""
+        lt, rb = torch.split(distance, 2, -1)
+        x1y1 = anchor_points - lt
+        x2y2 = anchor_points + rb
+        if box_format == "xyxy":
+            bbox = torch.cat([x1y1, x2y2], -1)
+        elif box_format == "xywh":
+            c_xy = (x1y1 + x2y2) / 2
+            wh = x2y2 - x1y1
+            bbox = torch.cat([c_xy, wh], -1)
+        return bbox
+
+    def conv(c, k):
+        return Conv(c, c, k, act=ExportSiLU())  # export_onnx.py: Conv.act nn.SiLU -> SiLU()
+
+    class Detect(nn.Module):
+        """YOLOv6 0.3.0 ``yolov6/models/effidehead.py::Detect`` (anchor-free, DFL when ``reg_max`` > 0)."""
+
+        def __init__(self, num_classes=80, num_layers=3, inplace=True, channels=WIDTHS, use_dfl=True, reg_max=16):
+            super().__init__()
+            self.nc = num_classes  # number of classes
+            self.no = num_classes + 5  # number of outputs per anchor
+            self.nl = num_layers  # number of detection layers
+            self.grid = [torch.zeros(1)] * num_layers
+            self.prior_prob = 1e-2
+            self.inplace = inplace
+            self.stride = torch.tensor(list(STRIDES))
+            self.use_dfl = use_dfl
+            self.reg_max = reg_max
+            self.proj_conv = nn.Conv2d(self.reg_max + 1, 1, 1, bias=False)
+            self.grid_cell_offset = 0.5
+            self.grid_cell_size = 5.0
+            # build_effidehead_layer: stem (1x1), cls_conv, reg_conv (3x3), cls_pred (nc), reg_pred (4 * (reg_max + 1))
+            self.stems = nn.ModuleList(conv(c, 1) for c in channels)
+            self.cls_convs = nn.ModuleList(conv(c, 3) for c in channels)
+            self.reg_convs = nn.ModuleList(conv(c, 3) for c in channels)
+            self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
+            self.reg_preds = nn.ModuleList(nn.Conv2d(c, 4 * (reg_max + 1), 1) for c in channels)
+
+        def initialize_biases(self):
+            # upstream also zeroes the cls_pred/reg_pred weights (training starts there); kept random here so the
+            # outputs depend on the image
+            for c in self.cls_preds:
+                c.bias.data.fill_(-math.log((1 - self.prior_prob) / self.prior_prob))
+            for c in self.reg_preds:
+                c.bias.data.fill_(1.0)
+            self.proj = nn.Parameter(torch.linspace(0, self.reg_max, self.reg_max + 1), requires_grad=False)
+            self.proj_conv.weight = nn.Parameter(self.proj.view([1, self.reg_max + 1, 1, 1]).clone().detach(),
+                                                 requires_grad=False)
+
+        def forward(self, x):
+            assert not self.training, "only the eval/export path is reproduced"
+            cls_score_list = []
+            reg_dist_list = []
+            anchor_points, stride_tensor = generate_anchors(
+                x, self.stride, self.grid_cell_size, self.grid_cell_offset, device=x[0].device, is_eval=True, mode="af")
+
+            for i in range(self.nl):
+                b, _, h, w = x[i].shape
+                l = h * w  # noqa: E741
+                x[i] = self.stems[i](x[i])
+                cls_x = x[i]
+                reg_x = x[i]
+                cls_feat = self.cls_convs[i](cls_x)
+                cls_output = self.cls_preds[i](cls_feat)
+                reg_feat = self.reg_convs[i](reg_x)
+                reg_output = self.reg_preds[i](reg_feat)
+
+                if self.use_dfl:
+                    reg_output = reg_output.reshape([-1, 4, self.reg_max + 1, l]).permute(0, 2, 1, 3)
+                    reg_output = self.proj_conv(F.softmax(reg_output, dim=1))
+
+                cls_output = torch.sigmoid(cls_output)
+                cls_score_list.append(cls_output.reshape([b, self.nc, l]))
+                reg_dist_list.append(reg_output.reshape([b, 4, l]))
+
+            cls_score_list = torch.cat(cls_score_list, axis=-1).permute(0, 2, 1)
+            reg_dist_list = torch.cat(reg_dist_list, axis=-1).permute(0, 2, 1)
+
+            pred_bboxes = dist2bbox(reg_dist_list, anchor_points, box_format="xywh")
+            pred_bboxes *= stride_tensor
+            return torch.cat(
+                [
+                    pred_bboxes,
+                    torch.ones((b, pred_bboxes.shape[1], 1), device=pred_bboxes.device, dtype=pred_bboxes.dtype),
+                    cls_score_list,
+                ],
+                axis=-1)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone(export_silu=True)
+            self.detect = Detect(nc, use_dfl=reg_max > 0, reg_max=reg_max)
+            self.detect.initialize_biases()
+
+        def forward(self, x):
+            return self.detect(self.backbone(x))
+
+    return _seeded(Model, SEEDS["yolov6_af"])
+
+
+def export_yolov6_af(path, *, size=(320, 320), nc: int = 80, reg_max: int = 0, opset: int = 13,
+                     simplify: bool = False, dynamo: bool = False) -> Path:
+    """Export the YOLOv6 anchor-free fixture to ``path`` as 0.3.0's ``deploy/ONNX/export_onnx.py`` does.
+
+    ``reg_max=0`` is the n/s head (4 reg channels, no DFL), ``reg_max=16`` the m/l one (68 reg channels,
+    DFL through ``proj_conv``). ``Detect.inplace`` as ``--inplace`` leaves it (False; the anchor-free
+    decode does not read it), a dry run, then ``torch.onnx.export(model, img, f, opset_version=13,
+    training=EVAL, do_constant_folding=True, input_names=['images'], output_names=['outputs'])`` and,
+    with ``simplify`` (``--simplify``), onnxsim. ``dynamo=True`` exports with torch's new exporter instead
+    (opset ``max(opset, 18)``, weights in a ``<path>.data`` side file) and skips onnxsim.
+    """
+    import torch
+
+    path = Path(path)
+    model = build_yolov6_af(nc, reg_max).eval()
+    model.detect.inplace = False  # m.inplace = args.inplace
+    img = torch.zeros(1, 3, *size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(img)  # dry run
+        if dynamo:
+            _dynamo_export(model, img, path, opset=opset, input_name="images", output_name="outputs")
+        else:
+            torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
+                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
+                              input_names=["images"], output_names=["outputs"], dynamic_axes=None, dynamo=False)
+    if simplify and not dynamo:
         _onnxsim(path)
     return path
