@@ -219,7 +219,14 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _terminate(signum, frame):  # SIGTERM → the same clean unwinding as Ctrl-C
+    raise KeyboardInterrupt
+
+
 def main() -> None:  # console-script entry
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="headcut")
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -66,6 +67,37 @@ def _case(name, tmp_path, write):
         return tmp_path / "t.onnx", tmp_path / "o.onnx"
     if name == "no-head":
         return _classifier(tmp_path), tmp_path / "o.onnx"
+    if name == "random-bytes":
+        (tmp_path / "r.onnx").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+        return tmp_path / "r.onnx", tmp_path / "o.onnx"
+    if name == "no-outputs":
+        m = build("legacy")
+        del m.graph.output[:]
+        return _save(m, tmp_path / "n.onnx"), tmp_path / "o.onnx"
+    if name == "missing-level":  # the stride-16 level no longer reaches the output, which still claims 2100 rows
+        m = build("legacy")
+        final = next(n for n in m.graph.node if n.output[0] == "outputs")
+        del final.input[1]
+        return _save(m, tmp_path / "l.onnx"), tmp_path / "o.onnx"
+    if name == "grid-mismatch":
+        m = build("legacy")
+        for n in m.graph.node:
+            if n.op_type == "Constant":
+                v = onnx.numpy_helper.to_array(n.attribute[0].t)
+                if v.ndim == 5 and v.shape[-1] == 2:
+                    n.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(v + 0.5))
+                    break
+        return _save(m, tmp_path / "g.onnx"), tmp_path / "o.onnx"
+    if name == "stride-not-dividing":  # a 330x330 input gives 42x42, 21x21, 11x11 maps
+        m = build("legacy")
+        for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+            d.dim_value = 330
+        return _save(m, tmp_path / "s.onnx"), tmp_path / "o.onnx"
+    if name == "already-raw":
+        from onnx_headcut.strip import strip
+
+        strip(good, tmp_path / "raw.onnx", verify=False)
+        return tmp_path / "raw.onnx", tmp_path / "o.onnx"
     if name == "out-is-in":
         return good, good
     if name == "out-folder-missing":
@@ -78,21 +110,33 @@ def _case(name, tmp_path, write):
     raise AssertionError(name)
 
 
+def _save(m, p):
+    onnx.save(m, str(p))
+    return p
+
+
+#: case: (exit code, what the one-line message must say)
 CASES = {
-    "missing": "no such file", "empty": "the file is empty", "corrupt": "not a readable ONNX model",
-    "text": "not a readable ONNX model", "no-head": "looked for", "out-is-in": "the output is the input",
-    "out-folder-missing": "does not exist", "out-folder-unwritable": "not writable", "out-exists": "already exists",
+    "missing": (2, "no such file"), "empty": (2, "the file is empty"), "corrupt": (2, "not a readable ONNX model"),
+    "text": (2, "not a readable ONNX model"), "random-bytes": (2, "not a readable ONNX model"),
+    "no-outputs": (2, "has no outputs"), "no-head": (2, "looked for"),
+    "missing-level": (2, "does not match the levels"), "grid-mismatch": (2, "grid constant"),
+    "stride-not-dividing": (2, "does not divide the 330x330 input"),
+    "already-raw": (4, "already raw (written by headcut)"),
+    "out-is-in": (2, "the output is the input"), "out-folder-missing": (2, "does not exist"),
+    "out-folder-unwritable": (2, "not writable"), "out-exists": (2, "already exists (use --force"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, write):
+def test_bad_input_one_line_nothing_written_input_untouched(case, tmp_path, write):
     src, dst = _case(case, tmp_path, write)
     before = {p.name: digest(p) for p in tmp_path.iterdir()}
     code, out, err = headcut("strip", src, "-o", dst)
-    assert code == 2
+    expected_code, expected_text = CASES[case]
+    assert code == expected_code, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("headcut: error:") and CASES[case] in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("headcut: error:") and expected_text in lines[0], lines
     assert "Traceback" not in err + out
     assert {p.name: digest(p) for p in tmp_path.iterdir()} == before  # nothing new, nothing changed
 
@@ -114,3 +158,34 @@ def test_already_raw_exit_4(write, tmp_path):
 def test_help_lists_the_verbs():
     code, out, _ = headcut("--help")
     assert code == 0 and "strip" in out and "inspect" in out
+
+
+def test_force_overwrites(write, tmp_path):
+    src = write("legacy")
+    (tmp_path / "raw.onnx").write_bytes(b"old")
+    code, _, err = headcut("strip", src, "-o", tmp_path / "raw.onnx", "--force")
+    assert code == 0, err
+    assert onnx.load(str(tmp_path / "raw.onnx")).graph.output[0].name == "outputs"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_nothing(sig, tmp_path):
+    """Kill strip while its staged files exist (during verification): nothing may be left behind."""
+    import signal
+    import time
+
+    from onnx_headcut.synth import yolov6_af
+
+    onnx.save(yolov6_af(width=32, size=(1280, 1280), reg_max=16), str(tmp_path / "big.onnx"))
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "onnx_headcut", "strip", tmp_path / "big.onnx", "-o", out / "raw.onnx"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(out.iterdir()) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert p.poll() is None, "strip finished before it could be interrupted"
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted; nothing written" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
