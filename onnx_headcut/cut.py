@@ -15,7 +15,8 @@ Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the 
     Conv(dfl) (1,4R,h,w) ─► Reshape (1,4,R,h*w) ─► Transpose(0,1,3,2) ─► Softmax(axis=3) ─► MatMul([0..R-1]ᵀ) ─► Reshape (1,4,h,w)
 
 The new output keeps the original output's name and dtype (levels: ``<name>_s<stride>``); what
-the old output needed and the new one does not is removed by graphsurgeon's ``cleanup()``.
+the old output needed and the new one does not is pruned from the protobuf in place, so the
+weights are never copied (the cut of a 2 GB model costs no more memory than loading it).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
+from .errors import HeadcutError
 from .head import ANCHOR_GRID, Head, Layout
 
 
@@ -44,31 +46,36 @@ class CutReport:
 
 
 class _Tail:
-    """Builds the new nodes; every name is prefixed ``headcut/`` so they are easy to find.
+    """Builds the new nodes (protobuf, appended to the graph); every name is prefixed ``headcut/``.
 
     ``batch`` is 1, or the symbolic name of a dynamic batch axis: Reshape targets then copy the
     batch from their input (0) instead of fixing it.
     """
 
-    def __init__(self, dtype, batch: int | str = 1):
-        self.dtype = dtype
+    def __init__(self, elem_type: int, batch: int | str = 1):
+        self.elem_type = elem_type
+        self.dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
         self.batch = batch
-        self.nodes: list[gs.Node] = []
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
 
-    def target(self, name: str, *dims: int) -> gs.Constant:
+    def target(self, name: str, *dims: int) -> str:
         b = 1 if self.batch == 1 else 0
         return self.const(name, np.array([b, *dims], np.int64))
 
-    def op(self, op: str, name: str, inputs, shape, **attrs) -> gs.Variable:
-        shape = (self.batch, *shape[1:])
-        out = gs.Variable(f"headcut/{name}", dtype=self.dtype, shape=tuple(shape))
-        self.nodes.append(gs.Node(op, f"headcut/{name}/{op}", attrs, list(inputs), [out]))
+    def op(self, op: str, name: str, inputs, shape, out: str | None = None, **attrs) -> str:
+        """Append ``op`` writing tensor ``headcut/<name>`` (or ``out``) of ``shape`` (batch axis replaced)."""
+        out = out or f"headcut/{name}"
+        self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=f"headcut/{name}/{op}", **attrs))
+        self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, [self.batch, *shape[1:]]))
         return out
 
-    def const(self, name: str, value: np.ndarray) -> gs.Constant:
-        return gs.Constant(f"headcut/{name}", np.asarray(value))
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value), f"headcut/{name}"))
+        return f"headcut/{name}"
 
-    def dfl(self, x: gs.Variable, name: str, reg_max: int, h: int, w: int) -> gs.Variable:
+    def dfl(self, x: str, name: str, reg_max: int, h: int, w: int) -> str:
         r = reg_max + 1
         y = self.op("Reshape", f"{name}/bins", [x, self.target(f"{name}/bins_shape", 4, r, h * w)],
                     (1, 4, r, h * w))
@@ -80,7 +87,7 @@ class _Tail:
                        (1, 4, h, w))
 
 
-def _anchor_levels(tail: _Tail, tensors, head: Head, layout: Layout, dtype, batch) -> list:
+def _anchor_levels(tail: _Tail, head: Head, layout: Layout) -> list[str]:
     """YOLOv5/v7: (1, na·no, h, w) → rows (1, na·h·w, no) ordered anchor, y, x; levels: the conv itself.
 
         Conv (1,na·no,h,w) ─► Reshape (1,na,no,h·w) ─► Transpose(0,1,3,2) ─► Reshape (1,na·h·w,no)
@@ -90,16 +97,13 @@ def _anchor_levels(tail: _Tail, tensors, head: Head, layout: Layout, dtype, batc
     out = []
     for i, lv in enumerate(head.levels):
         h, w = lv.grid
-        conv = tensors[lv.branches[0].tensor]
+        conv = lv.branches[0].tensor
         if layout.kind == "levels":
             if layout.keep_sigmoid:
-                from .errors import HeadcutError
-
                 raise HeadcutError("--keep-sigmoid with --layout levels is not available for anchor heads "
                                    "(the sigmoid would reach the box columns); use the flat layout")
-            ident = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(batch, na * no, h, w))
-            tail.nodes.append(gs.Node("Identity", f"headcut/l{i}/Identity", {}, [conv], [ident]))
-            out.append(ident)
+            out.append(tail.op("Identity", f"l{i}/level", [conv], (1, na * no, h, w),
+                               out=f"{head.output_name}_s{lv.stride}"))
             continue
         y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, h * w)],
                     (1, na, no, h * w))
@@ -120,42 +124,51 @@ def _anchor_levels(tail: _Tail, tensors, head: Head, layout: Layout, dtype, batc
     return out
 
 
-def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(),
-        batch: int | str = 1) -> tuple[onnx.ModelProto, CutReport]:
-    """Return a new model whose outputs are the raw head of ``head`` (``model`` is not changed).
+def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: int | str = 1,
+        inplace: bool = False) -> tuple[onnx.ModelProto, CutReport]:
+    """Return a model whose outputs are the raw head of ``head``.
 
-    ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic.
+    ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic. With
+    ``inplace`` the cut is made on ``model`` itself (no copy of the weights: what ``strip`` does);
+    otherwise ``model`` is left unchanged.
     """
+    if not inplace:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
     layout = head.effective(layout)
-    graph = gs.import_onnx(model)
-    tensors = graph.tensors()
-    old_out = tensors[head.output_name]
-    dtype = old_out.dtype if old_out.dtype is not None else np.float32
-    old_out.name = f"{head.output_name}__decoded_by_headcut"
-    before = Counter(n.op for n in graph.nodes)
+    g = model.graph
+    before = Counter(n.op_type for n in g.node)
+    old = next(o for o in g.output if o.name == head.output_name)
+    elem = old.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
+    hidden = f"{head.output_name}__decoded_by_headcut"
+    for n in g.node:  # the new output takes the old one's name
+        for k, o in enumerate(n.output):
+            if o == head.output_name:
+                n.output[k] = hidden
+        for k, i in enumerate(n.input):
+            if i == head.output_name:
+                n.input[k] = hidden
 
-    tail = _Tail(dtype, batch)
+    tail = _Tail(elem, batch)
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
-    per_level = []
-    if head.decode == ANCHOR_GRID:
-        per_level = _anchor_levels(tail, tensors, head, layout, dtype, batch)
+    per_level = _anchor_levels(tail, head, layout) if head.decode == ANCHOR_GRID else []
     for i, lv in enumerate(head.levels if head.decode != ANCHOR_GRID else ()):
         h, w = lv.grid
         by_role = {b.role: b for b in lv.branches}
         parts = []
         for blk in blocks:
             branch = by_role[blk.source.role]
-            t = tensors[branch.tensor]
+            t = branch.tensor
             if blk.sigmoid:
                 t = tail.op("Sigmoid", f"l{i}/{blk.role}_sigmoid", [t], (1, blk.size, h, w))
             if branch.role == "dfl" and blk.role == "reg":
                 t = tail.dfl(t, f"l{i}/dfl", head.reg_max, h, w)
             parts.append(t)
         if layout.kind == "levels":
-            out = gs.Variable(f"{head.output_name}_s{lv.stride}", dtype=dtype, shape=(batch, width, h, w))
-            tail.nodes.append(gs.Node("Concat", f"headcut/l{i}/Concat", {"axis": 1}, parts, [out]))
-            per_level.append(out)
+            per_level.append(tail.op("Concat", f"l{i}/level", parts, (1, width, h, w),
+                                     out=f"{head.output_name}_s{lv.stride}", axis=1))
             continue
         cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
         flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, h * w)],
@@ -164,21 +177,47 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(),
     if layout.kind == "levels":
         outputs = per_level
     else:
-        out = gs.Variable(head.output_name, dtype=dtype, shape=(batch, head.rows, width))
-        tail.nodes.append(gs.Node("Concat", "headcut/Concat", {"axis": 1}, per_level, [out]))
-        outputs = [out]
-    graph.nodes.extend(tail.nodes)
-    graph.outputs = outputs
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=head.output_name, axis=1)]
+    out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
+    g.node.extend(tail.nodes)
+    g.initializer.extend(tail.inits)
+    del g.output[:]
+    g.output.extend(out_info[o] for o in outputs)
+    g.value_info.extend(vi for vi in tail.value_info if vi.name not in out_info)
+    _prune(g)
 
-    after = Counter(n.op for n in graph.nodes)
-    added_ops = Counter(n.op for n in tail.nodes)
+    after = Counter(n.op_type for n in g.node)
+    added_ops = Counter(n.op_type for n in tail.nodes)
     removed = before - (after - added_ops)
-    raw = gs.export_onnx(graph, do_type_check=True)
-    raw.ir_version = model.ir_version
-    del raw.opset_import[:]
-    raw.opset_import.extend(model.opset_import)
-    raw.producer_name, raw.producer_version = model.producer_name, model.producer_version
+    shapes = {vi.name: tuple(d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim) for vi in g.output}
     report = CutReport(sum(before.values()), sum(after.values()), dict(sorted(removed.items())),
-                       dict(sorted(added_ops.items())), tuple((o.name, tuple(o.shape)) for o in outputs))
-    return raw, report
+                       dict(sorted(added_ops.items())), tuple((o, shapes[o]) for o in outputs))
+    return model, report
+
+
+def _prune(g: onnx.GraphProto) -> None:
+    """Remove, in place, every node, initializer and value_info the outputs do not need.
+
+    Deleting from the repeated fields keeps the surviving weights where they are (no copy).
+    """
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output}
+    keep, stack = set(), [o.name for o in g.output]
+    needed = set()
+    while stack:
+        t = stack.pop()
+        if t in needed:
+            continue
+        needed.add(t)
+        i = producer.get(t)
+        if i is not None and i not in keep:
+            keep.add(i)
+            stack.extend(x for x in g.node[i].input if x)
+            for a in g.node[i].attribute:  # subgraphs (If/Loop) read outer tensors too
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    stack.extend(x for n in sub.node for x in n.input if x)
+    for i in sorted(set(range(len(g.node))) - keep, reverse=True):
+        del g.node[i]
+    for i in reversed([i for i, t in enumerate(g.initializer) if t.name not in needed]):
+        del g.initializer[i]
+    for i in reversed([i for i, v in enumerate(g.value_info) if v.name not in needed]):
+        del g.value_info[i]

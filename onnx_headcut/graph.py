@@ -156,11 +156,44 @@ def _dims(type_proto: onnx.TypeProto) -> Shape | None:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
 
 
+#: initializers with more elements than this are left out of the skeleton shape inference runs on
+SKELETON_KEEP = 1 << 17
+
+
+def skeleton(model: onnx.ModelProto, keep: int = SKELETON_KEEP) -> onnx.ModelProto:
+    """A weightless copy for shape inference: large initializers become typed graph inputs.
+
+    Shape inference needs the weights' shapes, not their values; small constants (reshape
+    targets, grids, anchors) are kept because output shapes depend on their values. The copy costs
+    the graph, not the weights, so a 2 GB model is analysed in a few MB.
+    """
+    sk = onnx.ModelProto()
+    sk.ir_version = model.ir_version
+    sk.opset_import.extend(model.opset_import)
+    g, src = sk.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    listed = {i.name for i in src.input}
+    for t in src.initializer:
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        external = t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
+        if n <= keep and not external:
+            g.initializer.append(t)
+        elif t.name not in listed:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return sk
+
+
 def infer_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     """Shapes of every tensor ONNX shape inference can reach (static ints, symbolic strs, None).
 
-    Models too big to serialise in memory go through the path-based API.
+    Runs on :func:`skeleton` (no weight is copied); a skeleton still too big to serialise in
+    memory goes through the path-based API.
     """
+    model = skeleton(model)
     if model.ByteSize() < PROTOBUF_LIMIT:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     else:  # models over 2 GB (tests force this branch)

@@ -105,15 +105,14 @@ def inspect(path: str | os.PathLike) -> Inspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
     model = load(path)
     found = _locate(model)
-    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node))[0]
+    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True)[0]
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
-                layout: Layout = Layout(), batch: int | str = 1):
+                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False):
     shapes = infer_shapes(work)
-    raw, report = cut(work, head, layout, batch)
-    region = decode_region(GraphIndex(work), head.output_name)
-    ops = dict(sorted(region.ops.items()))
+    ops = dict(sorted(decode_region(GraphIndex(work), head.output_name).ops.items()))
+    raw, report = cut(work, head, layout, batch, inplace=inplace)
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
@@ -147,7 +146,8 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             why = "" if not keep_dynamic_batch else " (--keep-dynamic-batch is not possible for this graph)"
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
                                                      f"is static{why}",))
-    insp, raw = _inspection(src, work, head, found.folded, len(model.graph.node), layout, batch)
+    n_source = len(model.graph.node)
+    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True)
     reference = found.reference if found.reference is not None else src
     del model, found, work
 
