@@ -68,6 +68,11 @@ class GraphIndex:
                 stack.extend(node.input)
         order = {id(n): i for i, n in enumerate(self.graph.node)}
         nodes.sort(key=lambda n: order[id(n)])
+        values = self._fold_numpy(nodes)
+        if values is not None:
+            for o, v in values.items():
+                self._const_cache.setdefault(o, v)
+            return values.get(name)
         used = {i for n in nodes for i in n.input}
         inits = [self.initializers[i] for i in used if i in self.initializers]
         if sum(int(np.prod(t.dims)) for t in inits) > 1 << 20:
@@ -75,11 +80,16 @@ class GraphIndex:
         try:
             from onnx.reference import ReferenceEvaluator
 
-            g = onnx.helper.make_graph(nodes, "const", [], [onnx.helper.make_empty_tensor_value_info(name)], inits)
+            outs = [o for n in nodes for o in n.output if o]  # every intermediate too: later lookups hit the cache
+            g = onnx.helper.make_graph(nodes, "const", [], [onnx.helper.make_empty_tensor_value_info(o) for o in outs],
+                                       inits)
             m = onnx.helper.make_model(g, opset_imports=list(self.model.opset_import))
-            return np.asarray(ReferenceEvaluator(m).run(None, {})[0])
+            values = ReferenceEvaluator(m).run(None, {})
         except Exception:  # not evaluable here: treat as not constant
             return None
+        for o, v in zip(outs, values):
+            self._const_cache.setdefault(o, np.asarray(v))
+        return self._const_cache[name]
 
     def _const(self, name: str, depth: int) -> np.ndarray | None:
         if name in self.initializers:
@@ -117,6 +127,30 @@ class GraphIndex:
             return out
         return None
 
+    def _fold_numpy(self, nodes) -> dict[str, np.ndarray] | None:
+        """Evaluate a constant subgraph with numpy when it uses only the ops exporters put in grid and
+        anchor chains (fast: no reference-evaluator start-up); None when another op appears."""
+        env: dict[str, np.ndarray] = {}
+
+        def get(t):
+            if t in env:
+                return env[t]
+            v = self._const(t, depth=0) if (t in self.initializers or self.producer.get(t) is not None
+                                            and self.producer[t].op_type == "Constant") else None
+            if v is None:
+                raise KeyError(t)
+            return v
+
+        try:
+            for n in nodes:
+                if n.op_type not in _NUMPY_FOLD:
+                    return None
+                ins = [get(i) if i else None for i in n.input]
+                env[n.output[0]] = np.asarray(_NUMPY_FOLD[n.op_type](n, ins))
+        except (KeyError, ValueError, TypeError, IndexError):
+            return None
+        return env
+
     def is_const(self, name: str) -> bool:
         return self.const_value(name) is not None
 
@@ -124,6 +158,50 @@ class GraphIndex:
 #: ops whose value depends on more than their inputs' values, or that are too costly to fold here.
 _NOT_FOLDABLE = frozenset({"Shape", "Size", "Conv", "ConvTranspose", "MatMul", "Gemm", "RandomNormal",
                            "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+
+
+def _axes(node, ins, k=1):
+    a = attr(node, "axes")
+    if a is None and len(ins) > k and ins[k] is not None:
+        a = ins[k].tolist()
+    return a
+
+
+def _unsqueeze(node, ins):
+    x, axes = ins[0], _axes(node, ins)
+    for ax in sorted(a if a >= 0 else a + x.ndim + len(axes) for a in axes):
+        x = np.expand_dims(x, ax)
+    return x
+
+
+def _slice(node, ins):
+    x = ins[0]
+    starts, ends = ins[1].tolist(), ins[2].tolist()
+    axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+    steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    idx = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        idx[a] = slice(s, e, st)
+    return x[tuple(idx)]
+
+
+#: numpy for the ops of constant grid/anchor chains (see GraphIndex._fold_numpy)
+_NUMPY_FOLD = {
+    "Constant": lambda n, i: _constant_node_value(n),
+    "Identity": lambda n, i: i[0],
+    "Cast": lambda n, i: i[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attr(n, "to"))),
+    "Reshape": lambda n, i: i[0].reshape([d if d != 0 else i[0].shape[k] for k, d in enumerate(i[1].tolist())]),
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": lambda n, i: np.squeeze(i[0], axis=tuple(_axes(n, i))) if _axes(n, i) is not None else np.squeeze(i[0]),
+    "Concat": lambda n, i: np.concatenate(i, axis=attr(n, "axis")),
+    "Expand": lambda n, i: i[0] * np.ones(i[1].tolist(), dtype=i[0].dtype),
+    "Tile": lambda n, i: np.tile(i[0], i[1].tolist()),
+    "Transpose": lambda n, i: np.transpose(i[0], attr(n, "perm")),
+    "Gather": lambda n, i: np.take(i[0], i[1], axis=attr(n, "axis", 0)),
+    "Add": lambda n, i: i[0] + i[1], "Sub": lambda n, i: i[0] - i[1], "Mul": lambda n, i: i[0] * i[1],
+    "Range": lambda n, i: np.arange(i[0], i[1], i[2]).astype(i[0].dtype),
+    "Slice": _slice,
+}
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -156,16 +234,18 @@ def _dims(type_proto: onnx.TypeProto) -> Shape | None:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
 
 
-#: initializers with more elements than this are left out of the skeleton shape inference runs on
-SKELETON_KEEP = 1 << 17
+#: the skeleton keeps integer initializers up to this many elements (reshape targets, slice bounds, ...)
+#: and float ones up to SKELETON_KEEP_FLOAT; the rest become typed inputs
+SKELETON_KEEP = 1 << 16
+SKELETON_KEEP_FLOAT = 64
 
 
-def skeleton(model: onnx.ModelProto, keep: int = SKELETON_KEEP) -> onnx.ModelProto:
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """A weightless copy for shape inference: large initializers become typed graph inputs.
 
-    Shape inference needs the weights' shapes, not their values; small constants (reshape
-    targets, grids, anchors) are kept because output shapes depend on their values. The copy costs
-    the graph, not the weights, so a 2 GB model is analysed in a few MB.
+    Shape inference needs the weights' shapes, not their values; small integer constants (reshape
+    targets, slice bounds, expand shapes) are kept because output shapes depend on their values.
+    The copy costs the graph, not the weights, so a 2 GB model is analysed in a few MB.
     """
     sk = onnx.ModelProto()
     sk.ir_version = model.ir_version
@@ -179,12 +259,17 @@ def skeleton(model: onnx.ModelProto, keep: int = SKELETON_KEEP) -> onnx.ModelPro
     listed = {i.name for i in src.input}
     for t in src.initializer:
         n = int(np.prod(t.dims)) if len(t.dims) else 1
-        external = t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
-        if n <= keep and not external:
+        external = t.data_location == onnx.TensorProto.EXTERNAL
+        integer = t.data_type in _INTEGER_TYPES
+        if not external and n <= (SKELETON_KEEP if integer else SKELETON_KEEP_FLOAT):
             g.initializer.append(t)
         elif t.name not in listed:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     return sk
+
+
+_INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT8,
+                            onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.BOOL})
 
 
 def infer_shapes(model: onnx.ModelProto) -> dict[str, Shape]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import deque
 
 import onnx
-import onnx_graphsurgeon as gs
 
 from .errors import NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
@@ -32,6 +31,8 @@ def find_nms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def truncate(model: onnx.ModelProto, tensor: str, shape: Shape | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose only output is ``tensor``; everything after it is removed."""
+    import onnx_graphsurgeon as gs
+
     graph = gs.import_onnx(model)
     t = graph.tensors()[tensor]
     if shape is not None:
