@@ -28,6 +28,8 @@ below ``logit(conf)`` without computing anything else (see :func:`detect`).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .head import ANCHOR_GRID, DIST_ANCHOR, GRID_EXP_OBJ, Geometry
@@ -57,6 +59,7 @@ def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
     return cells, strides
 
 
+@lru_cache(maxsize=32)
 def _rows(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(cells (N, 2), strides (N, 1), anchor sizes (N, 2) in pixels or None) per raw row."""
     cells, strides, sizes = [], [], []
@@ -207,25 +210,18 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300)
     Candidates are chosen before decoding: a row's score is at most ``sigmoid(obj)`` (or its best
     ``sigmoid(cls)``), so rows whose logit is below ``logit(conf)`` are dropped first and only the
     rest are decoded. Then class-aware NMS (boxes offset by class so classes never suppress each other).
+    Pass a :class:`~onnx_headcut.head.Geometry` (``Geometry.of(meta)``) when calling it in a loop.
     """
     g = Geometry.of(head)
-    flat = flatten_levels(raw, g)[:1].astype(np.float32)
+    flat = flatten_levels(raw, g)
+    rows = np.asarray(flat[0], dtype=np.float32)  # a view when the output is already float32
     cols = g.columns()
     gate_role = "obj" if g.decode in (GRID_EXP_OBJ, ANCHOR_GRID) else "cls"
-    gate = flat[0, :, cols[gate_role]].max(-1)
-    threshold = conf if g.activated(gate_role) else np.log(conf / (1 - conf))
-    cand = np.nonzero(gate >= threshold)[0]
-    sub = flat[:, cand]
-    dec = _decode_rows(sub, g, cand)
-    cls_p = dec[:, 5:]
-    cls_id = cls_p.argmax(1)
-    score = dec[:, 4] * cls_p[np.arange(len(dec)), cls_id]
-    ok = score >= conf
-    dec, score, cls_id = dec[ok], score[ok], cls_id[ok]
-    boxes = np.concatenate([dec[:, 0:2] - dec[:, 2:4] / 2, dec[:, 0:2] + dec[:, 2:4] / 2], 1)
-    span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
-    keep = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
-    return np.concatenate([boxes[keep], score[keep, None], cls_id[keep, None].astype(np.float32)], 1)
+    gate = rows[:, cols[gate_role]]
+    threshold = conf if g.activated(gate_role) else float(np.log(conf / (1 - conf)))
+    hits = np.flatnonzero(gate >= np.float32(threshold))  # flat indices: cheaper than .any(1) on a strided view
+    cand = np.unique(hits // gate.shape[1]) if gate.shape[1] > 1 else hits
+    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det)
 
 
 def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:

@@ -102,6 +102,22 @@ def main(argv: list[str]) -> int:
     if engine == "mnn" and verb == "convert":
         _result(mnn_convert(argv[2], argv[3]))
         return 0
+    if verb == "bench":  # bench DIR: median milliseconds of spec["repeat"] runs on the first input
+        import time
+
+        d = Path(argv[2])
+        spec = json.loads((d / "spec.json").read_text())
+        x = np.load(d / "in.npz")["arr_0"]
+        runner = mnn_run if engine == "mnn" else ncnn_run
+        for _ in range(3):
+            runner(d, spec, [x])
+        times = []
+        for _ in range(int(spec.get("repeat", 20))):
+            t = time.perf_counter()
+            runner(d, spec, [x])
+            times.append(time.perf_counter() - t)
+        _result({"ms": sorted(times)[len(times) // 2] * 1e3})
+        return 0
     if verb == "run":
         d = Path(argv[2])
         spec = json.loads((d / "spec.json").read_text())
