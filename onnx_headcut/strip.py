@@ -74,6 +74,7 @@ class _Located:
     head: Head
     folded: bool
     reference: bytes | None = None  # what verification compares with, when not the input file itself
+    shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
 
 
 def _locate(model: onnx.ModelProto) -> _Located:
@@ -91,26 +92,30 @@ def _locate(model: onnx.ModelProto) -> _Located:
                         truncated.SerializeToString())
     if needs_folding(model):
         try:
-            return _Located(model, locate(model), False)
+            shapes = infer_shapes(model)
+            return _Located(model, locate(model, shapes), False, shapes=shapes)
         except NoHeadError as direct:
             try:
                 folded = fold(model)
             except HeadcutError:
                 raise direct from None
-            return _Located(folded, locate(folded), True)
-    return _Located(model, locate(model), False)
+            shapes = infer_shapes(folded)
+            return _Located(folded, locate(folded, shapes), True, shapes=shapes)
+    shapes = infer_shapes(model)
+    return _Located(model, locate(model, shapes), False, shapes=shapes)
 
 
 def inspect(path: str | os.PathLike) -> Inspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
     model = load(path)
     found = _locate(model)
-    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True)[0]
+    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
+                       shapes=found.shapes)[0]
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
-                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False):
-    shapes = infer_shapes(work)
+                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None):
+    shapes = shapes if shapes is not None else infer_shapes(work)
     ops = dict(sorted(decode_region(GraphIndex(work), head.output_name).ops.items()))
     raw, report = cut(work, head, layout, batch, inplace=inplace)
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
@@ -147,7 +152,8 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
                                                      f"is static{why}",))
     n_source = len(model.graph.node)
-    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True)
+    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
+                            shapes=found.shapes if work is found.work else None)
     reference = found.reference if found.reference is not None else src
     del model, found, work
 
@@ -156,7 +162,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         raw, rw = rewrite_5d(raw, strict=False, inplace=True)
     if simplify:
         raw = onnxsim_simplify(raw)
-    rank_after = max_rank(infer_shapes(raw))
+    rank_after = rw.max_rank_after if rw is not None and not simplify else max_rank(infer_shapes(raw))
 
     meta = head.to_json(
         layout,
