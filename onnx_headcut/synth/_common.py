@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .builder import Builder
+from .builder import Builder, check
 
 
 def backbone(b: Builder, x: str, width: int, levels: int = 3, act: str = "silu") -> list[tuple[str, int]]:
@@ -31,7 +31,7 @@ def finish(b: Builder, input_name: str, size, outputs: list[tuple[str, list]], o
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer,
                               producer_version="2.13.0")
     model.ir_version = 7 if opset <= 13 else 8 if opset <= 17 else 9
-    onnx.checker.check_model(model)
+    check(model)
     return model
 
 

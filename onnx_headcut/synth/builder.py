@@ -122,3 +122,11 @@ def onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
+
+
+def check(model: onnx.ModelProto) -> None:
+    """onnx's checker, in memory below the protobuf limit (it cannot serialise a larger model)."""
+    from ..io import weight_bytes
+
+    if weight_bytes(model) < 1_800_000_000:
+        onnx.checker.check_model(model)

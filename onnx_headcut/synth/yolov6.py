@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .builder import INT64_MAX, Builder, cells, onnxsim, onnxslim, to_half
+from .builder import INT64_MAX, Builder, cells, check, onnxsim, onnxslim, to_half
 
 
 def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
@@ -77,7 +77,7 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pytorch", producer_version="2.13.0")
     model.ir_version = 7 if opset <= 12 else 8
-    onnx.checker.check_model(model)
+    check(model)
     if simplify:
         model = onnxsim(model)
     if slim:
@@ -204,7 +204,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pytorch", producer_version="2.13.0")
     model.ir_version = 7 if opset <= 13 else 8
-    onnx.checker.check_model(model)
+    check(model)
     if simplify:
         model = onnxsim(model)
     if slim:
