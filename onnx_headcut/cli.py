@@ -18,6 +18,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Cut the decode off ONNX YOLO detectors and prove the cut exact.")
 
 
+def _fit(text: str) -> str:
+    """Wrap long report lines to the terminal (continuation lines indented under the value column)."""
+    if not sys.stdout.isatty():
+        return text
+    import shutil
+    import textwrap
+
+    width = max(40, shutil.get_terminal_size().columns)
+    out = []
+    for line in text.splitlines():
+        out += textwrap.wrap(line, width, subsequent_indent=" " * 10, break_on_hyphens=False) or [""]
+    return "\n".join(out)
+
+
 def _status(text: str):
     """A spinner on stderr while something slow runs (nothing when stderr is not a terminal)."""
     import contextlib
@@ -81,7 +95,7 @@ def strip(
                                  force=force, keep_dynamic_batch=keep_dynamic_batch)
         return strip_text(res)
 
-    typer.echo(_run(run))
+    typer.echo(_fit(_run(run)))
 
 
 @app.command()
@@ -90,12 +104,13 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Show what strip would find and cut in MODEL, without writing anything."""
+
     def run():
         from . import strip as pipeline
         from .report import inspect_text
 
         insp = pipeline.inspect(model)
-        return json.dumps(insp.to_json(), indent=2) if as_json else inspect_text(insp)
+        return json.dumps(insp.to_json(), indent=2) if as_json else _fit(inspect_text(insp))
 
     typer.echo(_run(run))
 
