@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .decode import canonical, original_output, postprocess
-from .engines import EngineError, engine_for, run
+from .engines import engine_for, run
 from .head import Geometry
 from .io import load
 from .verify import DEFAULT_TOL, compare, deterministic_input, image_input, session

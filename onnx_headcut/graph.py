@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np

@@ -384,7 +384,7 @@ def match_grid_exp_obj(ix: GraphIndex, shapes: dict[str, Shape], region: Region,
         "an objectness branch and wh = exp(d) * s mark the 0.1.0-style head",
         f"strides {sorted(strides)} = input {in_h}x{in_w} / grids {', '.join(f'{h}x{w}' for h, w in grids)}",
         f"decode ops {dict(sorted(region.ops.items()))}",
-        f"grid constants equal the integer cell indices; float Mul constants are the strides",
+        "grid constants equal the integer cell indices; float Mul constants are the strides",
         ("the decode runs per level before the levels are concatenated (YOLOv6 0.1.0 Detect)" if per_level
          else "the levels are concatenated first and decoded once (YOLOX head)"),
     )

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .builder import Builder, check
+from .builder import Builder, check, onnxsim, onnxslim, to_half
 
 
 def backbone(b: Builder, x: str, width: int, levels: int = 3, act: str = "silu") -> list[tuple[str, int]]:
@@ -22,16 +22,24 @@ def backbone(b: Builder, x: str, width: int, levels: int = 3, act: str = "silu")
     return feats
 
 
-def finish(b: Builder, input_name: str, size, outputs: list[tuple[str, list]], opset: int,
+def finish(b: Builder, input_name: str, input_dims: list, outputs: list[tuple[str, list]], opset: int,
+           ir_version: int | None = None, simplify: bool = False, slim: bool = False, half: bool = False,
            producer: str = "pytorch") -> onnx.ModelProto:
-    H, W = size
+    """Wrap the built nodes into a checked model, then apply the export's post-steps in upstream order:
+    onnxsim (``simplify``), onnxslim (``slim``), float16 (``half``)."""
     graph = helper.make_graph(b.nodes, "main_graph",
-                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, H, W])],
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_dims)],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer,
                               producer_version="2.13.0")
-    model.ir_version = 7 if opset <= 13 else 8 if opset <= 17 else 9
+    model.ir_version = ir_version if ir_version is not None else 7 if opset <= 13 else 8 if opset <= 17 else 9
     check(model)
+    if simplify:
+        model = onnxsim(model)
+    if slim:
+        model = onnxslim(model)
+    if half:
+        to_half(model)
     return model
 
 

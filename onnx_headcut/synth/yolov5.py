@@ -14,7 +14,7 @@ import onnx
 from onnx import helper
 
 from ._common import backbone, cell_grid, finish
-from .builder import Builder, onnxsim
+from .builder import Builder
 
 ANCHORS_V5 = (((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119)), ((116, 90), (156, 198), (373, 326)))
 ANCHORS_V7 = (((12, 16), (19, 36), (40, 28)), ((36, 75), (76, 55), (72, 146)), ((142, 110), (192, 243), (459, 401)))
@@ -71,5 +71,4 @@ def yolov5(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, v7:
     out = "output" if v7 else "output0"
     b.nodes.append(helper.make_node("Concat", outs, [out], name="/model.24/Concat_out", axis=1))
     n = na * sum((H // s) * (W // s) for s in (8, 16, 32))
-    model = finish(b, "images", size, [(out, [1, n, no])], opset)
-    return onnxsim(model) if simplify else model
+    return finish(b, "images", [1, 3, H, W], [(out, [1, n, no])], opset, simplify=simplify)

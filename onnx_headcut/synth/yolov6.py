@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .builder import INT64_MAX, Builder, cells, check, onnxsim, onnxslim, to_half
+from ._common import finish
+from .builder import INT64_MAX, Builder, cells
 
 
 def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16, inplace: bool = False,
@@ -68,23 +69,8 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
         outs.append(b.node("Reshape", [y, b.const(np.array([1, -1, no], np.int64))]))
     b.nodes.append(helper.make_node("Concat", outs, [output_name], name="/detect/Concat_out", axis=1))
     n = sum((H // (8 * 2 ** i)) * (W // (8 * 2 ** i)) for i in range(3))
-    graph = helper.make_graph(
-        b.nodes, "main_graph",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, H, W])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [1, n, no])],
-        b.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="pytorch", producer_version="2.13.0")
-    model.ir_version = 7 if opset <= 12 else 8
-    check(model)
-    if simplify:
-        model = onnxsim(model)
-    if slim:
-        model = onnxslim(model)
-    if half:
-        to_half(model)
-    return model
+    return finish(b, input_name, [1, 3, H, W], [(output_name, [1, n, no])], opset,
+                  ir_version=7 if opset <= 12 else 8, simplify=simplify, slim=slim, half=half)
 
 
 def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0,
@@ -198,19 +184,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
     in_dims = ["batch" if dynamic_batch else 1, 3, H, W]
     out_dims = ["batch" if dynamic_batch else 1, n, 5 + nc + (10 if landmarks else 0)]
-    graph = helper.make_graph(b.nodes, "main_graph",
-                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_dims)],
-                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_dims)], b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="pytorch", producer_version="2.13.0")
-    model.ir_version = 7 if opset <= 13 else 8
-    check(model)
-    if simplify:
-        model = onnxsim(model)
-    if slim:
-        model = onnxslim(model)
-    if half:
-        to_half(model)
-    return model
+    return finish(b, input_name, in_dims, [(output_name, out_dims)], opset, ir_version=7 if opset <= 13 else 8,
+                  simplify=simplify, slim=slim, half=half)
 
 

@@ -69,4 +69,4 @@ def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yol
     dbox = b.node("Mul", [b.node("Concat", [c_xy, wh], scope=sc, axis=1), b.const(strides, scope=sc)], scope=sc)
     b.nodes.append(helper.make_node("Concat", [dbox, b.node("Sigmoid", [cls], scope=sc)], ["output0"],
                                     name=f"{sc}/Concat_out", axis=1))
-    return finish(b, "images", size, [("output0", [1, 4 + nc, n])], opset)
+    return finish(b, "images", [1, 3, H, W], [("output0", [1, 4 + nc, n])], opset)

@@ -61,4 +61,4 @@ def yolox(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, deco
                                    scope=sc), stride], scope=sc)
         y = b.node("ScatterND", [y, b.const(index([2, 3]).astype(np.int64), scope=sc), wh], scope=sc)
     b.nodes[-1].output[0] = "output"  # the last decode node writes the graph output directly
-    return finish(b, "images", size, [("output", [1, n, 5 + nc])], opset)
+    return finish(b, "images", [1, 3, H, W], [("output", [1, n, 5 + nc])], opset)
