@@ -75,7 +75,9 @@ def strip(
     keep_dfl: bool = typer.Option(False, "--keep-dfl", help="keep the DFL expectation in the graph (4 distances)"),
     keep_sigmoid: bool = typer.Option(False, "--keep-sigmoid", help="emit scores (sigmoid applied) instead of logits"),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
-    tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
+    tol: float = typer.Option(1e-3, "--tol", help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
+    conf: float = typer.Option(0.25, "--conf", help="score threshold of the detection check"),
+    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold of the detection check"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
     keep_dynamic_batch: bool = typer.Option(False, "--keep-dynamic-batch",
                                             help="keep a dynamic batch axis (default: static batch 1)"),
@@ -92,7 +94,7 @@ def strip(
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
             res = pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
-                                 force=force, keep_dynamic_batch=keep_dynamic_batch)
+                                 force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou)
         return strip_text(res)
 
     typer.echo(_fit(_run(run)))
@@ -144,22 +146,21 @@ def verify(
     image: Optional[List[Path]] = typer.Option(None, "--image", help="also compare on this image (letterboxed)"),
     conf: float = typer.Option(0.25, "--conf", help="score threshold for the detection comparison"),
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
-    tol: float = typer.Option(1e-3, "--tol", help="max abs error allowed (boxes up to 640 px; scaled above)"),
+    tol: float = typer.Option(1e-3, "--tol", help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
 ) -> None:
-    """Run CANDIDATE on an engine, decode it, and compare with ORIGINAL in onnxruntime."""
+    """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections)."""
     def run():
         from .engine_check import verify_engine
         from .errors import VerificationError
+        from .report import check_lines
 
         with _status(f"running {candidate.name} and {original.name}"):
             checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
         for c in checks:
-            typer.echo(f"{c.engine:<5} {c.input}: max abs error boxes {c.max_abs_err_boxes:.3g}, scores "
-                       f"{c.max_abs_err_scores:.3g} (tolerance {c.tolerance:.3g}); detections at conf "
-                       f"{c.conf:.3g}: {c.n_ref} vs {c.n_engine}, classes {'equal' if c.same_classes else 'differ'}, "
-                       f"min IoU {c.min_iou:.4f}  {'OK' if c.ok else 'DIFFERENT'}")
-        if not all(c.ok for c in checks):
-            raise VerificationError("the candidate's detections differ from the original's")
+            typer.echo(_fit("\n".join(check_lines(c))))
+        bad = next((c for c in checks if not c.ok), None)
+        if bad is not None:
+            raise VerificationError(f"the candidate differs from the original on {bad.input}: {bad.failure()}")
 
     _run(run)
 

@@ -1,77 +1,27 @@
-"""``headcut verify``: run a model on an engine and compare its detections with the original in onnxruntime.
+"""``headcut verify``: run a model on an engine and compare it with the original in onnxruntime.
 
-The candidate is either a raw model written by ``strip`` (then converted or not) — its output goes
-through the numpy decode, with the head read from its metadata or its ``*.head.json`` — or a
-decoded model (an original converted as is), whose output is compared directly.
+The candidate is either a raw model written by ``strip`` (then converted or not) — its outputs are
+checked against the original's prediction convs and go through the numpy decode, with the head read
+from its metadata or its ``*.head.json`` — or a decoded model (an original converted as is), whose
+output is compared directly. The layers are those of :mod:`onnx_headcut.verify`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .decode import canonical, original_output, postprocess
 from .engines import engine_for, run
-from .head import Geometry
 from .io import load
-from .verify import DEFAULT_TOL, compare, deterministic_input, image_input, session
+from .verify import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
+                     conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
 
-#: detections must overlap at least this much to count as the same
-MIN_IOU = 0.99
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    input: str
-    engine: str
-    max_abs_err_boxes: float
-    max_abs_err_scores: float
-    tolerance: float
-    conf: float  # the score threshold the detections were compared at
-    n_ref: int
-    n_engine: int
-    same_classes: bool
-    min_iou: float
-
-    @property
-    def agree(self) -> bool:
-        return self.n_ref == self.n_engine and self.same_classes and self.min_iou >= MIN_IOU
-
-    @property
-    def ok(self) -> bool:
-        return self.agree and max(self.max_abs_err_boxes, self.max_abs_err_scores) <= self.tolerance
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 1.0
-
-
-def match(ref: np.ndarray, got: np.ndarray) -> tuple[bool, float]:
-    """(same classes, min IoU) pairing each reference detection with its best same-class partner."""
-    if len(ref) != len(got):
-        return False, 0.0
-    used, worst, classes = set(), 1.0, True
-    for r in ref:
-        best, best_j = -1.0, None
-        for j, g in enumerate(got):
-            if j not in used and g[5] == r[5]:
-                v = _iou(r, g)
-                if v > best:
-                    best, best_j = v, j
-        if best_j is None:
-            classes, best = False, 0.0
-        else:
-            used.add(best_j)
-        worst = min(worst, best)
-    return classes, worst
+#: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
+#: compared within ``tol`` + this relative term instead of exactly
+ENGINE_LAYOUT_RTOL = 1e-3
 
 
 def head_for(candidate: str | os.PathLike) -> dict | None:
@@ -88,63 +38,62 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
     return None
 
 
-def stable_conf(scores: np.ndarray, conf: float, k: int = 50, gap: float = 1e-3) -> float:
-    """``conf``, or lower so that at least ``k`` candidates take part (random-weight models score low).
+def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:
+    """A threshold that ``k`` detections of ``original`` reach on verify's random input
+    (:func:`~onnx_headcut.verify.gap_threshold`): for comparing models with random weights, whose
+    scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
+    from .decode import canonical
+    from .head import Geometry
+    from .strip import inspect
 
-    A lowered threshold sits in the middle of a gap of at least ``gap`` between consecutive scores,
-    so that tiny numeric differences cannot move a candidate across it.
-    """
-    s = np.sort(scores)[::-1]
-    if len(s) == 0 or (np.sum(s >= conf) >= k):
-        return conf
-    for i in range(k - 1, len(s) - 1):
-        if s[i] - s[i + 1] >= gap * max(s[i], 1e-6):
-            return float((s[i] + s[i + 1]) / 2)
-    return float(s[-1]) / 2
+    head = inspect(original).head
+    s = reference_session(original, conv_outputs(head)[:1])
+    y = s.run([head.output_name], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
+    rows = canonical(y, Geometry.of(head))[0]
+    return gap_threshold(rows[:, 4] * rows[:, 5:].max(1), k=k)
 
 
 def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, engine: str | None = None,
-                  images: tuple = (), conf: float = 0.25, iou: float = 0.45, tol: float = DEFAULT_TOL,
-                  seed: int = 0) -> list[EngineCheck]:
-    """Run ``original`` in onnxruntime and ``candidate`` on ``engine``; compare boxes, scores and detections."""
+                  images: tuple = (), conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, tol: float = DEFAULT_TOL,
+                  seed: int = 0) -> list[Check]:
+    """Run ``original`` in onnxruntime and ``candidate`` on ``engine``; the three layers of
+    :mod:`onnx_headcut.verify` on each input.
+
+    A raw candidate (head metadata beside or inside it) is laid out against the original's
+    prediction convs (layer 1, within ``tol`` + :data:`ENGINE_LAYOUT_RTOL`: engines compute the convs
+    their own way), decoded and compared with the original's output (layer 2) and its detections
+    (layer 3, at ``conf``). A decoded candidate (an original converted as is) skips layer 1.
+    """
     from .strip import inspect
 
+    check_options(tol, conf, iou)
     engine = engine or engine_for(candidate)
-    head = head_for(candidate)
-    g_orig = Geometry.of(inspect(original).head)
-    s = session(original)
+    meta = head_for(candidate)
+    head = inspect(original).head
+    extra = conv_outputs(head)
+    s = reference_session(original, extra if meta is not None else extra[:1])
+    names = [o.name for o in extra[1:]] if meta is not None else []
     inp = s.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     feeds = [(f"random(seed={seed})", deterministic_input(shape, np.float32, seed))]
     feeds += [(str(p), image_input(p, shape)) for p in images]
     xs = [x for _, x in feeds]
-    refs = [s.run(None, {inp.name: x})[0] for x in xs]
-    if head is not None:
-        g = Geometry.of(head)
-        in_name = head["input"]["name"]
-        out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
+    refs = [s.run([head.output_name, *names], {inp.name: x}) for x in xs]
+    if meta is not None:
+        in_name = meta["input"]["name"]
+        out_names = [o["name"] for o in meta.get("raw_outputs", [])] or None
     else:
-        g, in_name, out_names = None, inp.name, None
+        in_name, out_names = inp.name, None
     if engine == "ncnn":
         from .convert import param_blobs
 
         ins, outs = param_blobs(candidate)
         in_name, out_names = ins[0], outs
     outs = run(candidate, xs, engine, in_name, out_names)
+    allowed = Allowed.for_input(head.input_shape, np.float32, tol)
     checks = []
     for (label, _), ref, ys in zip(feeds, refs, outs):
-        if g is not None:
-            expected = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
-            ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-            got = original_output(ys if g.layout == "levels" else ys[0], g)
-        else:
-            got = ys[0].reshape(ref.shape) if ys[0].size == ref.size else ys[0]
-        c = compare(ref, got, tol, label, g_orig.channel_first)
-        ref_rows, got_rows = canonical(ref, g_orig), canonical(got, g_orig)
-        ref_scores = ref_rows[0, :, 4] * ref_rows[0, :, 5:].max(-1)
-        conf_eff = stable_conf(ref_scores, conf)
-        d_ref, d_got = postprocess(ref_rows, conf_eff, iou), postprocess(got_rows, conf_eff, iou)
-        same, worst = match(d_ref, d_got)
-        checks.append(EngineCheck(label, engine, c.max_abs_err_boxes, c.max_abs_err_scores, c.tolerance,
-                                  conf_eff, len(d_ref), len(d_got), same, worst))
+        convs = dict(zip(names, ref[1:])) if meta is not None else None
+        checks.append(check_outputs(label, ref[0], convs, list(ys), head, meta, allowed, conf, iou, engine,
+                                    layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
     return checks

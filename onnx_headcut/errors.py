@@ -38,3 +38,7 @@ class VerificationError(HeadcutError):
     """The rewritten model does not reproduce the original within tolerance."""
 
     exit_code = 3
+
+
+class UsageError(HeadcutError):
+    """A command-line option or argument is out of its range or does not apply."""

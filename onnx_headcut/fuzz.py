@@ -1,8 +1,10 @@
 """Mutation fuzzing of the fixture graphs: every outcome must be a verified graph or a clear error.
 
 A case takes one generated export, applies one to three mutations — drop a node, change a
-constant, alter a shape, reorder a node's inputs — and runs :func:`onnx_headcut.strip.strip` on it.
-Acceptable: success with a passing verification, or a :class:`~onnx_headcut.errors.HeadcutError`
+constant, alter a shape, reorder a node's inputs, change a grid/stride/anchor constant of the
+decode, turn a decode op into another (Add→Sub, Exp→Sigmoid, ...) — and runs
+:func:`onnx_headcut.strip.strip` on it. Acceptable: success with a passing verification whose
+layer 1 shows the raw outputs are the conv values, or a :class:`~onnx_headcut.errors.HeadcutError`
 (one line, an exit code), with no file left behind and the input unchanged. Anything else — another
 exception, a leftover file, a modified input — is a finding.
 
@@ -25,7 +27,29 @@ from onnx import numpy_helper
 
 from .errors import HeadcutError
 
-MUTATIONS = ("drop_node", "change_constant", "alter_shape", "reorder_inputs")
+MUTATIONS = ("drop_node", "change_constant", "alter_shape", "reorder_inputs", "decode_constant", "decode_op")
+#: op types a decode op may be turned into (same arity), to make decodes that differ from the recorded geometry
+SWAPS = {"Add": ("Sub", "Mul"), "Sub": ("Add",), "Mul": ("Add", "Div"), "Div": ("Mul",), "Exp": ("Sigmoid", "Relu"),
+         "Sigmoid": ("Exp", "Relu"), "Pow": ("Mul",)}
+
+
+def _decode_nodes(model: onnx.ModelProto) -> list:
+    from .graph import GraphIndex
+    from .locate import decode_region
+
+    try:
+        return list(decode_region(GraphIndex(model), model.graph.output[0].name).nodes) if model.graph.output else []
+    except Exception:  # noqa: BLE001 - a graph mutated into nonsense has no region to pick from
+        return []
+
+
+def _constant_tensors(model: onnx.ModelProto, nodes) -> list[onnx.TensorProto]:
+    """The float constants (initializers or Constant nodes) read by ``nodes``: grids, strides, anchors."""
+    names = {i for n in nodes for i in n.input}
+    out = [t for t in model.graph.initializer if t.name in names]
+    out += [a.t for n in model.graph.node if n.op_type == "Constant" and n.output[0] in names for a in n.attribute
+            if a.type == onnx.AttributeProto.TENSOR]
+    return [t for t in out if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
 
 
 def base_models() -> dict[str, bytes]:
@@ -84,6 +108,27 @@ def mutate(model: onnx.ModelProto, rng: random.Random) -> list[str]:
                 d.dim_value = new
             else:
                 d.dim_param = "n"
+        elif kind == "decode_constant":  # a grid, stride or anchor value of the decode
+            tensors = _constant_tensors(model, _decode_nodes(model))
+            if not tensors:
+                continue
+            t = rng.choice(tensors)
+            a = numpy_helper.to_array(t).copy()
+            if a.size == 0:
+                continue
+            flat = a.reshape(-1)
+            j = rng.randrange(flat.size)
+            flat[j] = rng.choice([flat[j] * 2, flat[j] / 2, flat[j] + 1, flat[j] - 0.5, -flat[j]])
+            done.append(f"change decode constant {t.name or 'Constant'}[{j}] -> {flat[j]:g}")
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+        elif kind == "decode_op":  # an op of the decode turned into another of the same arity
+            nodes = [n for n in _decode_nodes(model) if n.op_type in SWAPS]
+            if not nodes:
+                continue
+            n = rng.choice(nodes)
+            new = rng.choice(SWAPS[n.op_type])
+            done.append(f"decode {n.op_type} -> {new}")
+            n.op_type = new
         elif kind == "reorder_inputs":
             multi = [n for n in g.node if len(n.input) >= 2]
             if not multi:
@@ -132,6 +177,8 @@ def run_case(base: str, data: bytes, seed: int, workdir: Path) -> Outcome:
         else:
             if res.verification is None or not res.verification.ok:
                 return Outcome(case, "finding", "output written without a passing verification")
+            if not all(c.layout is not None and c.layout.ok for c in res.verification.checks):
+                return Outcome(case, "finding", "output written although the raw outputs are not the conv values")
             kind, detail = "verified", f"max abs error {res.verification.max_abs_err:.2g}"
         if hashlib.sha256(src.read_bytes()).hexdigest() != before:
             return Outcome(case, "finding", "the input file was modified")

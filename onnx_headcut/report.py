@@ -17,6 +17,17 @@ def _outputs(outputs) -> str:
     return ", ".join(f"'{n}' {tuple(s)}" for n, s in outputs)
 
 
+def check_lines(c) -> list[str]:
+    """The three verification layers on one input (:class:`onnx_headcut.verify.Check`), one line each."""
+    layout = ("decoded candidate: no raw layout to check" if c.layout is None else str(c.layout))
+    return [
+        f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}",
+        f"  layout  {layout}",
+        f"  decode  {c.decode}",
+        f"  detect  {c.detections}",
+    ]
+
+
 def head_table(insp: Inspection) -> list[str]:
     h = insp.head
     lines = [
@@ -70,7 +81,6 @@ def strip_text(res: StripResult) -> str:
         lines.append("verify    skipped (--no-verify)")
     else:
         for c in res.verification.checks:
-            lines.append(f"verify    {c.input}: max abs error {c.max_abs_err:.3g} (boxes {c.max_abs_err_boxes:.3g}, "
-                         f"scores {c.max_abs_err_scores:.3g}) <= {c.tolerance:.3g}  OK")
+            lines += check_lines(c)
     lines.append("wrote     " + ", ".join(str(f) for f in res.files))
     return "\n".join(lines)

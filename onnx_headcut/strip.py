@@ -11,7 +11,7 @@ import onnx
 
 from . import __version__
 from .cut import CutReport, cut
-from .errors import HeadcutError, NoHeadError, VerificationError
+from .errors import HeadcutError, NoHeadError
 from .graph import infer_shapes, max_rank
 from .head import Head, Layout
 from .io import Staging, check_output_path, load, save
@@ -20,7 +20,7 @@ from .graph import GraphIndex
 from .wrappers import decoded_before_nms
 from .simplify import fold, needs_folding, simplify as onnxsim_simplify
 from .surgery import RewriteReport, rewrite_5d
-from .verify import DEFAULT_TOL, Verification, verify as run_verify
+from .verify import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
 
 METADATA_KEY = "headcut"
 
@@ -123,7 +123,8 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
 
 def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = Layout(), verify: bool = True,
           lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
-          force: bool = False, keep_dynamic_batch: bool = False) -> StripResult:
+          force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
+          iou: float = DEFAULT_IOU) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
 
     ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
@@ -133,9 +134,12 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
 
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
     ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
-    the original output must equal the numpy decode of the raw output within ``tol``; otherwise
+    the three layers of :mod:`onnx_headcut.verify` must pass — raw outputs equal to the prediction
+    convs' values rearranged, their decode equal to the original output within ``tol`` (px per 640 px
+    of input; scores), the same detections at ``conf``/``iou`` — otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
+    check_options(tol, conf, iou)
     dst = check_output_path(src, dst, force=force)
     model = load(src)
     found = _locate(model)
@@ -155,6 +159,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
                             shapes=found.shapes if work is found.work else None)
     reference = found.reference if found.reference is not None else src
+    conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
+    if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
+            _tensor_names(model):
+        conv_source = work.SerializeToString()
     del model, found, work
 
     rw = None
@@ -180,12 +188,9 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
         result = None
         if verify:
-            result = run_verify(reference, staged, meta, images=tuple(images), tol=tol,
-                                batches=(1, 2) if batch != 1 else (1,))
-            if not result.ok:
-                worst = max(result.checks, key=lambda c: c.max_abs_err)
-                raise VerificationError(f"verification failed on {worst.input}: max abs error "
-                                        f"{worst.max_abs_err:.3g} > tolerance {worst.tolerance:.3g}; nothing written")
+            result = run_verify(reference, staged, head, meta, images=tuple(images), tol=tol,
+                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
+            result.raise_if_failed()
         files = tuple(st.commit())
     return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
 

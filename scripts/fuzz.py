@@ -2,8 +2,9 @@
 
     python scripts/fuzz.py --minutes 10            # writes nothing but a summary on stdout
 
-Each case mutates a fixture graph (drop a node, change a constant, alter a shape, reorder inputs)
-and runs strip; only a verified graph or a clear HeadcutError are acceptable (see
+Each case mutates a fixture graph (drop a node, change a constant, alter a shape, reorder inputs,
+change a grid/stride/anchor constant or an op type inside the decode) and runs strip; only a
+verified graph whose raw outputs are the conv values, or a clear HeadcutError, is acceptable (see
 onnx_headcut/fuzz.py). Exit status 1 when anything else happened.
 """
 

@@ -54,3 +54,9 @@ def write(tmp_path):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+def model_conf(path, k: int = 20) -> float:
+    """Random-weight fixtures score low: the threshold tests pass explicitly (see ``conf_reached_by``)."""
+    from onnx_headcut.engine_check import conf_reached_by
+
+    return conf_reached_by(path, k)

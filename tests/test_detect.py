@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from onnx_headcut.detect import detect, draw
-from onnx_headcut.engine_check import match, stable_conf
+from onnx_headcut.verify import gap_threshold, match_detections
 from onnx_headcut.errors import InputError
 from onnx_headcut.head import Layout
 from onnx_headcut.strip import strip
@@ -32,12 +32,12 @@ def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):
     onnx.save(make(**{"width": 8, **kw}), str(tmp_path / "original.onnx"))
     strip(tmp_path / "original.onnx", tmp_path / "raw.onnx", layout=layout)
     every = detect(tmp_path / "original.onnx", PHOTOS / photo, conf=0.0)
-    conf = stable_conf(np.array([d.score for d in every.detections]), 0.25, k=20)
+    conf = gap_threshold(np.array([d.score for d in every.detections]), 0.25, k=20)
     a = detect(tmp_path / "original.onnx", PHOTOS / photo, conf=conf)
     b = detect(tmp_path / "raw.onnx", PHOTOS / photo, conf=conf)
     assert (a.kind, b.kind) == ("decoded", "raw")
-    same, worst = match(_arr(a), _arr(b))
-    assert len(a.detections) == len(b.detections) >= 20 and same and worst >= 0.99
+    matched, worst = match_detections(_arr(a), _arr(b))
+    assert len(a.detections) == len(b.detections) == matched >= 20 and worst >= 0.99
     w, h = a.image_size
     assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in b.detections)
 

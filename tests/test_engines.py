@@ -19,6 +19,8 @@ from onnx_headcut.head import Layout  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
 from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox  # noqa: E402
 
+from conftest import model_conf  # noqa: E402
+
 HEADS = {
     "v0.1.0": (yolov6_v1, dict(width=8)),
     "anchor-free": (yolov6_af, dict(width=8)),
@@ -55,10 +57,12 @@ def test_convert_and_verify_raw_on_engine(head, engine, raw_models):
         assert res.outputs == (onnx.load(str(d / "raw.onnx")).graph.output[0].name,)
     else:
         assert (res.inputs, res.outputs) == (("in0",), ("out0",))
-    (check,) = verify_engine(d / "original.onnx", res.model)
+    (check,) = verify_engine(d / "original.onnx", res.model, conf=model_conf(d / "original.onnx"))
     assert check.engine == engine
     assert check.max_abs_err_boxes <= 1e-3 and check.max_abs_err_scores <= 1e-3
-    assert check.n_ref == check.n_engine >= 5 and check.same_classes and check.min_iou >= 0.99
+    assert check.layout is not None and check.layout.ok and check.layout.max_abs_err <= 1e-3
+    det = check.detections
+    assert det.n_ref == det.n_got == det.matched >= 5 and det.min_iou >= 0.99
     assert check.ok
 
 

@@ -18,4 +18,6 @@ def test_bounded_fuzz(tmp_path):
     assert not findings, "\n\n".join(findings[:3])
     kinds = Counter(o.kind for o in outcomes)
     assert kinds["verified"] >= 20 and kinds["refused"] >= 100  # both outcomes are exercised
+    decode = [o for o in outcomes if "decode " in o.case or "decode constant" in o.case]
+    assert len(decode) >= 50 and sum(o.kind == "refused" for o in decode) >= 25  # the decode is mutated too
     assert list(tmp_path.iterdir()) == []

@@ -34,7 +34,8 @@ def test_locate_reads_geometry_from_structure(variant):
     assert head.strides == (8, 16, 32)
     assert [(b.role, b.size, b.sigmoid) for b in head.blocks()] == [("box", 4, False), ("obj", 1, False), ("cls", kw.get("nc", 80), False)]
     assert head.rows == sum((h // s) * (w // s) for s in (8, 16, 32))
-    assert all(b.tensor.endswith("Conv_output_0") or b.tensor for lv in head.levels for b in lv.branches)
+    producer = {o: n for n in build(variant).graph.node for o in n.output}
+    assert all(producer[b.tensor].op_type == "Conv" for lv in head.levels for b in lv.branches)
 
 
 def test_locate_ignores_names():

@@ -27,6 +27,7 @@ def test_notebook_runs_clean():
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "max abs error" in text and "classes equal: True" in text and "Serving" in text
+    assert "max abs error" in text and "(exact)" in text and "Serving" in text
+    assert "matched (same class, IoU >= 0.99), min IoU" in text
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= 5  # histogram, cut drawing, static picture, error plot, detections
