@@ -16,6 +16,7 @@ import numpy as np
 
 from .decode import canonical, original_output, postprocess
 from .engines import engine_for, run
+from .errors import InputError
 from .head import Geometry
 from .io import load
 from .verify import DEFAULT_TOL, compare, deterministic_input, image_input, session
@@ -75,17 +76,43 @@ def match(ref: np.ndarray, got: np.ndarray) -> tuple[bool, float]:
 
 
 def head_for(candidate: str | os.PathLike) -> dict | None:
-    """The head JSON of a raw model: its ONNX metadata, or ``<stem>.head.json`` beside it."""
+    """The head JSON of a raw model, or None for a decoded one.
+
+    For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
+    ``<stem>.head.json`` beside it must say the same (:class:`InputError` otherwise). A sidecar
+    alone is used for an ``.onnx`` without embedded metadata only if the raw outputs it names are
+    the model's outputs. ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
+    """
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
-    if side.exists():
-        return json.loads(side.read_text())
-    if p.suffix.lower() == ".onnx":
-        m = load(p)
-        for prop in m.metadata_props:
-            if prop.key == "headcut":
-                return json.loads(prop.value)
-    return None
+    sidecar = _json_object(side.read_bytes(), f"{side}: the head metadata sidecar") if side.is_file() else None
+    if p.suffix.lower() != ".onnx":
+        return sidecar
+    m = load(p)
+    embedded = next((_json_object(prop.value, f"{p}: the headcut metadata embedded in it")
+                     for prop in m.metadata_props if prop.key == "headcut"), None)
+    if embedded is not None:
+        if sidecar is not None and sidecar != embedded:
+            raise InputError(f"{side}: disagrees with the head metadata embedded in {p} (which headcut uses); "
+                             "remove or replace the sidecar")
+        return embedded
+    if sidecar is not None:
+        listed = sidecar.get("raw_outputs")
+        named = [o.get("name") if isinstance(o, dict) else None for o in listed] if isinstance(listed, list) else []
+        if not named or named != [o.name for o in m.graph.output]:
+            raise InputError(f"{side}: does not describe {p} (its raw outputs are not the model's outputs, and "
+                             "the model has no headcut metadata)")
+    return sidecar
+
+
+def _json_object(text, where: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"{where} is not a JSON object")
+    return value
 
 
 def stable_conf(scores: np.ndarray, conf: float, k: int = 50, gap: float = 1e-3) -> float:

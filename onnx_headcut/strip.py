@@ -14,7 +14,7 @@ from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, VerificationError
 from .graph import infer_shapes, max_rank
 from .head import Head, Layout
-from .io import Staging, check_output_path, load, save
+from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
 from .locate import decode_region, locate
 from .graph import GraphIndex
 from .wrappers import decoded_before_nms
@@ -132,7 +132,9 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
 
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
-    ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
+    ``metadata_props["headcut"]``), and ``dst.data`` for a model too big for protobuf; an existing
+    member of that set is an error unless ``force``, and ``src`` or its external data never may be
+    one (see :func:`~onnx_headcut.io.check_output_path`). With ``verify`` (the default) both models run in onnxruntime and
     the original output must equal the numpy decode of the raw output within ``tol``; otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
@@ -174,7 +176,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     sidecar_name = dst.stem + ".head.json"
 
-    with Staging(dst) as st:
+    with Staging(dst, targets=strip_outputs(dst), protected=dependencies(src), force=force) as st:
         staged = st.path(dst.name)
         save(raw, staged)
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
