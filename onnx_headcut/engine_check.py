@@ -79,9 +79,9 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
     """The head JSON of a raw model, or None for a decoded one.
 
     For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
-    ``<stem>.head.json`` beside it must say the same (:class:`InputError` otherwise). A sidecar
-    alone is used for an ``.onnx`` without embedded metadata only if the raw outputs it names are
-    the model's outputs. ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
+    ``<stem>.head.json`` beside it must say the same, and one beside an ``.onnx`` without embedded
+    metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
+    ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
     """
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
@@ -97,12 +97,9 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
                              "remove or replace the sidecar")
         return embedded
     if sidecar is not None:
-        listed = sidecar.get("raw_outputs")
-        named = [o.get("name") if isinstance(o, dict) else None for o in listed] if isinstance(listed, list) else []
-        if not named or named != [o.name for o in m.graph.output]:
-            raise InputError(f"{side}: does not describe {p} (its raw outputs are not the model's outputs, and "
-                             "the model has no headcut metadata)")
-    return sidecar
+        raise InputError(f"{side}: lies beside {p}, which has no headcut metadata (a raw model strip wrote has it); "
+                         "remove the stale sidecar")
+    return None
 
 
 def _json_object(text, where: str) -> dict:

@@ -217,9 +217,16 @@ def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
     """
     p = Path(path)
     if weight_bytes(model) > _EXTERNAL_THRESHOLD:
+        # What save_model(save_as_external_data=True, location=data) does, minus its check that
+        # ``data`` does not exist relative to the *current* folder (a spurious refusal: the file is
+        # written beside ``path``). Tensors of 1 KiB or more go to ``data``, written by save_model.
+        from onnx.external_data_helper import set_external_data
+
         data = p.name + ".data"
-        onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data, size_threshold=1024)
+        for t in model.graph.initializer:
+            if t.HasField("raw_data") and len(t.raw_data) >= 1024:
+                set_external_data(t, data)
+        onnx.save_model(model, str(p))
         return [p, p.with_name(data)]
     onnx.save_model(model, str(p))
     return [p]
@@ -291,7 +298,7 @@ class Staging:
                     raise OutputError(f"{self.folder / name}: cannot be moved into place ({e.strerror}); "
                                       "nothing written") from None
                 raise
-        return [self.folder / n for n in staged]
+        return sorted(self.folder / n for n in staged)
 
     def __enter__(self) -> "Staging":
         return self
