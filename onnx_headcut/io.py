@@ -97,11 +97,14 @@ def _may_name_external_data(p: Path) -> bool:
     Protobuf, JSON and text formats all store that key verbatim; scanning is far cheaper than a
     second parse of a large model that keeps its weights inside.
     """
-    with open(p, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return False
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return mm.find(b"location") != -1
+    try:
+        with open(p, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return mm.find(b"location") != -1
+    except (OSError, ValueError):  # unreadable: load() says why
+        return False
 
 
 def _tensors(graph: onnx.GraphProto):
@@ -187,15 +190,17 @@ def strip_outputs(dst: str | os.PathLike) -> tuple[Path, Path, Path]:
     return d, d.with_name(d.name + ".data"), d.with_name(d.stem + ".head.json")
 
 
-def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, force: bool = False) -> Path:
+def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, force: bool = False,
+                      protected: Mapping[Path, str] | None = None) -> Path:
     """Return ``dst`` as a Path after checking ``strip``'s output set can be written without touching ``src``.
 
-    The set is :func:`strip_outputs`; ``src`` and its external data files are never written.
+    The set is :func:`strip_outputs`; ``src`` and its external data files (``protected``, by default
+    :func:`dependencies` of ``src``) are never written.
     """
     d = Path(dst)
     if d.suffix.lower() != ".onnx":
         raise OutputError(f"{d}: the output must end in .onnx")
-    check_outputs(strip_outputs(d), dependencies(src), force)
+    check_outputs(strip_outputs(d), dependencies(src) if protected is None else protected, force)
     return d
 
 
@@ -367,9 +372,11 @@ def _acquire(path: Path, what) -> tuple[Path, int]:
             return path, fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise busy from None
+        except OSError:  # a file system without flock (ENOLCK, some FUSE mounts): the O_EXCL-free file is all
+            return path, fd
         mine = os.fstat(fd)
         try:
             now = os.stat(path, follow_symlinks=False)

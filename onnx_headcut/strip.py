@@ -138,7 +138,8 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     the original output must equal the numpy decode of the raw output within ``tol``; otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
-    dst = check_output_path(src, dst, force=force)
+    inputs = dependencies(src)  # never written, even with force
+    dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
     found = _locate(model)
     head = found.head
@@ -176,7 +177,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     sidecar_name = dst.stem + ".head.json"
 
-    with Staging(dst, targets=strip_outputs(dst), protected=dependencies(src), force=force) as st:
+    with Staging(dst, targets=strip_outputs(dst), protected=inputs, force=force) as st:
         staged = st.path(dst.name)
         save(raw, staged)
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")

@@ -148,6 +148,32 @@ def test_the_inputs_external_data_is_never_written(force, tmp_path):
     assert len(onnx.load(str(tmp_path / "in.onnx")).graph.initializer) > 10  # the input still loads
 
 
+@pytest.mark.parametrize("large", [False, True])
+def test_the_check_does_not_depend_on_the_outputs_size(large, tmp_path, monkeypatch):
+    """Library level: whether the raw model would go to raw.onnx.data or not, the input's data is refused."""
+    if large:
+        monkeypatch.setattr(io_mod, "_EXTERNAL_THRESHOLD", 0)
+    onnx.save_model(build("legacy"), str(tmp_path / "in.onnx"), save_as_external_data=True,
+                    location="raw.onnx.data", size_threshold=0)
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match="raw.onnx.data: the output is the external data file of"):
+        strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", force=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_data_file_in_the_current_folder_is_not_the_outputs(tmp_path, model, monkeypatch):
+    """onnx refuses a location that exists relative to the *current* folder; headcut writes beside the output."""
+    monkeypatch.setattr(io_mod, "_EXTERNAL_THRESHOLD", 0)
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "raw.onnx.data").write_bytes(b"the user's file")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    res = strip(model, tmp_path / "out" / "raw.onnx")
+    assert res.verification.ok
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["raw.head.json", "raw.onnx", "raw.onnx.data"]
+    assert (tmp_path / "cwd" / "raw.onnx.data").read_bytes() == b"the user's file"
+
+
 def test_external_data_in_a_subfolder_is_found(tmp_path):
     (tmp_path / "w").mkdir()
     onnx.save_model(build("legacy"), str(tmp_path / "in.onnx"), save_as_external_data=True,
@@ -241,6 +267,14 @@ def test_a_held_lock_is_a_clear_error(tmp_path, model):
                                              "try again when it has finished"), err
         assert snapshot(tmp_path) == before  # the lock file is the only thing there: nothing staged is left
     assert list(out.iterdir()) == []  # and it goes with the lock
+
+
+def test_a_lock_file_left_by_a_killed_headcut_does_not_block(tmp_path, model):
+    """The lock is a flock: the kernel drops it with its process, so a leftover file is free to take."""
+    io_mod.lock_path(tmp_path / "raw.onnx").write_text("12345\n")
+    code, _, err = headcut("strip", model, "-o", tmp_path / "raw.onnx", "--no-verify")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "raw.head.json", "raw.onnx"]
 
 
 def test_two_concurrent_strips_leave_one_consistent_set(tmp_path, model):
