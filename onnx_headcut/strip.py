@@ -131,14 +131,16 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
 
+    The output set is ``dst``, ``dst.data`` (a model too big for protobuf) and the sidecar: an
+    existing member is an error unless ``force``, and ``src``, its external data or an image never
+    may be one (see :func:`~onnx_headcut.io.check_output_path`).
+
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
-    ``metadata_props["headcut"]``), and ``dst.data`` for a model too big for protobuf; an existing
-    member of that set is an error unless ``force``, and ``src`` or its external data never may be
-    one (see :func:`~onnx_headcut.io.check_output_path`). With ``verify`` (the default) both models run in onnxruntime and
+    ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
     the original output must equal the numpy decode of the raw output within ``tol``; otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
-    inputs = dependencies(src)  # never written, even with force
+    inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
     found = _locate(model)

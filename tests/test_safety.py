@@ -200,6 +200,12 @@ def test_detect_never_draws_over_its_input_image(force, tmp_path, model, photo):
     refused(tmp_path, "detect", model, photo, "-o", photo, *(["--force"] * force), says="the output is the input image")
 
 
+def test_strip_never_writes_over_an_image_it_verifies_on(tmp_path, model):
+    shutil.copy(PHOTO, tmp_path / "raw.head.json")  # a JPEG under the sidecar's name, given as --image
+    refused(tmp_path, "strip", model, "-o", tmp_path / "raw.onnx", "--image", tmp_path / "raw.head.json", "--force",
+            says="raw.head.json: the output is an --image input")
+
+
 def test_detect_never_draws_over_the_names_file(tmp_path, model, photo):
     names = tmp_path / "names.png"  # a names file with an image's name: still an input
     names.write_text("\n".join(f"c{i}" for i in range(80)) + "\n")
@@ -228,7 +234,8 @@ def test_a_dangling_link_is_refused_too(tmp_path, model):
 
 def test_detect_does_not_write_through_a_link(tmp_path, model, photo):
     (tmp_path / "boxes.png").symlink_to(tmp_path / "in.onnx")
-    refused(tmp_path, "detect", model, photo, "-o", tmp_path / "boxes.png", "--force", says="the output is the input file")
+    refused(tmp_path, "detect", model, photo, "-o", tmp_path / "boxes.png", "--force",
+            says="the output is the input file")
     (tmp_path / "boxes.png").unlink()
     (tmp_path / "other.png").write_bytes(b"x")
     (tmp_path / "boxes.png").symlink_to(tmp_path / "other.png")
