@@ -77,9 +77,9 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     head = _head_json(model)
     side = out / f"{stem}.head.json"
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
-    inputs = dependencies(src)
-    check_outputs(targets, inputs, force)
-    with Staging(out / names[0], targets=targets, protected=inputs, force=force) as st:
+    reads = dependencies(src)  # never written, even with force
+    check_outputs(targets, reads, force)
+    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st:
         if to == "mnn":
             _need("MNN", "mnn")
             res = json.loads(worker(["mnn", "convert", str(src.resolve()), str(st.path(names[0]))]))
