@@ -175,16 +175,19 @@ def detect(
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
     names: Optional[Path] = typer.Option(None, "--names", help="class names, one per line (default: COCO)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output image"),
 ) -> None:
     """Detect objects in IMAGE: letterbox, run, decode, NMS, draw."""
 
     def run():
-        from .detect import detect as run_detect, draw
+        from .detect import check_output, detect as run_detect, draw
 
+        if output is not None:
+            check_output(model, image, output, names, force)
         with _status(f"running {model.name}"):
             res = run_detect(model, image, engine, conf, iou, names)
         if output is not None:
-            draw(image, res, output)
+            draw(image, res, output, force=force, names=names)
         return res
 
     res = _run(run)
@@ -213,6 +216,7 @@ def sample(
     output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
     family: Optional[str] = typer.Option(None, "--family", help="only this family: yolov6-0.1.0, yolov6-anchor-free, "
                                          "yolov6-dfl, yolov6-lite, yolox, yolov5, yolov7, yolov8"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing sample files"),
 ) -> None:
     """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
     def run():
@@ -221,7 +225,7 @@ def sample(
 
         if not output.is_dir():
             raise OutputError(f"{output}: the output folder does not exist")
-        return write_samples(output, family)
+        return write_samples(output, family, force=force)
 
     for p in _run(run):
         typer.echo(f"wrote {p}")

@@ -20,7 +20,7 @@ import onnx
 
 from .engines import EngineError, _need, pnnx_binary, worker
 from .errors import OutputError
-from .io import Staging, load
+from .io import Staging, check_outputs, dependencies, load
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,38 @@ def _input_shape(model: onnx.ModelProto) -> list[int]:
     return dims
 
 
+def _same_head(side: Path, head: str) -> bool:
+    """``side`` already holds exactly ``head`` (as JSON), so it need not be written."""
+    try:
+        return side.is_file() and json.loads(side.read_text()) == json.loads(head)
+    except (OSError, ValueError):
+        return False
+
+
 def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | None = None,
             force: bool = False) -> Converted:
-    """Convert ``onnx_path`` for engine ``to`` ("mnn" or "ncnn") into ``out_dir`` (default: beside it)."""
+    """Convert ``onnx_path`` for engine ``to`` ("mnn" or "ncnn") into ``out_dir`` (default: beside it).
+
+    The output set (``.mnn``, or ``.param`` + ``.bin``, and ``<stem>.head.json`` when the model has
+    head metadata) is checked before converting: an existing member is an error unless ``force``,
+    and the input or its external data never may be one. A ``.head.json`` that already holds the
+    model's metadata (the sidecar ``strip`` wrote) is left as it is.
+    """
     src = Path(onnx_path)
     model = load(src)
-    out = Path(out_dir) if out_dir is not None else src.resolve().parent
+    out = Path(out_dir) if out_dir is not None else src.parent
     if not out.is_dir():
         raise OutputError(f"{out}: the output folder does not exist")
     stem = src.stem
     names = {"mnn": [f"{stem}.mnn"], "ncnn": [f"{stem}.param", f"{stem}.bin"]}.get(to)
     if names is None:
         raise EngineError(f"unknown target {to!r} (choose mnn or ncnn)")
-    existing = [n for n in names if (out / n).exists()]
-    if existing and not force:
-        raise OutputError(f"{out / existing[0]}: already exists (use --force to overwrite)")
     head = _head_json(model)
-    with Staging(out / names[0]) as st:
+    side = out / f"{stem}.head.json"
+    targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
+    reads = dependencies(src)  # never written, even with force
+    check_outputs(targets, reads, force)
+    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st:
         if to == "mnn":
             _need("MNN", "mnn")
             res = json.loads(worker(["mnn", "convert", str(src.resolve()), str(st.path(names[0]))]))
@@ -72,8 +87,8 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
         else:
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx(src, _input_shape(model), st.path(names[0]), st.path(names[1]))
-        if head is not None:
-            st.path(f"{stem}.head.json").write_text(head)
+        if side in targets:
+            st.path(side.name).write_text(head)
         files = tuple(st.commit())
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs))
 

@@ -100,12 +100,38 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
 
 
-def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike) -> Path:
-    """Draw labelled boxes on ``image`` and save it to ``out`` (written atomically)."""
+def _inputs(model, image, names) -> dict:
+    """Every file ``detect`` reads: the model (and its external data or ``.bin``, and sidecar), image, names."""
+    from .io import dependencies
+
+    m = Path(model)
+    files = {Path(image): "the input image", **dependencies(m), m.with_name(m.stem + ".head.json"):
+             f"the head metadata of {m}"}
+    if names is not None:
+        files[Path(names)] = "the class names file"
+    return files
+
+
+def check_output(model: str | os.PathLike, image: str | os.PathLike, out: str | os.PathLike,
+                 names: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Check, before detecting, that ``out`` may be written: not an input, not a link, new unless ``force``."""
+    from .io import check_outputs
+
+    return check_outputs([out], _inputs(model, image, names), force)[0]
+
+
+def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike, force: bool = False,
+         names: str | os.PathLike | None = None) -> Path:
+    """Draw labelled boxes on ``image`` and save it to ``out`` (written atomically).
+
+    ``out`` is checked as by :func:`check_output` (``names``: the names file the detection read).
+    """
     from PIL import Image, ImageDraw
 
-    from .io import Staging
+    from .io import Staging, check_outputs
 
+    inputs = _inputs(result.model, image, names)
+    check_outputs([out], inputs, force)
     im = Image.fromarray(read_rgb(image))
     d = ImageDraw.Draw(im)
     palette = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
@@ -118,7 +144,7 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike)
         d.rectangle((tx, ty, tx + 6 * len(label) + 4, ty + 11), fill=color)
         d.text((tx + 2, ty), label, fill=(255, 255, 255))
     out = Path(out)
-    with Staging(out) as st:
+    with Staging(out, protected=inputs, force=force) as st:
         im.save(st.path(out.name))
         st.commit()
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .engines import engine_for, run
+from .errors import InputError
 from .io import load
 from .verify import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
                      conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
@@ -25,17 +26,40 @@ ENGINE_LAYOUT_RTOL = 1e-3
 
 
 def head_for(candidate: str | os.PathLike) -> dict | None:
-    """The head JSON of a raw model: its ONNX metadata, or ``<stem>.head.json`` beside it."""
+    """The head JSON of a raw model, or None for a decoded one.
+
+    For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
+    ``<stem>.head.json`` beside it must say the same, and one beside an ``.onnx`` without embedded
+    metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
+    ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
+    """
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
-    if side.exists():
-        return json.loads(side.read_text())
-    if p.suffix.lower() == ".onnx":
-        m = load(p)
-        for prop in m.metadata_props:
-            if prop.key == "headcut":
-                return json.loads(prop.value)
+    sidecar = _json_object(side.read_bytes(), f"{side}: the head metadata sidecar") if side.is_file() else None
+    if p.suffix.lower() != ".onnx":
+        return sidecar
+    m = load(p)
+    embedded = next((_json_object(prop.value, f"{p}: the headcut metadata embedded in it")
+                     for prop in m.metadata_props if prop.key == "headcut"), None)
+    if embedded is not None:
+        if sidecar is not None and sidecar != embedded:
+            raise InputError(f"{side}: disagrees with the head metadata embedded in {p} (which headcut uses); "
+                             "remove or replace the sidecar")
+        return embedded
+    if sidecar is not None:
+        raise InputError(f"{side}: lies beside {p}, which has no headcut metadata (a raw model strip wrote has it); "
+                         "remove the stale sidecar")
     return None
+
+
+def _json_object(text, where: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"{where} is not a JSON object")
+    return value
 
 
 def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:

@@ -14,7 +14,7 @@ from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError
 from .graph import infer_shapes, max_rank
 from .head import Head, Layout
-from .io import Staging, check_output_path, load, save
+from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
 from .locate import decode_region, locate
 from .graph import GraphIndex
 from .wrappers import decoded_before_nms
@@ -132,6 +132,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
 
+    The output set is ``dst``, ``dst.data`` (a model too big for protobuf) and the sidecar: an
+    existing member is an error unless ``force``, and ``src``, its external data or an image never
+    may be one (see :func:`~onnx_headcut.io.check_output_path`).
+
     Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
     ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
     the three layers of :mod:`onnx_headcut.verify` must pass — raw outputs equal to the prediction
@@ -140,7 +144,8 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
     check_options(tol, conf, iou)
-    dst = check_output_path(src, dst, force=force)
+    inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
+    dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
     found = _locate(model)
     head = found.head
@@ -156,13 +161,13 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
                                                      f"is static{why}",))
     n_source = len(model.graph.node)
-    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
-                            shapes=found.shapes if work is found.work else None)
-    reference = found.reference if found.reference is not None else src
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):
-        conv_source = work.SerializeToString()
+        conv_source = work.SerializeToString()  # before the cut, which is made in place
+    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
+                            shapes=found.shapes if work is found.work else None)
+    reference = found.reference if found.reference is not None else src
     del model, found, work
 
     rw = None
@@ -182,7 +187,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     sidecar_name = dst.stem + ".head.json"
 
-    with Staging(dst) as st:
+    with Staging(dst, targets=strip_outputs(dst), protected=inputs, force=force) as st:
         staged = st.path(dst.name)
         save(raw, staged)
         st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")

@@ -215,3 +215,30 @@ def test_nothing_passing_conf_is_said(tmp_path):
     code, out, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx", "--conf", "0.9")
     assert code == 0, err
     assert "0 vs 0 detections (no score reaches 0.9 on either side)" in out
+
+
+def test_layer_1_reads_the_convs_from_the_located_graph_when_the_original_renamed_them(tmp_path):
+    """When folding renamed the prediction convs' tensors, layer 1 reads them from the graph the
+    head was located on (``conv_source``), and layer 2 still compares with the user's original."""
+    from onnx_headcut.strip import inspect
+    from onnx_headcut.verify import verify
+
+    onnx.save(yolov6_v1(width=8), str(tmp_path / "located.onnx"))
+    code, _, err = headcut("strip", tmp_path / "located.onnx", "-o", tmp_path / "raw.onnx")
+    assert code == 0, err
+    head = inspect(tmp_path / "located.onnx").head
+    renamed = yolov6_v1(width=8)
+    convs = {b.tensor for lv in head.levels for b in lv.branches}
+    for n in renamed.graph.node:
+        n.output[:] = [o + "_renamed" if o in convs else o for o in n.output]
+        n.input[:] = [i + "_renamed" if i in convs else i for i in n.input]
+    onnx.save(renamed, str(tmp_path / "original.onnx"))
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    meta = __import__("json").loads(raw.metadata_props[0].value)
+    res = verify(tmp_path / "original.onnx", tmp_path / "raw.onnx", head, meta,
+                 conv_source=(tmp_path / "located.onnx").read_bytes())
+    assert res.ok and res.checks[0].layout.max_abs_err == 0
+    from onnx_headcut.errors import VerificationError
+
+    with pytest.raises(VerificationError, match="cannot run the original"):
+        verify(tmp_path / "original.onnx", tmp_path / "raw.onnx", head, meta)  # the tensors are not there

@@ -35,22 +35,25 @@ FAMILIES = {
 }
 
 
-def write_samples(folder, family: str | None = None) -> list:
-    """(Re)generate the bundled sample models (all, or one family of :data:`FAMILIES`) into ``folder``."""
+def write_samples(folder, family: str | None = None, force: bool = False) -> list:
+    """(Re)generate the bundled sample models (all, or one family of :data:`FAMILIES`) into ``folder``.
+
+    A sample file that already exists in ``folder`` is an error unless ``force``; all the files
+    appear together, once every one is written.
+    """
     if family is not None and family not in FAMILIES:
         from ..errors import HeadcutError
 
         raise HeadcutError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
     from pathlib import Path
 
-    from ..io import Staging, save
+    from ..io import Staging, check_outputs, save
 
     folder = Path(folder)
-    written = []
-    for name, (make, kw) in SAMPLES.items():
-        if family is not None and name not in FAMILIES[family]:
-            continue
-        with Staging(folder / name) as st:
+    chosen = [name for name in SAMPLES if family is None or name in FAMILIES[family]]
+    targets = check_outputs([folder / name for name in chosen], force=force)
+    with Staging(targets[0], targets=targets, force=force) as st:
+        for name in chosen:
+            make, kw = SAMPLES[name]
             save(make(**kw), st.path(name))
-            written += st.commit()
-    return written
+        return st.commit()
