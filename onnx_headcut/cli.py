@@ -60,7 +60,10 @@ def _run(fn):
     except Exception as e:  # a bug: still one line, traceback on request
         if os.environ.get("HEADCUT_DEBUG"):
             raise
-        typer.echo(f"headcut: internal error: {type(e).__name__}: {e} (set HEADCUT_DEBUG=1 for a traceback)", err=True)
+        from .text import printable
+
+        what = " ".join(printable(e).split(" ")) or "no message"
+        typer.echo(f"headcut: internal error: {type(e).__name__}: {what} (set HEADCUT_DEBUG=1 for a traceback)", err=True)
         raise typer.Exit(1)
 
 
@@ -129,11 +132,12 @@ def convert(
         with _status(f"converting {model.name} for {to}"):
             return run_convert(model, to, output, force=force)
 
+    from .text import printable_lines
+
     res = _run(run)
-    typer.echo(f"engine    {res.engine}")
-    typer.echo(f"input     {', '.join(res.inputs)}")
-    typer.echo(f"outputs   {', '.join(res.outputs)}")
-    typer.echo("wrote     " + ", ".join(str(f) for f in res.files))
+    typer.echo(printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
+                                f"outputs   {', '.join(res.outputs)}",
+                                "wrote     " + ", ".join(str(f) for f in res.files)]))
 
 
 @app.command()
@@ -153,11 +157,13 @@ def verify(
 
         with _status(f"running {candidate.name} and {original.name}"):
             checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
+        from .text import printable
+
         for c in checks:
-            typer.echo(f"{c.engine:<5} {c.input}: max abs error boxes {c.max_abs_err_boxes:.3g}, scores "
+            typer.echo(printable(f"{c.engine:<5} {c.input}: max abs error boxes {c.max_abs_err_boxes:.3g}, scores "
                        f"{c.max_abs_err_scores:.3g} (tolerance {c.tolerance:.3g}); detections at conf "
                        f"{c.conf:.3g}: {c.n_ref} vs {c.n_engine}, classes {'equal' if c.same_classes else 'differ'}, "
-                       f"min IoU {c.min_iou:.4f}  {'OK' if c.ok else 'DIFFERENT'}")
+                       f"min IoU {c.min_iou:.4f}  {'OK' if c.ok else 'DIFFERENT'}"))
         if not all(c.ok for c in checks):
             raise VerificationError("the candidate's detections differ from the original's")
 
@@ -179,7 +185,6 @@ def detect(
 
     def run():
         from .detect import detect as run_detect, draw
-
         with _status(f"running {model.name}"):
             res = run_detect(model, image, engine, conf, iou, names)
         if output is not None:
@@ -192,19 +197,22 @@ def detect(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .text import printable
 
     t = Table(title=f"{len(res.detections)} detections - {res.kind} model on {res.engine}, conf >= {conf}",
               title_justify="left")
     for col in ("#", "class", "score", "x1", "y1", "x2", "y2"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for i, d in enumerate(res.detections[:50]):
-        t.add_row(str(i), d.name, f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))
+        t.add_row(str(i), Text(printable(d.name)), f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))  # no markup
     console = Console(highlight=False)
     console.print(t)
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:
-        console.print(f"wrote {output}")
+        console.print(Text(printable(f"wrote {output}")))
 
 
 @app.command()
@@ -222,8 +230,10 @@ def sample(
             raise OutputError(f"{output}: the output folder does not exist")
         return write_samples(output, family)
 
+    from .text import printable
+
     for p in _run(run):
-        typer.echo(f"wrote {p}")
+        typer.echo(printable(f"wrote {p}"))
 
 
 @app.command()

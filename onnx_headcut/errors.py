@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 
 class HeadcutError(Exception):
     """Base class. ``exit_code`` is what the CLI returns; the message is one line for the user."""
 
     exit_code = 2
 
-    def __str__(self) -> str:  # keep messages on one line whatever the caller passed
-        return " ".join(super().__str__().split())
+    def __str__(self) -> str:
+        """One printable line: strings from the model are escaped (:func:`~onnx_headcut.text.printable`),
+        so a tensor named ``"x\\nverify OK"`` cannot forge a report line; runs of spaces are collapsed."""
+        from .text import printable
+
+        return re.sub(" {2,}", " ", printable(super().__str__())).strip()
 
 
 class InputError(HeadcutError):
