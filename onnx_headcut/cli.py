@@ -185,6 +185,10 @@ def detect(
 
     def run():
         from .detect import detect as run_detect, draw
+        from .images import image_format
+
+        if output is not None:
+            image_format(output)  # an unknown extension fails before the model runs
         with _status(f"running {model.name}"):
             res = run_detect(model, image, engine, conf, iou, names)
         if output is not None:

@@ -34,10 +34,12 @@ class Converted:
     outputs: tuple[str, ...]
 
 
-def _head_json(model: onnx.ModelProto) -> str | None:
+def _head_json(model: onnx.ModelProto, source: str) -> str | None:
+    from .head import parse_metadata
+
     for p in model.metadata_props:
         if p.key == "headcut":
-            return json.dumps(json.loads(p.value), indent=2) + "\n"
+            return json.dumps(parse_metadata(p.value, source), indent=2) + "\n"
     return None
 
 
@@ -63,7 +65,7 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     existing = [n for n in names if (out / n).exists()]
     if existing and not force:
         raise OutputError(f"{out / existing[0]}: already exists (use --force to overwrite)")
-    head = _head_json(model)
+    head = _head_json(model, str(src))
     with Staging(out / names[0]) as st:
         if to == "mnn":
             _need("MNN", "mnn")

@@ -7,7 +7,6 @@ decoded model (an original converted as is), whose output is compared directly.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +75,18 @@ def match(ref: np.ndarray, got: np.ndarray) -> tuple[bool, float]:
 
 def head_for(candidate: str | os.PathLike) -> dict | None:
     """The head JSON of a raw model: its ONNX metadata, or ``<stem>.head.json`` beside it."""
+    from .head import parse_metadata
+    from .io import read_limited
+
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
     if side.exists():
-        return json.loads(side.read_text())
+        return parse_metadata(read_limited(side, 1 << 20, "head record"), str(side))
     if p.suffix.lower() == ".onnx":
         m = load(p)
         for prop in m.metadata_props:
             if prop.key == "headcut":
-                return json.loads(prop.value)
+                return parse_metadata(prop.value, str(p))
     return None
 
 

@@ -22,6 +22,11 @@ class InputError(HeadcutError):
     """The input file is missing, empty, unreadable or not a valid ONNX model."""
 
 
+class TooLargeError(InputError):
+    """A constant the model declares is larger than headcut will materialise (see
+    :data:`onnx_headcut.graph.MAX_CONSTANT_ELEMENTS`); refused before anything is allocated."""
+
+
 class OutputError(HeadcutError):
     """The output path cannot be written (missing folder, not writable, same as the input...)."""
 
