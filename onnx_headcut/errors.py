@@ -45,6 +45,12 @@ class RewriteError(HeadcutError):
     """A graph rewrite cannot be done (for example a >4-D chain with no <=4-D equivalent)."""
 
 
+class InternalError(HeadcutError):
+    """headcut broke one of its own postconditions (a bug, never the user's input): exit 1, one line."""
+
+    exit_code = 1
+
+
 class VerificationError(HeadcutError):
     """The rewritten model does not reproduce the original within tolerance."""
 

@@ -12,7 +12,7 @@ import onnx
 from . import __version__
 from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, TooLargeError, VerificationError
-from .graph import check_constant_sizes, infer_shapes, max_rank
+from .graph import check_constant_sizes, check_graph, infer_shapes, max_rank
 from .head import Head, Layout, parse_metadata
 from .io import Staging, check_output_path, load, save
 from .locate import decode_region, locate
@@ -185,6 +185,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         removed={"nodes": insp.cut.removed, "ops": insp.cut.removed_ops},
         raw_outputs=[{"name": n, "shape": list(sh)} for n, sh in insp.cut.outputs],
     )
+    check_graph(raw)  # postcondition: single assignment, everything defined, acyclic
     del raw.metadata_props[:]
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     sidecar_name = dst.stem + ".head.json"

@@ -1,4 +1,5 @@
-"""Issue 11 (items 3-5): bounded memory, every user-caused failure is exit 2 in one line.
+"""Issue 11 (items 3-5): bounded memory, every user-caused failure is exit 2 in one line, no
+generated name collides with the model's own.
 
 Each CLI case runs ``python -m onnx_headcut`` in a subprocess and asserts the exit code, the one
 ``headcut: error:`` line and what it says, no traceback, nothing written and every file that was
@@ -345,3 +346,56 @@ def test_path_based_shape_inference_ignores_the_current_folder(tmp_path, monkeyp
     monkeypatch.setattr(graph_mod, "PROTOBUF_LIMIT", 0)
     assert infer_shapes(m) == expected
     assert (tmp_path / "m.data").read_bytes() == b"keep"
+
+
+# ------------------------------------------------------------------------------ names
+
+
+def test_generated_names_never_collide_with_the_models(tmp_path):
+    """The model already uses names headcut generates (tensors and node names): before, exit 3
+    (onnxruntime: duplicate definition) or, with --no-verify, a non-SSA file written with exit 0."""
+    from onnx_headcut.graph import infer_shapes
+    from onnx_headcut.locate import locate
+
+    m = build("legacy")
+    g = m.graph
+    head = locate(m, infer_shapes(m))
+    final = next(n for n in g.node if head.output_name in n.output)
+    rename = {head.levels[0].branches[0].tensor: "headcut/l0/concat",
+              head.levels[0].branches[1].tensor: "headcut/l0/flat_shape",
+              head.levels[1].branches[0].tensor: "headcut/concat",
+              final.input[0]: f"{head.output_name}__decoded_by_headcut"}
+    for n in g.node:
+        n.input[:] = [rename.get(i, i) for i in n.input]
+        n.output[:] = [rename.get(o, o) for o in n.output]
+    g.node[0].name, g.node[1].name = "headcut/l0/rows/Transpose", "headcut/l0/concat/Concat"
+    onnx.checker.check_model(m)
+    src = tmp_path / "taken.onnx"
+    onnx.save(m, str(src))
+    before = digest(src)
+    for k, extra in enumerate([[], ["--no-verify"], ["--layout", "levels"], ["--layout", "levels", "--no-verify"]]):
+        dst = tmp_path / f"raw{k}.onnx"
+        code, out, err = headcut("strip", src, "-o", dst, *extra)
+        assert code == 0, err
+        assert ("OK" in out) == ("--no-verify" not in extra)
+        onnx.checker.check_model(onnx.load(str(dst)), full_check=True)
+    assert digest(src) == before
+
+
+def test_postcondition_rejects_a_cyclic_or_non_ssa_graph():
+    from onnx_headcut.errors import InternalError
+    from onnx_headcut.graph import check_graph
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    ok = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    check_graph(ok)
+    twice = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
+    with pytest.raises(InternalError, match="tensor 'y' is written twice"):
+        check_graph(helper.make_model(twice))
+    cycle = helper.make_graph([helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
+                               helper.make_node("Relu", ["a"], ["b"], name="n2"),
+                               helper.make_node("Identity", ["a"], ["y"])], "g", [x], [y])
+    with pytest.raises(InternalError, match="is on a cycle"):
+        check_graph(helper.make_model(cycle))
+    assert InternalError("x").exit_code == 1
