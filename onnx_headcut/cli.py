@@ -62,8 +62,8 @@ def _run(fn):
             raise
         from .text import printable
 
-        what = " ".join(printable(e).split(" ")) or "no message"
-        typer.echo(f"headcut: internal error: {type(e).__name__}: {what} (set HEADCUT_DEBUG=1 for a traceback)", err=True)
+        typer.echo(f"headcut: internal error: {type(e).__name__}: {printable(e) or 'no message'} "
+                   "(set HEADCUT_DEBUG=1 for a traceback)", err=True)
         raise typer.Exit(1)
 
 

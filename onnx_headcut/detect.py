@@ -83,6 +83,9 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
     labels = class_names(nc, names)  # a bad names file fails before the model runs
+    from .graph import check_input_size
+
+    check_input_size(in_name, shape)
     if engine == "ncnn":
         from .convert import param_blobs
 

@@ -25,6 +25,21 @@ Shape = tuple  # of int (static) | str (symbolic) | None (unknown)
 MAX_CONSTANT_ELEMENTS = 1 << 24
 
 
+#: The largest model input headcut feeds (verification's deterministic input, a letterboxed image):
+#: 2**26 elements, e.g. 3 x 4096 x 4096 at batch 1. A file declaring a larger input is refused before
+#: an input tensor is allocated.
+MAX_INPUT_ELEMENTS = 1 << 26
+
+
+def check_input_size(name: str, shape, batch: int = 1) -> None:
+    """Refuse to run a model whose input ``name`` of ``shape`` (symbolic dims count as ``batch``)
+    would exceed :data:`MAX_INPUT_ELEMENTS`."""
+    n = _prod(d if isinstance(d, int) and d > 0 else batch for d in shape)
+    if n > MAX_INPUT_ELEMENTS:
+        raise TooLargeError(f"input '{name}' {list(shape)} would hold {n} elements, above headcut's limit of "
+                            f"{MAX_INPUT_ELEMENTS} for running the model")
+
+
 def too_large(name: str, op: str, count: int) -> TooLargeError:
     """The one refusal for a constant above :data:`MAX_CONSTANT_ELEMENTS` (what, where, how big, the limit)."""
     return TooLargeError(f"constant '{name}' ({op}) would hold {count} elements, above headcut's limit of "

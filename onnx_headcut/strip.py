@@ -12,7 +12,7 @@ import onnx
 from . import __version__
 from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, TooLargeError, VerificationError
-from .graph import check_constant_sizes, check_graph, infer_shapes, max_rank
+from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .head import Head, Layout, parse_metadata
 from .io import Staging, check_output_path, load, save
 from .locate import decode_region, locate
@@ -110,7 +110,11 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
             return _Located(model, locate(model, shapes), False, shapes=shapes)
         except NoHeadError as direct:
             # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
-            check_constant_sizes(model, infer_shapes(model, data_prop=True))
+            try:
+                propagated = infer_shapes(model, data_prop=True)
+            except Exception:  # onnx's data propagation gave up: the sizes known without it were checked above
+                propagated = shapes
+            check_constant_sizes(model, propagated)
             try:
                 folded = fold(model)
             except HeadcutError:
@@ -155,6 +159,11 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     model = load(src)
     found = _locate_file(model, src)
     head = found.head
+    if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
+        try:
+            check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
+        except TooLargeError as e:
+            raise TooLargeError(f"{src}: {e}") from None
     work, batch = found.work, 1
     if found.folded:
         batch_name = _dynamic_batch(model)

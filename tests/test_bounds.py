@@ -399,3 +399,22 @@ def test_postcondition_rejects_a_cyclic_or_non_ssa_graph():
     with pytest.raises(InternalError, match="is on a cycle"):
         check_graph(helper.make_model(cycle))
     assert InternalError("x").exit_code == 1
+
+
+_SMALL_INPUT_LIMIT = ("import sys; import onnx_headcut.graph as g; g.MAX_INPUT_ELEMENTS = 1000; "
+                      "from onnx_headcut.cli import main; sys.argv = ['headcut', *sys.argv[1:]]; main()")
+
+
+def test_an_input_too_large_to_run_is_refused_before_it_is_allocated(write, tmp_path):
+    """strip verifies and detect letterboxes into the declared input size: refused above the limit
+    (lowered to 1000 elements here; the real limit is 2^26) before any input tensor exists."""
+    src = write("legacy")
+    before = snapshot(tmp_path)
+    for verb in (["strip", src, "-o", tmp_path / "raw.onnx"], ["detect", src, PHOTO]):
+        p = subprocess.run([sys.executable, "-c", _SMALL_INPUT_LIMIT, *map(str, verb)], capture_output=True, text=True)
+        refused((p.returncode, p.stdout, p.stderr), 2,
+                "input 'image_arrays' [1, 3, 320, 320] would hold 307200 elements, above headcut's limit of 1000")
+    assert snapshot(tmp_path) == before
+    p = subprocess.run([sys.executable, "-c", _SMALL_INPUT_LIMIT, "strip", str(src), "-o", str(tmp_path / "raw.onnx"),
+                        "--no-verify"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr  # nothing runs without verification

@@ -72,3 +72,17 @@ def test_printable(text, shown):
 
     assert printable(text) == shown
     assert str(HeadcutError(f"tensor '{text}'")) == f"tensor '{shown}'"
+
+
+def test_detect_prints_class_names_escaped_and_without_markup(tmp_path):
+    from pathlib import Path
+
+    photo = Path(__file__).resolve().parents[1] / "samples" / "images" / "chelsea.jpg"
+    src = tmp_path / "in.onnx"
+    onnx.save(build("legacy"), str(src))
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"[bold]c{i}\u202e\x1b[2K\n" for i in range(80)), encoding="utf-8")
+    code, out, err = headcut("detect", src, photo, "--names", names, "--conf", "0")
+    assert code == 0, err
+    _clean(out + err)
+    assert "[bold]c" in out and "\\u202e\\x1b[2K" in out  # shown literally: neither markup nor escapes applied
