@@ -60,7 +60,10 @@ def _run(fn):
     except Exception as e:  # a bug: still one line, traceback on request
         if os.environ.get("HEADCUT_DEBUG"):
             raise
-        typer.echo(f"headcut: internal error: {type(e).__name__}: {e} (set HEADCUT_DEBUG=1 for a traceback)", err=True)
+        from .text import printable
+
+        typer.echo(f"headcut: internal error: {type(e).__name__}: {printable(e) or 'no message'} "
+                   "(set HEADCUT_DEBUG=1 for a traceback)", err=True)
         raise typer.Exit(1)
 
 
@@ -131,11 +134,12 @@ def convert(
         with _status(f"converting {model.name} for {to}"):
             return run_convert(model, to, output, force=force)
 
+    from .text import printable_lines
+
     res = _run(run)
-    typer.echo(f"engine    {res.engine}")
-    typer.echo(f"input     {', '.join(res.inputs)}")
-    typer.echo(f"outputs   {', '.join(res.outputs)}")
-    typer.echo("wrote     " + ", ".join(str(f) for f in res.files))
+    typer.echo(printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
+                                f"outputs   {', '.join(res.outputs)}",
+                                "wrote     " + ", ".join(str(f) for f in res.files)]))
 
 
 @app.command()
@@ -156,8 +160,10 @@ def verify(
 
         with _status(f"running {candidate.name} and {original.name}"):
             checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
+        from .text import printable
+
         for c in checks:
-            typer.echo(_fit("\n".join(check_lines(c))))
+            typer.echo(_fit("\n".join(printable(line) for line in check_lines(c))))
         bad = next((c for c in checks if not c.ok), None)
         if bad is not None:
             raise VerificationError(f"the candidate differs from the original on {bad.input}: {bad.failure()}")
@@ -181,8 +187,10 @@ def detect(
 
     def run():
         from .detect import check_output, detect as run_detect, draw
+        from .images import image_format
 
         if output is not None:
+            image_format(output)  # an unknown extension fails before the model runs
             check_output(model, image, output, names, force)
         with _status(f"running {model.name}"):
             res = run_detect(model, image, engine, conf, iou, names)
@@ -196,19 +204,22 @@ def detect(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .text import printable
 
     t = Table(title=f"{len(res.detections)} detections - {res.kind} model on {res.engine}, conf >= {conf}",
               title_justify="left")
     for col in ("#", "class", "score", "x1", "y1", "x2", "y2"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for i, d in enumerate(res.detections[:50]):
-        t.add_row(str(i), d.name, f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))
+        t.add_row(str(i), Text(printable(d.name)), f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))  # no markup
     console = Console(highlight=False)
     console.print(t)
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:
-        console.print(f"wrote {output}")
+        console.print(Text(printable(f"wrote {output}")))
 
 
 @app.command()
@@ -227,8 +238,10 @@ def sample(
             raise OutputError(f"{output}: the output folder does not exist")
         return write_samples(output, family, force=force)
 
+    from .text import printable
+
     for p in _run(run):
-        typer.echo(f"wrote {p}")
+        typer.echo(printable(f"wrote {p}"))
 
 
 @app.command()

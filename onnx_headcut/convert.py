@@ -34,10 +34,12 @@ class Converted:
     outputs: tuple[str, ...]
 
 
-def _head_json(model: onnx.ModelProto) -> str | None:
+def _head_json(model: onnx.ModelProto, source: str) -> str | None:
+    from .head import parse_metadata
+
     for p in model.metadata_props:
         if p.key == "headcut":
-            return json.dumps(json.loads(p.value), indent=2) + "\n"
+            return json.dumps(parse_metadata(p.value, source), indent=2) + "\n"
     return None
 
 
@@ -74,7 +76,7 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     names = {"mnn": [f"{stem}.mnn"], "ncnn": [f"{stem}.param", f"{stem}.bin"]}.get(to)
     if names is None:
         raise EngineError(f"unknown target {to!r} (choose mnn or ncnn)")
-    head = _head_json(model)
+    head = _head_json(model, str(src))
     side = out / f"{stem}.head.json"
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
     reads = dependencies(src)  # never written, even with force

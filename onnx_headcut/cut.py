@@ -29,6 +29,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import HeadcutError
+from .graph import fresh, graph_names
 from .head import ANCHOR_GRID, Head, Layout
 
 
@@ -46,13 +47,16 @@ class CutReport:
 
 
 class _Tail:
-    """Builds the new nodes (protobuf, appended to the graph); every name is prefixed ``headcut/``.
+    """Builds the new nodes (protobuf, appended to the graph); every name is prefixed ``headcut/`` and
+    made unique against ``taken`` (all names of the graph), so a model that already uses ``headcut/...``
+    names cannot make the new nodes collide with its own.
 
     ``batch`` is 1, or the symbolic name of a dynamic batch axis: Reshape targets then copy the
     batch from their input (0) instead of fixing it.
     """
 
-    def __init__(self, elem_type: int, batch: int | str = 1):
+    def __init__(self, elem_type: int, batch: int | str = 1, taken: set[str] | None = None):
+        self.taken = taken if taken is not None else set()
         self.elem_type = elem_type
         self.dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
         self.batch = batch
@@ -64,16 +68,20 @@ class _Tail:
         b = 1 if self.batch == 1 else 0
         return self.const(name, np.array([b, *dims], np.int64))
 
-    def op(self, op: str, name: str, inputs, shape, out: str | None = None, **attrs) -> str:
-        """Append ``op`` writing tensor ``headcut/<name>`` (or ``out``) of ``shape`` (batch axis replaced)."""
-        out = out or f"headcut/{name}"
-        self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=f"headcut/{name}/{op}", **attrs))
+    def op(self, op: str, name: str, inputs, shape, out: str | None = None, keep_name: bool = False,
+           **attrs) -> str:
+        """Append ``op`` writing tensor ``headcut/<name>`` (or ``out``; as given with ``keep_name``) of
+        ``shape`` (batch axis replaced)."""
+        out = out if keep_name else fresh(self.taken, out or f"headcut/{name}")
+        node_name = fresh(self.taken, f"headcut/{name}/{op}")
+        self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=node_name, **attrs))
         self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, [self.batch, *shape[1:]]))
         return out
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.asarray(value), f"headcut/{name}"))
-        return f"headcut/{name}"
+        name = fresh(self.taken, f"headcut/{name}")
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
 
     def dfl(self, x: str, name: str, reg_max: int, h: int, w: int) -> str:
         r = reg_max + 1
@@ -141,7 +149,8 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     before = Counter(n.op_type for n in g.node)
     old = next(o for o in g.output if o.name == head.output_name)
     elem = old.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
-    hidden = f"{head.output_name}__decoded_by_headcut"
+    taken = graph_names(g)
+    hidden = fresh(taken, f"{head.output_name}__decoded_by_headcut")
     for n in g.node:  # the new output takes the old one's name
         for k, o in enumerate(n.output):
             if o == head.output_name:
@@ -150,7 +159,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
             if i == head.output_name:
                 n.input[k] = hidden
 
-    tail = _Tail(elem, batch)
+    tail = _Tail(elem, batch, taken)
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
     per_level = _anchor_levels(tail, head, layout) if head.decode == ANCHOR_GRID else []
@@ -177,7 +186,8 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     if layout.kind == "levels":
         outputs = per_level
     else:
-        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=head.output_name, axis=1)]
+        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=head.output_name, keep_name=True,
+                           axis=1)]
     out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
     g.node.extend(tail.nodes)
     g.initializer.extend(tail.inits)

@@ -18,7 +18,7 @@ from .engine_check import head_for
 from .engines import engine_for, run
 from .errors import InputError
 from .head import Geometry
-from .images import read_rgb
+from .images import image_format, read_rgb
 from .names import class_names
 
 
@@ -71,10 +71,21 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         g = Geometry.of(head)
         in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
         out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
+        if model.suffix.lower() == ".onnx":  # onnxruntime would materialise any oversized constant
+            from .graph import check_constant_sizes, infer_shapes
+            from .io import load
+
+            m = load(model)
+            check_constant_sizes(m, infer_shapes(m))
+            del m
     else:
         located = _decoded_input(model)
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
+    labels = class_names(nc, names)  # a bad names file fails before the model runs
+    from .graph import check_input_size
+
+    check_input_size(in_name, shape)
     if engine == "ncnn":
         from .convert import param_blobs
 
@@ -90,7 +101,6 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     else:
         decoded = canonical(ys[0], Geometry.of(located))
     dets = postprocess(decoded, conf, iou)
-    labels = class_names(nc, names)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
@@ -132,6 +142,7 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
 
     inputs = _inputs(result.model, image, names)
     check_outputs([out], inputs, force)
+    fmt = image_format(out)
     im = Image.fromarray(read_rgb(image))
     d = ImageDraw.Draw(im)
     palette = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
@@ -145,6 +156,6 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
         d.text((tx + 2, ty), label, fill=(255, 255, 255))
     out = Path(out)
     with Staging(out, protected=inputs, force=force) as st:
-        im.save(st.path(out.name))
+        im.save(st.path(out.name), format=fmt)
         st.commit()
     return out

@@ -8,7 +8,6 @@ output is compared directly. The layers are those of :mod:`onnx_headcut.verify`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -33,13 +32,16 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
     metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
     ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
     """
+    from .head import parse_metadata
+    from .io import read_limited
+
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
-    sidecar = _json_object(side.read_bytes(), f"{side}: the head metadata sidecar") if side.is_file() else None
+    sidecar = parse_metadata(read_limited(side, 1 << 20, "head record"), str(side)) if side.is_file() else None
     if p.suffix.lower() != ".onnx":
         return sidecar
     m = load(p)
-    embedded = next((_json_object(prop.value, f"{p}: the headcut metadata embedded in it")
+    embedded = next((parse_metadata(prop.value, str(p))
                      for prop in m.metadata_props if prop.key == "headcut"), None)
     if embedded is not None:
         if sidecar is not None and sidecar != embedded:
@@ -50,16 +52,6 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
         raise InputError(f"{side}: lies beside {p}, which has no headcut metadata (a raw model strip wrote has it); "
                          "remove the stale sidecar")
     return None
-
-
-def _json_object(text, where: str) -> dict:
-    try:
-        value = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
-        raise InputError(f"{where} is not a JSON object")
-    return value
 
 
 def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 
 class HeadcutError(Exception):
     """Base class. ``exit_code`` is what the CLI returns; the message is one line for the user."""
 
     exit_code = 2
 
-    def __str__(self) -> str:  # keep messages on one line whatever the caller passed
-        return " ".join(super().__str__().split())
+    def __str__(self) -> str:
+        """One printable line: strings from the model are escaped (:func:`~onnx_headcut.text.printable`),
+        so a tensor named ``"x\\nverify OK"`` cannot forge a report line; runs of spaces are collapsed."""
+        from .text import printable
+
+        return re.sub(" {2,}", " ", printable(super().__str__())).strip()
 
 
 class InputError(HeadcutError):
     """The input file is missing, empty, unreadable or not a valid ONNX model."""
+
+
+class TooLargeError(InputError):
+    """A constant the model declares is larger than headcut will materialise (see
+    :data:`onnx_headcut.graph.MAX_CONSTANT_ELEMENTS`); refused before anything is allocated."""
 
 
 class OutputError(HeadcutError):
@@ -32,6 +43,12 @@ class AlreadyRawError(HeadcutError):
 
 class RewriteError(HeadcutError):
     """A graph rewrite cannot be done (for example a >4-D chain with no <=4-D equivalent)."""
+
+
+class InternalError(HeadcutError):
+    """headcut broke one of its own postconditions (a bug, never the user's input): exit 1, one line."""
+
+    exit_code = 1
 
 
 class VerificationError(HeadcutError):

@@ -11,9 +11,39 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .io import PROTOBUF_LIMIT
+from .errors import TooLargeError
+from .io import PROTOBUF_LIMIT, save_external
 
 Shape = tuple  # of int (static) | str (symbolic) | None (unknown)
+
+#: The largest tensor headcut computes itself: 2**24 elements (64 MiB as float32). Constant folding
+#: (grid, stride and anchor chains, reshape targets) and the check run before onnxsim folds a graph
+#: refuse anything the graph *declares* larger -- ConstantOfShape, Expand, Tile, Range, broadcasting
+#: arithmetic, sparse constants -- before a byte is allocated. Real decode constants are far below
+#: it: a grid or anchor-point constant is (1, N, 2) with N ~ 200k anchors even at 1280-1920 px
+#: inputs (~2**19 elements). Weights the file itself holds are not limited (they are already read).
+MAX_CONSTANT_ELEMENTS = 1 << 24
+
+
+#: The largest model input headcut feeds (verification's deterministic input, a letterboxed image):
+#: 2**26 elements, e.g. 3 x 4096 x 4096 at batch 1. A file declaring a larger input is refused before
+#: an input tensor is allocated.
+MAX_INPUT_ELEMENTS = 1 << 26
+
+
+def check_input_size(name: str, shape, batch: int = 1) -> None:
+    """Refuse to run a model whose input ``name`` of ``shape`` (symbolic dims count as ``batch``)
+    would exceed :data:`MAX_INPUT_ELEMENTS`."""
+    n = _prod(d if isinstance(d, int) and d > 0 else batch for d in shape)
+    if n > MAX_INPUT_ELEMENTS:
+        raise TooLargeError(f"input '{name}' {list(shape)} would hold {n} elements, above headcut's limit of "
+                            f"{MAX_INPUT_ELEMENTS} for running the model")
+
+
+def too_large(name: str, op: str, count: int) -> TooLargeError:
+    """The one refusal for a constant above :data:`MAX_CONSTANT_ELEMENTS` (what, where, how big, the limit)."""
+    return TooLargeError(f"constant '{name}' ({op}) would hold {count} elements, above headcut's limit of "
+                         f"{MAX_CONSTANT_ELEMENTS}; refusing to materialise it")
 
 
 class GraphIndex:
@@ -76,13 +106,15 @@ class GraphIndex:
         inits = [self.initializers[i] for i in used if i in self.initializers]
         if sum(int(np.prod(t.dims)) for t in inits) > 1 << 20:
             return None
+        outs = [o for n in nodes for o in n.output if o]  # every intermediate too: later lookups hit the cache
+        g = onnx.helper.make_graph(nodes, "const", [], [onnx.helper.make_empty_tensor_value_info(o) for o in outs],
+                                   inits)
+        m = onnx.helper.make_model(g, opset_imports=list(self.model.opset_import))
+        if not _bounded(m, {o: n.op_type for n in nodes for o in n.output}):
+            return None  # an output whose size cannot be known before running it: not evaluated
         try:
             from onnx.reference import ReferenceEvaluator
 
-            outs = [o for n in nodes for o in n.output if o]  # every intermediate too: later lookups hit the cache
-            g = onnx.helper.make_graph(nodes, "const", [], [onnx.helper.make_empty_tensor_value_info(o) for o in outs],
-                                       inits)
-            m = onnx.helper.make_model(g, opset_imports=list(self.model.opset_import))
             values = ReferenceEvaluator(m).run(None, {})
         except Exception:  # not evaluable here: treat as not constant
             return None
@@ -145,8 +177,11 @@ class GraphIndex:
                 if n.op_type not in _NUMPY_FOLD:
                     return None
                 ins = [get(i) if i else None for i in n.input]
+                count = _declared_count(n, ins)  # before anything is allocated
+                if count is not None and count > MAX_CONSTANT_ELEMENTS:
+                    raise too_large(n.output[0], n.op_type, count)
                 env[n.output[0]] = np.asarray(_NUMPY_FOLD[n.op_type](n, ins))
-        except (KeyError, ValueError, TypeError, IndexError):
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError):
             return None
         return env
 
@@ -184,6 +219,62 @@ def _slice(node, ins):
     return x[tuple(idx)]
 
 
+def _range_length(start, limit, delta) -> int:
+    d = float(np.asarray(delta).reshape(-1)[0])
+    if d == 0:
+        raise ValueError("Range with delta 0")
+    return max(0, int(np.ceil((float(np.asarray(limit).reshape(-1)[0]) - float(np.asarray(start).reshape(-1)[0])) / d)))
+
+
+def _declared_count(node, ins) -> int | None:
+    """How many elements ``node`` would produce from the values ``ins``, computed from shapes only;
+    None for ops whose output is never larger than their inputs (Slice, Cast, Transpose, ...)."""
+    op = node.op_type
+    if op == "ConstantOfShape":
+        dims = [int(d) for d in np.asarray(ins[0]).reshape(-1)]
+        if any(d < 0 for d in dims):
+            raise ValueError("negative dim")
+        return _prod(dims)
+    if op == "Expand":
+        return _prod(np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in np.asarray(ins[1]).reshape(-1))))
+    if op == "Tile":
+        reps = [int(r) for r in np.asarray(ins[1]).reshape(-1)]
+        return _prod([d * r for d, r in zip(ins[0].shape, reps)]) if len(reps) == ins[0].ndim else None
+    if op == "Range":
+        return _range_length(*ins[:3])
+    if op in ("Add", "Sub", "Mul"):
+        return _prod(np.broadcast_shapes(ins[0].shape, ins[1].shape))
+    if op == "Concat":
+        return sum(int(x.size) for x in ins if x is not None)
+    if op == "Gather":
+        return _prod(ins[1].shape) * (int(ins[0].size) // max(1, ins[0].shape[attr(node, "axis", 0)]))
+    return None
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _bounded(model: onnx.ModelProto, ops: dict[str, str]) -> bool:
+    """True when shape inference bounds every output of ``model`` (a constant subgraph) within
+    :data:`MAX_CONSTANT_ELEMENTS`; raises :func:`too_large` for one declared above it."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        return False
+    known = {vi.name: _dims(vi.type) for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for name, op in ops.items():
+        dims = known.get(name)
+        if dims is None or not all(isinstance(d, int) for d in dims):
+            return False
+        if _prod(dims) > MAX_CONSTANT_ELEMENTS:
+            raise too_large(name, op, _prod(dims))
+    return True
+
+
 #: numpy for the ops of constant grid/anchor chains (see GraphIndex._fold_numpy)
 _NUMPY_FOLD = {
     "Constant": lambda n, i: _constant_node_value(n),
@@ -200,7 +291,65 @@ _NUMPY_FOLD = {
     "Add": lambda n, i: i[0] + i[1], "Sub": lambda n, i: i[0] - i[1], "Mul": lambda n, i: i[0] * i[1],
     "Range": lambda n, i: np.arange(i[0], i[1], i[2]).astype(i[0].dtype),
     "Slice": _slice,
+    "ConstantOfShape": lambda n, i: _constant_of_shape(n, i[0]),
 }
+
+
+def _constant_of_shape(node, shape) -> np.ndarray:
+    """ONNX ConstantOfShape: ``value`` (a one-element tensor; default float32 0) repeated to ``shape``."""
+    value = np.zeros(1, np.float32)
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            value = numpy_helper.to_array(a.t)
+    return np.full([int(d) for d in np.asarray(shape).reshape(-1)], value.reshape(-1)[0], dtype=value.dtype)
+
+
+#: ops whose output is not a function of their inputs: never folded (not constant), but onnxruntime still
+#: allocates what they declare, so their sizes are checked too
+_RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"})
+
+
+def check_constant_sizes(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
+    """Refuse a graph that declares a constant above :data:`MAX_CONSTANT_ELEMENTS` which the file does
+    not itself hold, before anything (headcut's folder, onnxsim, onnxruntime) materialises it.
+
+    A tensor is constant when it depends on initializers, Constant nodes and static shapes only (Shape
+    and Size outputs count: onnxsim folds them). It is refused when its inferred static size is above
+    the limit and above each of its inputs' sizes (so a large weight cast to another type, held by the
+    file, passes; a ConstantOfShape, Expand, Tile, Range or broadcast that creates one does not).
+    Sparse constants and sparse initializers are refused on their declared dims. Raises
+    :class:`~onnx_headcut.errors.TooLargeError`.
+    """
+    g = model.graph
+    for sp in g.sparse_initializer:
+        if _prod(sp.dims) > MAX_CONSTANT_ELEMENTS:
+            raise too_large(sp.values.name or sp.indices.name, "sparse initializer", _prod(sp.dims))
+    const = {t.name for t in g.initializer} | {sp.values.name for sp in g.sparse_initializer}
+
+    def size(name: str) -> int | None:
+        dims = shapes.get(name)
+        return _prod(dims) if dims is not None and all(isinstance(d, int) for d in dims) else None
+
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "sparse_value" and _prod(a.sparse_tensor.dims) > MAX_CONSTANT_ELEMENTS:
+                    raise too_large(node.output[0], "Constant sparse_value", _prod(a.sparse_tensor.dims))
+            const.update(node.output)
+            continue
+        random = node.op_type in _RANDOM
+        if not random and node.op_type not in ("Shape", "Size") and not all(not i or i in const for i in node.input):
+            continue
+        if not random:
+            const.update(o for o in node.output if o)
+        if node.op_type in ("Shape", "Size"):
+            continue
+        biggest = max((size(i) or 0 for i in node.input if i), default=0)
+        for o in node.output:
+            n = size(o) if o else None
+            if n is not None and n > MAX_CONSTANT_ELEMENTS and n > biggest:
+                raise too_large(o, node.op_type, n)
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -216,6 +365,78 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         if a.name == "value_ints":
             return np.array(list(a.ints), dtype=np.int64)
     return None
+
+
+def graph_names(g: onnx.GraphProto) -> set[str]:
+    """Every name ``g`` uses: tensors (node inputs and outputs, initializers, graph inputs and outputs,
+    value_info) and node names. A generated name must be none of them."""
+    names = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer}
+    names |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
+    for n in g.node:
+        names.update(n.input)
+        names.update(n.output)
+        names.add(n.name)
+    names.discard("")
+    return names
+
+
+def fresh(taken: set[str], base: str) -> str:
+    """``base``, or ``base_1``, ``base_2``, ... : the first not in ``taken`` (which it is then added to)."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def check_graph(model: onnx.ModelProto, what: str = "the raw graph") -> None:
+    """Postcondition before a graph is written: single assignment (no tensor written twice, or both
+    written and an initializer or input), every node input defined, every output produced, no cycle.
+    What ``onnx.checker`` would reject from headcut's own rewriting; raises
+    :class:`~onnx_headcut.errors.InternalError` (a headcut bug, exit 1)."""
+    from .errors import InternalError
+
+    g = model.graph
+    defined = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer} | {i.name for i in g.input}
+    producer: dict[str, int] = {}
+    for k, n in enumerate(g.node):
+        for o in n.output:
+            if not o:
+                continue
+            if o in producer or o in defined:
+                raise InternalError(f"{what} is not valid ONNX: tensor '{o}' is written twice; nothing written "
+                                    "(a headcut bug: please report it)")
+            producer[o] = k
+    known = defined | set(producer)
+    indegree, users = [0] * len(g.node), defaultdict(list)
+    for k, n in enumerate(g.node):
+        for i in set(n.input):
+            if not i:
+                continue
+            if i not in known:
+                raise InternalError(f"{what} is not valid ONNX: node '{n.name}' reads '{i}', which nothing defines; "
+                                    "nothing written (a headcut bug: please report it)")
+            if i in producer:
+                indegree[k] += 1
+                users[producer[i]].append(k)
+    for o in g.output:
+        if o.name not in known:
+            raise InternalError(f"{what} is not valid ONNX: output '{o.name}' is not produced; nothing written "
+                                "(a headcut bug: please report it)")
+    ready = [k for k, d in enumerate(indegree) if d == 0]
+    seen = 0
+    while ready:
+        k = ready.pop()
+        seen += 1
+        for u in users[k]:
+            indegree[u] -= 1
+            if indegree[u] == 0:
+                ready.append(u)
+    if seen != len(g.node):
+        stuck = next(g.node[k] for k, d in enumerate(indegree) if d > 0)
+        raise InternalError(f"{what} is not valid ONNX: node '{stuck.name or stuck.output[0]}' is on a cycle; "
+                            "nothing written (a headcut bug: please report it)")
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -271,7 +492,7 @@ _INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx
                             onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.BOOL})
 
 
-def infer_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> dict[str, Shape]:
     """Shapes of every tensor ONNX shape inference can reach (static ints, symbolic strs, None).
 
     Runs on :func:`skeleton` (no weight is copied); a skeleton still too big to serialise in
@@ -279,11 +500,11 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     """
     model = skeleton(model)
     if model.ByteSize() < PROTOBUF_LIMIT:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=data_prop)
     else:  # models over 2 GB (tests force this branch)
         with tempfile.TemporaryDirectory() as d:
             src, dst = Path(d, "m.onnx"), Path(d, "s.onnx")
-            onnx.save_model(model, str(src), save_as_external_data=True, location="m.data")
+            save_external(model, src, "m.data")
             onnx.shape_inference.infer_shapes_path(str(src), str(dst))
             inferred = onnx.load(str(dst), load_external_data=False)
     shapes: dict[str, Shape] = {}

@@ -51,9 +51,7 @@ def load(path: str | os.PathLike) -> onnx.ModelProto:
     if p.stat().st_size == 0:
         raise InputError(f"{p}: the file is empty")
     try:
-        model = onnx.load(str(p))
-    except FileNotFoundError as e:  # external data file listed in the model but missing
-        raise InputError(f"{p}: external data file missing ({e.filename})") from None
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends: corrupt or not ONNX at all
         raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
     g = model.graph
@@ -61,7 +59,48 @@ def load(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not an ONNX model (no graph nodes or inputs found)")
     if not g.output:
         raise InputError(f"{p}: the model has no outputs")
+    _check_opsets(model, p)
+    _load_external(model, p)
     return model
+
+
+def _check_opsets(model: onnx.ModelProto, p: Path) -> None:
+    """Every operator domain the nodes use must have an ``opset_import`` (ONNX needs it to read the ops)."""
+    imported = {o.domain if o.domain != "ai.onnx" else "" for o in model.opset_import}
+    if "" not in imported and not model.opset_import:
+        raise InputError(f"{p}: the model has no opset_import (which ONNX operator set its nodes use is unknown)")
+    for n in model.graph.node:
+        domain = n.domain if n.domain != "ai.onnx" else ""
+        if domain not in imported:
+            shown = domain or "ai.onnx (default)"
+            raise InputError(f"{p}: node '{n.name or n.output[0]}' ({n.op_type}) uses operator domain {shown} "
+                             "but the model has no opset_import for it")
+
+
+def _load_external(model: onnx.ModelProto, p: Path) -> None:
+    """Read the weights stored in side files, each checked by name first."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, load_external_data_for_model
+
+    files = []
+    for t in _get_all_tensors(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = ExternalDataInfo(t).location
+            if loc not in files:
+                files.append(loc)
+    if not files:
+        return
+    base = p.parent
+    for loc in files:
+        f = Path(loc)
+        if not loc or f.is_absolute() or ".." in f.parts:
+            raise InputError(f"{p}: external data location '{loc}' must be a relative path inside the model's folder")
+        if not (base / f).is_file():
+            raise InputError(f"{p}: external data file '{loc}' listed by '{p.name}' is missing")
+    try:
+        load_external_data_for_model(model, str(base))
+    except Exception as e:  # a truncated side file, offsets past its end, ...
+        raise InputError(f"{p}: external data of '{p.name}' is not readable ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def dependencies(path: str | os.PathLike) -> dict[Path, str]:
@@ -228,10 +267,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
         from onnx.external_data_helper import set_external_data
 
         data = p.name + ".data"
-        for t in model.graph.initializer:
-            if t.HasField("raw_data") and len(t.raw_data) >= 1024:
-                set_external_data(t, data)
-        onnx.save_model(model, str(p))
+        save_external(model, p, data, size_threshold=1024)
         return [p, p.with_name(data)]
     onnx.save_model(model, str(p))
     return [p]
@@ -239,6 +275,23 @@ def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
 
 #: errors that mean the disk (or the quota, or the file size limit) is exhausted
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def save_external(model: onnx.ModelProto, path: Path, location: str, size_threshold: int = 1024) -> None:
+    """Save with weights in ``location`` beside ``path``.
+
+    ``onnx.save_model(save_as_external_data=True)`` refuses when a file named ``location`` exists in
+    the *current* folder (it tests the relative path against the working directory), so the tensors
+    are marked here and onnx only writes them next to ``path``.
+    """
+    import sys
+
+    from onnx.external_data_helper import _get_initializer_tensors, set_external_data
+
+    for t in _get_initializer_tensors(model):
+        if t.HasField("raw_data") and sys.getsizeof(t.raw_data) >= size_threshold:
+            set_external_data(t, location)
+    onnx.save_model(model, str(path))
 
 
 class Staging:
@@ -387,3 +440,21 @@ def _acquire(path: Path, what) -> tuple[Path, int]:
                 os.write(fd, f"{os.getpid()}\n".encode())
             return path, fd
         os.close(fd)  # the previous holder removed the file between our open and flock: take the new one
+
+
+def read_limited(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, reading at most ``limit`` (a FIFO, ``/dev/zero`` or a huge file is
+    refused after ``limit`` bytes, never read to the end); :class:`InputError` on any failure."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such {what}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a folder, not a {what}") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
+    if len(data) > limit:
+        raise InputError(f"{p}: the {what} is larger than {limit} bytes, headcut's limit for it")
+    return data

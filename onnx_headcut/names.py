@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .errors import InputError
+from .io import read_limited
+
+#: a names file is read up to this many bytes (1 MiB: ~10^5 class names); a larger file is refused
+MAX_NAMES_BYTES = 1 << 20
 
 COCO = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -23,10 +26,13 @@ COCO = (
 def class_names(nc: int, path: str | os.PathLike | None = None) -> tuple[str, ...]:
     """``nc`` names: from ``path`` (one per line), else COCO when nc == 80, else ``class0``, ``class1``, ..."""
     if path is not None:
+        data = read_limited(path, MAX_NAMES_BYTES, "names file")
         try:
-            names = tuple(ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip())
-        except OSError as e:
-            raise InputError(f"{path}: cannot read the names file ({e.strerror})") from None
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: the names file is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                             f"{e.start}); save it as UTF-8") from None
+        names = tuple(ln.strip() for ln in text.splitlines() if ln.strip())
         if len(names) != nc:
             raise InputError(f"{path}: {len(names)} names for a model with {nc} classes")
         return names

@@ -1,8 +1,13 @@
-"""Plain-text rendering of what ``strip`` and ``inspect`` found (the CLI prints these)."""
+"""Plain-text rendering of what ``strip`` and ``inspect`` found (the CLI prints these).
+
+Every line goes through :func:`~onnx_headcut.text.printable_lines`: names and strings from the model
+cannot break a line or reorder it (control characters and bidi overrides are shown escaped).
+"""
 
 from __future__ import annotations
 
 from .strip import Inspection, StripResult
+from .text import printable_lines
 
 
 def _ops(d: dict) -> str:
@@ -51,7 +56,7 @@ def inspect_text(insp: Inspection) -> str:
         f"raw output (1, {h.rows}, {h.width()}) = " + _blocks(h.blocks()),
         f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
     ] + [f"note      {n}" for n in h.notes] + ["why:"] + [f"  - {r}" for r in h.reasons]
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 def strip_text(res: StripResult) -> str:
@@ -83,4 +88,4 @@ def strip_text(res: StripResult) -> str:
         for c in res.verification.checks:
             lines += check_lines(c)
     lines.append("wrote     " + ", ".join(str(f) for f in res.files))
-    return "\n".join(lines)
+    return printable_lines(lines)

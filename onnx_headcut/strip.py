@@ -11,9 +11,9 @@ import onnx
 
 from . import __version__
 from .cut import CutReport, cut
-from .errors import HeadcutError, NoHeadError
-from .graph import infer_shapes, max_rank
-from .head import Head, Layout
+from .errors import HeadcutError, NoHeadError, TooLargeError
+from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
+from .head import Head, Layout, parse_metadata
 from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
 from .locate import decode_region, locate
 from .graph import GraphIndex
@@ -77,12 +77,27 @@ class _Located:
     shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
 
 
-def _locate(model: onnx.ModelProto) -> _Located:
+def _locate_file(model: onnx.ModelProto, path) -> _Located:
+    """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
+    first; a refusal names the file."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:  # a raw model: its record must at least be well-formed
+            parse_metadata(p.value, str(path))
+    try:
+        return _locate(model)
+    except TooLargeError as e:
+        raise TooLargeError(f"{path}: {e}") from None
+
+
+def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
     """Locate directly; fold shape plumbing with onnxsim first when the graph needs it.
 
-    An end-to-end export is first truncated at the decoded tensor that feeds its NMS.
+    An end-to-end export is first truncated at the decoded tensor that feeds its NMS. Any constant
+    the graph declares above :data:`~onnx_headcut.graph.MAX_CONSTANT_ELEMENTS` is refused first.
     """
-    e2e = decoded_before_nms(model, _locate)
+    shapes = shapes if shapes is not None else infer_shapes(model)
+    check_constant_sizes(model, shapes)
+    e2e = decoded_before_nms(model, _locate, shapes)
     if e2e is not None:
         truncated, inner, nms = e2e
         tail = len(model.graph.node) - len(truncated.graph.node)
@@ -92,23 +107,27 @@ def _locate(model: onnx.ModelProto) -> _Located:
                         truncated.SerializeToString())
     if needs_folding(model):
         try:
-            shapes = infer_shapes(model)
             return _Located(model, locate(model, shapes), False, shapes=shapes)
         except NoHeadError as direct:
+            # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
+            try:
+                propagated = infer_shapes(model, data_prop=True)
+            except Exception:  # onnx's data propagation gave up: the sizes known without it were checked above
+                propagated = shapes
+            check_constant_sizes(model, propagated)
             try:
                 folded = fold(model)
             except HeadcutError:
                 raise direct from None
             shapes = infer_shapes(folded)
             return _Located(folded, locate(folded, shapes), True, shapes=shapes)
-    shapes = infer_shapes(model)
     return _Located(model, locate(model, shapes), False, shapes=shapes)
 
 
 def inspect(path: str | os.PathLike) -> Inspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
     model = load(path)
-    found = _locate(model)
+    found = _locate_file(model, path)
     return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
 
@@ -147,8 +166,13 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
-    found = _locate(model)
+    found = _locate_file(model, src)
     head = found.head
+    if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
+        try:
+            check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
+        except TooLargeError as e:
+            raise TooLargeError(f"{src}: {e}") from None
     work, batch = found.work, 1
     if found.folded:
         batch_name = _dynamic_batch(model)
@@ -183,6 +207,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         removed={"nodes": insp.cut.removed, "ops": insp.cut.removed_ops},
         raw_outputs=[{"name": n, "shape": list(sh)} for n, sh in insp.cut.outputs],
     )
+    check_graph(raw)  # postcondition: single assignment, everything defined, acyclic
     del raw.metadata_props[:]
     raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     sidecar_name = dst.stem + ".head.json"
@@ -216,9 +241,11 @@ def _tensor_names(model: onnx.ModelProto) -> set[str]:
 
 def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict:
     """The head JSON that ``strip`` stored in a raw model."""
+    source = "the model"
     if not isinstance(model, onnx.ModelProto):
+        source = str(model)
         model = onnx.load(str(model), load_external_data=False)
     for p in model.metadata_props:
         if p.key == METADATA_KEY:
-            return json.loads(p.value)
+            return parse_metadata(p.value, source)
     raise HeadcutError("no headcut metadata in this model (was it written by headcut strip?)")

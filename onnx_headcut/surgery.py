@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import RewriteError
-from .graph import GraphIndex, infer_shapes, is_static, max_rank
+from .graph import GraphIndex, fresh, graph_names, infer_shapes, is_static, max_rank
 
 MAX_RANK = 4
 
@@ -90,12 +90,8 @@ def reduce_permutation(shape, perm, keep_batch: bool = True) -> tuple[tuple[int,
 
 
 def _unique(graph: onnx.GraphProto, base: str) -> str:
-    names = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    name, k = base, 0
-    while name in names:
-        k += 1
-        name = f"{base}_{k}"
-    return name
+    """``base`` or ``base_<k>``: unused by any tensor or node of ``graph`` (see :func:`graph_names`)."""
+    return fresh(graph_names(graph), base)
 
 
 def _set_shape_input(model: onnx.ModelProto, node: onnx.NodeProto, shape) -> None:

@@ -382,7 +382,7 @@ def test_head_for_reads_the_sidecar_of_an_engine_file(tmp_path, raw):
     (tmp_path / "raw.param").write_text("7767517\n")
     assert head_for(tmp_path / "raw.param") == read_metadata(raw)
     (tmp_path / "raw.head.json").write_text("[not an object")
-    with pytest.raises(InputError, match="raw.head.json: the head metadata sidecar is not a JSON object"):
+    with pytest.raises(InputError, match="raw.head.json: malformed headcut metadata: not JSON"):
         head_for(tmp_path / "raw.param")
 
 
