@@ -199,10 +199,10 @@ def check_outputs(targets: Iterable[str | os.PathLike], protected: Mapping[Path,
     for t in targets:
         _check_target(t, protected, force)
     for folder in folders:
-        try:  # os.access says yes to root even on read-only mounts: really try
-            fd, probe = tempfile.mkstemp(prefix=".headcut-probe-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
+        try:  # os.access says yes to root even on read-only mounts: really try. TemporaryFile is
+            # nameless on Linux (O_TMPFILE), so an interrupt here can leave nothing behind
+            with tempfile.TemporaryFile(prefix=".headcut-probe-", dir=folder):
+                pass
         except OSError:
             raise OutputError(f"{folder}: the output folder is not writable") from None
     return targets
