@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, table  # noqa: E402
 
 from onnx_headcut.decode import decode, detect, nms  # noqa: E402
-from onnx_headcut.head import Geometry  # noqa: E402
+from onnx_headcut.heads import Geometry  # noqa: E402
 
 
 def geometry(kind: str, size: int, levels: int, nc: int, reg_max: int = 0) -> Geometry:

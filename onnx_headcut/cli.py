@@ -89,7 +89,7 @@ def strip(
     def run():
         from . import strip as pipeline
         from .errors import HeadcutError
-        from .head import Layout
+        from .heads import Layout
         from .report import strip_text
 
         if layout not in ("flat", "levels"):

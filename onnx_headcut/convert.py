@@ -20,6 +20,7 @@ import onnx
 
 from .engines import EngineError, _need, pnnx_binary, worker
 from .errors import OutputError
+from .metadata import embedded
 from .io import Staging, check_outputs, dependencies, load
 
 
@@ -35,12 +36,8 @@ class Converted:
 
 
 def _head_json(model: onnx.ModelProto, source: str) -> str | None:
-    from .head import parse_metadata
-
-    for p in model.metadata_props:
-        if p.key == "headcut":
-            return json.dumps(parse_metadata(p.value, source), indent=2) + "\n"
-    return None
+    meta = embedded(model, source)
+    return None if meta is None else json.dumps(meta, indent=2) + "\n"
 
 
 def _input_shape(model: onnx.ModelProto) -> list[int]:

@@ -30,7 +30,8 @@ from onnx import numpy_helper
 
 from .errors import HeadcutError
 from .graph import fresh, graph_names
-from .head import ANCHOR_GRID, Head, Layout
+from .heads import Head, Layout
+from .heads.anchor_grid import KIND as ANCHOR_GRID
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,8 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     tail = _Tail(elem, batch, taken)
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
-    per_level = _anchor_levels(tail, head, layout) if head.decode == ANCHOR_GRID else []
-    for i, lv in enumerate(head.levels if head.decode != ANCHOR_GRID else ()):
+    per_level = _anchor_levels(tail, head, layout) if head.kind is ANCHOR_GRID else []
+    for i, lv in enumerate(head.levels if head.kind is not ANCHOR_GRID else ()):
         h, w = lv.grid
         by_role = {b.role: b for b in lv.branches}
         parts = []

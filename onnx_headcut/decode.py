@@ -1,25 +1,16 @@
 """The reference decode of headcut's raw outputs, in numpy, written to be ported line by line to C++.
 
 Everything here reads the head geometry recorded by ``strip`` (the JSON in the raw model's
-``metadata_props["headcut"]`` or the ``*.head.json`` sidecar), or a :class:`~onnx_headcut.head.Head`.
+``metadata_props["headcut"]`` or the ``*.head.json`` sidecar), or a :class:`~onnx_headcut.heads.Head`.
 Rows are ordered level by level (stride ascending), row-major over (y, x) inside a level::
 
     row r of a level (stride s, grid h x w, rows first_row .. first_row + h*w - 1):
         i = r - first_row;  gy = i // w;  gx = i % w
 
-``grid_exp_obj`` (YOLOv6 0.1.0, YOLOX), raw row ``[dx, dy, dw, dh, obj, cls_0 .. cls_{nc-1}]``::
-
-    cx = (dx + gx) * s        w = exp(dw) * s        score_c = sigmoid(obj) * sigmoid(cls_c)
-    cy = (dy + gy) * s        h = exp(dh) * s
-
-``dist_anchor`` (YOLOv6 >= 0.2 anchor-free), raw row ``[l, t, r, b, cls...]``, or with DFL
-``[l_0..l_R, t_0..t_R, r_0..r_R, b_0..b_R, cls...]`` where each distance is the expectation
-``sum_i softmax(bins)_i * i``::
-
-    ax = gx + 0.5, ay = gy + 0.5
-    x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b
-    cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, w = (x2 - x1) * s, h = (y2 - y1) * s
-    score_c = sigmoid(cls_c)
+Each decode kind's formula is written out in its module, :mod:`onnx_headcut.heads.grid_exp_obj`
+(YOLOv6 0.1.0, YOLOX), :mod:`~onnx_headcut.heads.dist_anchor` (YOLOv6 >= 0.2, YOLOv8/11, DFL or not)
+and :mod:`~onnx_headcut.heads.anchor_grid` (YOLOv5/v7); this module holds what they share: the row
+geometry, letterbox, NMS and the ordering of candidates.
 
 Where the metadata says a block has "sigmoid applied" the graph already did it. A C++ port should
 threshold before decoding: ``sigmoid`` is monotonic, so a row is skipped when its best logit is
@@ -32,21 +23,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from .head import ANCHOR_GRID, DIST_ANCHOR, GRID_EXP_OBJ, Geometry
+from .heads import Geometry, kind
+from .numeric import cell_grid, dfl_expectation, sigmoid
 
 __all__ = ["anchor_grid", "canonical", "decode", "detect", "flatten_levels", "letterbox", "nms", "original_output",
-           "postprocess", "scale_boxes", "sigmoid"]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically safe logistic function, computed in the input's dtype."""
-    x = np.asarray(x)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+           "postprocess", "scale_boxes", "sigmoid", "dfl_expectation"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +45,7 @@ def _rows(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(cells (N, 2), strides (N, 1), anchor sizes (N, 2) in pixels or None) per raw row."""
     cells, strides, sizes = [], [], []
     for i, (s, (h, w)) in enumerate(zip(g.strides, g.grids)):
-        gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-        c = np.stack([gx.ravel(), gy.ravel()], -1)
+        c = cell_grid(h, w)
         for a in range(g.na):
             cells.append(c)
             strides.append(np.full((h * w, 1), s, dtype=np.float32))
@@ -80,24 +60,10 @@ def flatten_levels(raw, head) -> np.ndarray:
     if g.layout != "levels" and not isinstance(raw, (list, tuple)):
         return np.asarray(raw)
     outs = [np.asarray(r) for r in raw]
-    if g.decode == ANCHOR_GRID:  # (B, na*no, h, w) per level → rows (level, anchor, y, x)
+    if g.na > 1:  # anchor heads: (B, na*no, h, w) per level → rows (level, anchor, y, x)
         return np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]).transpose(0, 1, 3, 2)
                                .reshape(o.shape[0], -1, o.shape[1] // g.na) for o in outs], 1)
     return np.concatenate([o.reshape(o.shape[0], o.shape[1], -1).transpose(0, 2, 1) for o in outs], 1)
-
-
-def dfl_expectation(bins: np.ndarray, reg_max: int) -> np.ndarray:
-    """(..., 4 * (reg_max + 1)) bin logits → (..., 4) distances: softmax over each group, then sum_i p_i * i."""
-    b = bins.reshape(*bins.shape[:-1], 4, reg_max + 1).astype(np.float32)
-    b = np.exp(b - b.max(-1, keepdims=True))
-    p = b / b.sum(-1, keepdims=True)
-    return (p * np.arange(reg_max + 1, dtype=np.float32)).sum(-1)
-
-
-def _distances(flat: np.ndarray, g: Geometry, cols: dict) -> np.ndarray:
-    if "dfl" in cols:
-        return dfl_expectation(flat[..., cols["dfl"]], g.reg_max)
-    return flat[..., cols["reg"]]
 
 
 def decode(raw, head) -> np.ndarray:
@@ -112,9 +78,8 @@ def decode(raw, head) -> np.ndarray:
     rows = _rows(g)
     if flat.ndim != 3 or flat.shape[1] != len(rows[0]) or flat.shape[2] != g.width:
         raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width})")
-    if g.decode not in (GRID_EXP_OBJ, DIST_ANCHOR, ANCHOR_GRID):
-        raise ValueError(f"unknown decode kind {g.decode!r}")
-    return _decode_with(flat, g, *(None if r is None else r.astype(flat.dtype) for r in rows))
+    cells, strides, sizes = (None if r is None else r.astype(flat.dtype) for r in rows)
+    return kind(g.decode).decode(flat, g, cells, strides, sizes)
 
 
 def original_output(raw, head) -> np.ndarray:
@@ -132,7 +97,7 @@ def original_output(raw, head) -> np.ndarray:
                 flat[..., cols[role]] = sigmoid(flat[..., cols[role]])
         return flat
     out = decode(raw, g)
-    if g.decode == DIST_ANCHOR and not g.ones_column:
+    if not g.ones_column:
         out = np.concatenate([out[..., :4], out[..., 5:]], -1)
     return out.transpose(0, 2, 1) if g.channel_first else out
 
@@ -149,7 +114,7 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
                                                 / np.clip(1 - probs[..., cols[role]], 1e-12, None))
         return decode(probs, g)
     y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
-    if g.decode == DIST_ANCHOR and not g.ones_column:
+    if not g.ones_column:
         y = np.concatenate([y[..., :4], np.ones((*y.shape[:2], 1), y.dtype), y[..., 4:]], -1)
     return y
 
@@ -210,13 +175,13 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300)
     Candidates are chosen before decoding: a row's score is at most ``sigmoid(obj)`` (or its best
     ``sigmoid(cls)``), so rows whose logit is below ``logit(conf)`` are dropped first and only the
     rest are decoded. Then class-aware NMS (boxes offset by class so classes never suppress each other).
-    Pass a :class:`~onnx_headcut.head.Geometry` (``Geometry.of(meta)``) when calling it in a loop.
+    Pass a :class:`~onnx_headcut.heads.Geometry` (``Geometry.of(meta)``) when calling it in a loop.
     """
     g = Geometry.of(head)
     flat = flatten_levels(raw, g)
     rows = np.asarray(flat[0], dtype=np.float32)  # a view when the output is already float32
     cols = g.columns()
-    gate_role = "obj" if g.decode in (GRID_EXP_OBJ, ANCHOR_GRID) else "cls"
+    gate_role = kind(g.decode).gate
     gate = rows[:, cols[gate_role]]
     threshold = conf if g.activated(gate_role) else float(np.log(conf / (1 - conf)))
     hits = np.flatnonzero(gate >= np.float32(threshold))  # flat indices: cheaper than .any(1) on a strided view
@@ -244,31 +209,4 @@ def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_
 def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
     """:func:`decode` restricted to the rows ``index`` of the flat layout: returns (K, 5 + nc)."""
     cells, strides, sizes = _rows(g)
-    return _decode_with(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]
-
-
-def _decode_with(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
-                 sizes: np.ndarray | None = None) -> np.ndarray:
-    """The formulas of the module docstring, for rows whose cells, strides (and anchor sizes) are given."""
-    cols = g.columns()
-    dt = flat.dtype.type
-
-    def score(role):
-        x = flat[..., cols[role]]
-        return x if g.activated(role) else sigmoid(x)
-
-    if g.decode == ANCHOR_GRID:
-        p = sigmoid(flat[..., cols["box"]])
-        xy = (p[..., 0:2] * dt(2) + (cells - dt(0.5))) * strides
-        wh = (p[..., 2:4] * dt(2)) ** 2 * sizes
-        return np.concatenate([xy, wh, score("obj"), score("cls")], -1)
-    if g.decode == GRID_EXP_OBJ:
-        box = flat[..., cols["box"]]
-        return np.concatenate([(box[..., 0:2] + cells) * strides, np.exp(box[..., 2:4]) * strides,
-                               score("obj"), score("cls")], -1)
-    d = _distances(flat, g, cols).astype(flat.dtype)
-    anchors = cells + dt(0.5)
-    x1y1 = anchors - d[..., 0:2]
-    x2y2 = anchors + d[..., 2:4]
-    box = np.concatenate([(x1y1 + x2y2) / dt(2), x2y2 - x1y1], -1) * strides
-    return np.concatenate([box, np.ones((*flat.shape[:2], 1), flat.dtype), score("cls")], -1)
+    return kind(g.decode).decode(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]

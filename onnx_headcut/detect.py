@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .decode import canonical, decode, letterbox, postprocess, scale_boxes, to_input
-from .engine_check import head_for
+from .metadata import head_for
 from .engines import engine_for, run
 from .errors import InputError
-from .head import Geometry
+from .heads import Geometry
 from .images import image_format, read_rgb
 from .names import class_names
 

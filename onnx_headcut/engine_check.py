@@ -9,13 +9,11 @@ output is compared directly. The layers are those of :mod:`onnx_headcut.verify`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from .engines import engine_for, run
-from .errors import InputError
-from .io import load
+from .metadata import head_for
 from .verify import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
                      conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
 
@@ -24,42 +22,12 @@ from .verify import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, che
 ENGINE_LAYOUT_RTOL = 1e-3
 
 
-def head_for(candidate: str | os.PathLike) -> dict | None:
-    """The head JSON of a raw model, or None for a decoded one.
-
-    For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
-    ``<stem>.head.json`` beside it must say the same, and one beside an ``.onnx`` without embedded
-    metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
-    ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
-    """
-    from .head import parse_metadata
-    from .io import read_limited
-
-    p = Path(candidate)
-    side = p.with_name(p.stem + ".head.json")
-    sidecar = parse_metadata(read_limited(side, 1 << 20, "head record"), str(side)) if side.is_file() else None
-    if p.suffix.lower() != ".onnx":
-        return sidecar
-    m = load(p)
-    embedded = next((parse_metadata(prop.value, str(p))
-                     for prop in m.metadata_props if prop.key == "headcut"), None)
-    if embedded is not None:
-        if sidecar is not None and sidecar != embedded:
-            raise InputError(f"{side}: disagrees with the head metadata embedded in {p} (which headcut uses); "
-                             "remove or replace the sidecar")
-        return embedded
-    if sidecar is not None:
-        raise InputError(f"{side}: lies beside {p}, which has no headcut metadata (a raw model strip wrote has it); "
-                         "remove the stale sidecar")
-    return None
-
-
 def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:
     """A threshold that ``k`` detections of ``original`` reach on verify's random input
     (:func:`~onnx_headcut.verify.gap_threshold`): for comparing models with random weights, whose
     scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
     from .decode import canonical
-    from .head import Geometry
+    from .heads import Geometry
     from .strip import inspect
 
     head = inspect(original).head

@@ -35,7 +35,7 @@ SWAPS = {"Add": ("Sub", "Mul"), "Sub": ("Add",), "Mul": ("Add", "Div"), "Div": (
 
 def _decode_nodes(model: onnx.ModelProto) -> list:
     from .graph import GraphIndex
-    from .locate import decode_region
+    from .region import decode_region
 
     try:
         return list(decode_region(GraphIndex(model), model.graph.output[0].name).nodes) if model.graph.output else []

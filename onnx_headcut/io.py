@@ -261,12 +261,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
     """
     p = Path(path)
     if weight_bytes(model) > _EXTERNAL_THRESHOLD:
-        # What save_model(save_as_external_data=True, location=data) does, minus its check that
-        # ``data`` does not exist relative to the *current* folder (a spurious refusal: the file is
-        # written beside ``path``). Tensors of 1 KiB or more go to ``data``, written by save_model.
-        from onnx.external_data_helper import set_external_data
-
-        data = p.name + ".data"
+        data = p.name + ".data"  # tensors of 1 KiB or more go there (see save_external)
         save_external(model, p, data, size_threshold=1024)
         return [p, p.with_name(data)]
     onnx.save_model(model, str(p))

@@ -13,16 +13,17 @@ from . import __version__
 from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, TooLargeError
 from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
-from .head import Head, Layout, parse_metadata
+from .heads import Head, Layout
+from .metadata import embed, embedded, read_metadata  # noqa: F401 - read_metadata: public here too
 from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
-from .locate import decode_region, locate
+from .locate import locate
+from .region import decode_region
 from .graph import GraphIndex
 from .wrappers import decoded_before_nms
 from .simplify import fold, needs_folding, simplify as onnxsim_simplify
 from .surgery import RewriteReport, rewrite_5d
 from .verify import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
 
-METADATA_KEY = "headcut"
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ class _Located:
 def _locate_file(model: onnx.ModelProto, path) -> _Located:
     """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
     first; a refusal names the file."""
-    for p in model.metadata_props:
-        if p.key == METADATA_KEY:  # a raw model: its record must at least be well-formed
-            parse_metadata(p.value, str(path))
+    embedded(model, str(path))  # a raw model: its record must at least be well-formed
     try:
         return _locate(model)
     except TooLargeError as e:
@@ -147,7 +146,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
 
     ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
-    level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.head.Layout`).
+    level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.heads.Layout`).
     A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
 
@@ -209,7 +208,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     )
     check_graph(raw)  # postcondition: single assignment, everything defined, acyclic
     del raw.metadata_props[:]
-    raw.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+    embed(raw, meta)
     sidecar_name = dst.stem + ".head.json"
 
     with Staging(dst, targets=strip_outputs(dst), protected=inputs, force=force) as st:
@@ -237,15 +236,3 @@ def _dynamic_batch(model: onnx.ModelProto) -> str | None:
 
 def _tensor_names(model: onnx.ModelProto) -> set[str]:
     return {o for n in model.graph.node for o in n.output}
-
-
-def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict:
-    """The head JSON that ``strip`` stored in a raw model."""
-    source = "the model"
-    if not isinstance(model, onnx.ModelProto):
-        source = str(model)
-        model = onnx.load(str(model), load_external_data=False)
-    for p in model.metadata_props:
-        if p.key == METADATA_KEY:
-            return parse_metadata(p.value, source)
-    raise HeadcutError("no headcut metadata in this model (was it written by headcut strip?)")

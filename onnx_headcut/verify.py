@@ -33,7 +33,8 @@ import onnx
 
 from .decode import canonical, letterbox, original_output, sigmoid, to_input
 from .errors import UsageError, VerificationError
-from .head import ANCHOR_GRID, Geometry, Head
+from .heads import Geometry, Head
+from .heads.anchor_grid import KIND as ANCHOR_GRID
 
 #: box error allowed per 640 px of input size (pixels), and score error allowed (absolute)
 DEFAULT_TOL = 1e-3
@@ -339,7 +340,7 @@ def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple
     for lv in head.levels:
         by_role = {b.role: convs[b.tensor] for b in lv.branches}
         parts, exact = [], []
-        if head.decode == ANCHOR_GRID:  # one conv (B, na*no, h, w) → (B, na, h*w, no), sigmoid on [4:] if asked
+        if head.kind is ANCHOR_GRID:  # one conv (B, na*no, h, w) → (B, na, h*w, no), sigmoid on [4:] if asked
             x = by_role["pred"]
             bsz, _, h, w = x.shape
             no = head.num_classes + 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 
 from .graph import GraphIndex
-from .locate import decode_region
+from .region import decode_region
 
 
 def _layers(nodes, sources: set[str]) -> dict[int, int]:

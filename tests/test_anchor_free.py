@@ -10,7 +10,7 @@ import pytest
 
 from onnx_headcut.decode import decode, dfl_expectation
 from onnx_headcut.graph import infer_shapes, max_rank
-from onnx_headcut.head import Layout
+from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af
 from onnx_headcut.verify import deterministic_input, session

@@ -14,7 +14,7 @@ import pytest
 from onnx_headcut.detect import detect, draw
 from onnx_headcut.verify import gap_threshold, match_detections
 from onnx_headcut.errors import InputError
-from onnx_headcut.head import Layout
+from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af, yolov6_v1
 

@@ -21,7 +21,7 @@ import onnx  # noqa: E402
 
 import torch_families  # noqa: E402
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank  # noqa: E402
-from onnx_headcut.locate import decode_region  # noqa: E402
+from onnx_headcut.region import decode_region  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
 from onnx_headcut.synth import yolov6_af  # noqa: E402
 from torch_fixtures import export_yolov6_v1  # noqa: E402

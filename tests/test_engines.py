@@ -16,7 +16,7 @@ pytest.importorskip("ncnn", reason="engines extra not installed")
 from onnx_headcut.convert import convert, param_blobs  # noqa: E402
 from onnx_headcut.engine_check import verify_engine  # noqa: E402
 from onnx_headcut.engines import EngineError, _need, pnnx_binary  # noqa: E402
-from onnx_headcut.head import Layout  # noqa: E402
+from onnx_headcut.heads import Layout  # noqa: E402
 from onnx_headcut.strip import read_metadata, strip  # noqa: E402
 from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox  # noqa: E402
 

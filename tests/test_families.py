@@ -8,8 +8,8 @@ import pytest
 
 from onnx_headcut.decode import decode, original_output
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
-from onnx_headcut.locate import decode_region
-from onnx_headcut.head import Layout
+from onnx_headcut.region import decode_region
+from onnx_headcut.heads import Layout
 from onnx_headcut.strip import inspect, strip
 from onnx_headcut.synth import yolov5, yolov8, yolox
 from onnx_headcut.verify import deterministic_input, session

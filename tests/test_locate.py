@@ -9,7 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_headcut.errors import AlreadyRawError, NoHeadError
 from onnx_headcut.graph import GraphIndex
-from onnx_headcut.locate import decode_region, locate
+from onnx_headcut.locate import locate
+from onnx_headcut.region import decode_region
 
 from conftest import VARIANTS, build
 

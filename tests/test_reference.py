@@ -16,7 +16,7 @@ import pytest
 
 from onnx_headcut.decode import original_output
 from onnx_headcut.graph import GraphIndex
-from onnx_headcut.locate import decode_region
+from onnx_headcut.region import decode_region
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af, yolov6_v1, yolov8, yolox
 from onnx_headcut.verify import session

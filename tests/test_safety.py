@@ -377,7 +377,7 @@ def test_a_sidecar_beside_a_decoded_model_does_not_make_it_raw(tmp_path, model, 
 
 
 def test_head_for_reads_the_sidecar_of_an_engine_file(tmp_path, raw):
-    from onnx_headcut.engine_check import head_for
+    from onnx_headcut.metadata import head_for
 
     (tmp_path / "raw.param").write_text("7767517\n")
     assert head_for(tmp_path / "raw.param") == read_metadata(raw)

@@ -1,0 +1,282 @@
+"""The frozen description of a detection head, shared by every head kind.
+
+A :class:`Head` is what a kind's matcher (``heads/<kind>.py``) returns when it recognises the
+decode of an export; every later step (cut, decode, verify, report) consumes it. :meth:`Head.to_json`
+(with the :class:`Layout` chosen) is the metadata ``strip`` records beside the raw model and
+:meth:`Geometry.from_json` reads it back: a C++ port of the decode needs nothing else.
+
+A :class:`Kind` is one decode formula (``grid_exp_obj``, ``dist_anchor``, ``anchor_grid``): its raw
+column blocks, its numpy decode and its formula text. A head carries its kind, so nothing here
+looks kinds up by name; :mod:`onnx_headcut.heads` holds the explicit tuple of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+#: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`)
+SCHEMA = 2
+
+#: what the columns of a block hold: (as logits, with sigmoid applied in the graph)
+COLUMNS = {
+    "box": ("dx, dy, dw, dh", None),
+    "obj": ("objectness logit", "objectness score (sigmoid applied)"),
+    "cls": ("class logits", "class scores (sigmoid applied)"),
+    "reg": ("l, t, r, b distances in stride units", None),
+    "dfl": ("DFL bin logits grouped l, t, r, b", None),
+}
+
+LAYOUTS = ("flat", "levels")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level."""
+
+    kind: str = "flat"
+    keep_dfl: bool = False
+    keep_sigmoid: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYOUTS:
+            raise ValueError(f"layout must be 'flat' or 'levels', not {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One prediction conv output feeding the decode: a block of channels of the raw layout."""
+
+    role: str  # "box" | "obj" | "cls" | "reg" (4 distances) | "dfl" (bin logits) | "pred" (all, anchor heads)
+    tensor: str  # the conv output tensor in the source graph
+    channels: int
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level: stride, grid (h, w) and the rows it occupies in the flat raw output."""
+
+    stride: int
+    grid: tuple[int, int]
+    first_row: int
+    branches: tuple[Branch, ...]
+
+    @property
+    def rows(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of columns of the raw output, after the layout options."""
+
+    role: str
+    size: int
+    sigmoid: bool  # the graph applies sigmoid (scores) rather than leaving logits
+    source: Branch | None = None  # the conv it comes from
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the numpy decode needs: built from a :class:`Head` and a :class:`Layout`, or read from
+    the recorded metadata (:meth:`from_json`)."""
+
+    decode: str
+    num_classes: int
+    strides: tuple[int, ...]
+    grids: tuple[tuple[int, int], ...]
+    input_shape: tuple[int, ...]
+    channels: tuple[tuple[str, int, bool], ...]  # (role, size, sigmoid applied)
+    layout: str = "flat"
+    reg_max: int = 0  # DFL bins - 1 left to the decode; 0 without DFL (or DFL kept in the graph)
+    anchors: tuple = ()  # per level, per anchor (w, h) pixels (anchor_grid)
+    ones_column: bool = True
+    channel_first: bool = False
+    original_decoded: bool = True
+
+    @property
+    def na(self) -> int:
+        return len(self.anchors[0]) if self.anchors else 1
+
+    def columns(self) -> dict[str, slice]:
+        out, at = {}, 0
+        for role, size, _ in self.channels:
+            out[role] = slice(at, at + size)
+            at += size
+        return out
+
+    def activated(self, role: str) -> bool:
+        return any(r == role and s for r, _, s in self.channels)
+
+    @property
+    def width(self) -> int:
+        return sum(n for _, n, _ in self.channels)
+
+    @classmethod
+    def of(cls, head: Head | dict | Geometry, layout: Layout | None = None) -> Geometry:
+        """The geometry of a located head (with ``layout``), of recorded metadata, or itself."""
+        if isinstance(head, Geometry):
+            return head
+        if isinstance(head, Head):
+            return head.geometry(layout or Layout())
+        return cls.from_json(head)
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> Geometry:
+        """Read the metadata :meth:`Head.to_json` writes; :class:`ValueError` names what is malformed."""
+        try:
+            orig = meta.get("original_output", {})
+            levels = meta["levels"]
+            return cls(str(meta["decode"]), int(meta["num_classes"]),
+                       tuple(int(lv["stride"]) for lv in levels),
+                       tuple((int(lv["grid"][0]), int(lv["grid"][1])) for lv in levels),
+                       tuple(int(d) for d in meta["input"]["shape"]),
+                       tuple((str(c["name"]), int(c["size"]), bool(c.get("sigmoid", False))) for c in meta["channels"]),
+                       str(meta.get("layout", "flat")), int(meta.get("reg_max", 0)),
+                       tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in levels
+                             if "anchors" in lv),
+                       bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
+                       bool(orig.get("decoded", True)))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
+
+
+class Kind:
+    """One decode kind: its name (recorded in the metadata), formula, raw blocks and numpy decode."""
+
+    name = ""
+    formula = ""
+    gate = "cls"  # the block detect() thresholds on before decoding anything
+
+    def blocks(self, head: Head, layout: Layout) -> tuple[Block, ...]:
+        """Column blocks of one raw row (flat) or one level output (levels), in order."""
+        raise NotImplementedError
+
+    def effective(self, head: Head, layout: Layout) -> Layout:
+        """The layout actually emitted for ``layout``."""
+        return layout
+
+    def decode(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
+               sizes: np.ndarray | None) -> np.ndarray:
+        """Decoded rows ``(B, K, 5 + nc)`` = ``[cx, cy, w, h, obj or 1, cls scores]`` of raw rows ``flat``
+        whose cells (gx, gy), strides and anchor sizes are given."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<head kind {self.name}>"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A located head. ``reasons`` says, in words, why the matcher believes this is the head."""
+
+    kind: Kind
+    family: str
+    version: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    output_shape: tuple[int, ...]
+    num_classes: int
+    levels: tuple[Level, ...]
+    reasons: tuple[str, ...] = ()
+    reg_max: int = 0  # DFL bins - 1; 0 without DFL
+    notes: tuple[str, ...] = ()  # things the user should know (NMS removed, batch pinned, ...)
+    anchors: tuple = ()  # anchor_grid: per level, per anchor (w, h) in pixels
+    ones_column: bool = True  # dist_anchor: the decoded output has a constant 1 at column 4 (YOLOv6)
+    channel_first: bool = False  # the decoded output is (1, C, N) (Ultralytics) rather than (1, N, C)
+    original_decoded: bool = True  # False: the original output is the raw head with sigmoids (YOLOX undecoded)
+
+    @property
+    def decode(self) -> str:
+        return self.kind.name
+
+    @property
+    def na(self) -> int:
+        """Anchors per cell (rows per cell of the raw output)."""
+        return len(self.anchors[0]) if self.anchors else 1
+
+    @property
+    def rows(self) -> int:
+        return sum(lv.rows for lv in self.levels) * self.na
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(lv.stride for lv in self.levels)
+
+    @property
+    def dfl(self) -> bool:
+        return self.reg_max > 0
+
+    def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
+        return self.kind.blocks(self, layout)
+
+    def effective(self, layout: Layout) -> Layout:
+        return self.kind.effective(self, layout)
+
+    def width(self, layout: Layout = Layout()) -> int:
+        return sum(b.size for b in self.blocks(layout))
+
+    def geometry(self, layout: Layout = Layout()) -> Geometry:
+        """What the decode of the raw model cut with ``layout`` needs."""
+        layout = self.effective(layout)
+        left = self.dfl and not layout.keep_dfl
+        return Geometry(self.decode, self.num_classes, self.strides, tuple(lv.grid for lv in self.levels),
+                        tuple(self.input_shape), tuple((b.role, b.size, b.sigmoid) for b in self.blocks(layout)),
+                        layout.kind, self.reg_max if left else 0,
+                        tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
+                        self.ones_column, self.channel_first, self.original_decoded)
+
+    def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
+        """The metadata written next to the raw model (plain JSON types only)."""
+        layout = self.effective(layout)
+        left = self.dfl and not layout.keep_dfl
+        d: dict[str, Any] = {
+            "schema": SCHEMA,
+            "family": self.family,
+            "version": self.version,
+            "decode": self.decode,
+            "formula": self.kind.formula,
+            "input": {"name": self.input_name, "shape": list(self.input_shape)},
+            "num_classes": self.num_classes,
+            "reg_max": self.reg_max if left else 0,
+            "dfl_bins": self.reg_max + 1 if left else 0,
+            "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
+            "layout": layout.kind,
+            "rows": self.rows,
+            "channels": [{"name": b.role, "size": b.size, "sigmoid": b.sigmoid,
+                          "columns": "tx, ty, tw, th" if (b.role, self.decode) == ("box", "anchor_grid")
+                          else COLUMNS[b.role][1 if b.sigmoid else 0]} for b in self.blocks(layout)],
+            "levels": [
+                {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows * self.na}
+                | ({"anchors": [list(a) for a in self.anchors[i]]} if self.anchors else {})
+                for i, lv in enumerate(self.levels)
+            ],
+            "original_output": {"name": self.output_name, "shape": list(self.output_shape),
+                                "decoded": self.original_decoded,
+                                "layout": "channels" if self.channel_first else "rows"},
+        }
+        if self.decode == "dist_anchor":
+            d["ones_column"] = self.ones_column
+        if self.notes:
+            d["notes"] = list(self.notes)
+        d.update(extra)
+        return d
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A failed match, carrying its reason."""
+
+    pattern: str
+    reason: str
+    final: bool = False  # the model is recognised as a variant headcut refuses: say only this
+
+    def __str__(self) -> str:
+        return f"{self.pattern}: {self.reason}"
+
+
+#: a matcher: the match context in, a Head or the reason it does not match out
+Pattern = Callable[["Any"], "Head | Rejection"]

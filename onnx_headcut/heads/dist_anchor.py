@@ -1,0 +1,209 @@
+"""``dist_anchor``: anchor-free heads — YOLOv6 >= 0.2.0 and Ultralytics YOLOv8 / YOLO11.
+
+Per level a box conv (4 distances, or 4 groups of DFL bin logits) and a class conv; anchor points
+at the cell centres (+0.5). Raw row ``[l, t, r, b, cls...]``, or with DFL
+``[l_0..l_R, t_0..t_R, r_0..r_R, b_0..b_R, cls...]`` where each distance is the expectation
+``sum_i softmax(bins)_i * i``::
+
+    ax = gx + 0.5, ay = gy + 0.5
+    x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b
+    cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, w = (x2 - x1) * s, h = (y2 - y1) * s
+    score_c = sigmoid(cls_c)
+
+YOLOv6's decoded output has a constant ones column at 4; Ultralytics' is channel-first without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import attr, is_static
+from ._match import (MatchContext, cell_grid, feeds_sigmoid, located, reaches, region_consts, rejecter,
+                     upstream)
+from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
+from ..numeric import dfl_expectation, sigmoid
+
+
+class DistAnchor(Kind):
+    name = "dist_anchor"
+    gate = "cls"
+    formula = (
+        "per row [l, t, r, b, cls*nc] of a level with stride s at cell (gx, gy) (with DFL each of "
+        "l, t, r, b is sum_i softmax(bins)_i * i over reg_max+1 bin logits): ax = gx + 0.5, ay = gy + 0.5, "
+        "x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b; cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, "
+        "w = (x2 - x1) * s, h = (y2 - y1) * s; decoded row = [cx, cy, w, h, 1, sigmoid(cls)*nc]; "
+        "score = max(sigmoid(cls)); without a ones column (YOLOv8/11) the decoded row is [cx, cy, w, h, "
+        "sigmoid(cls)*nc], laid out channel-first (1, 4+nc, N) when the original was"
+    )
+
+    def blocks(self, head: Head, layout: Layout) -> tuple[Block, ...]:
+        br = {b.role: b for b in head.levels[0].branches}
+        reg = br.get("reg") or br["dfl"]
+        if layout.kind == "levels":  # YOLOv6's own ncnn Lite demo: [sigmoid(cls) * nc, l, t, r, b]
+            return (Block("cls", head.num_classes, True, br["cls"]), Block("reg", 4, False, reg))
+        box = Block("reg", 4, False, reg) if (not head.dfl or layout.keep_dfl) else \
+            Block("dfl", 4 * (head.reg_max + 1), False, reg)
+        return (box, Block("cls", head.num_classes, layout.keep_sigmoid, br["cls"]))
+
+    def effective(self, head: Head, layout: Layout) -> Layout:
+        """The levels layout implies DFL kept and sigmoid applied (the layout YOLOv6's demo reads)."""
+        return Layout("levels", keep_dfl=True, keep_sigmoid=True) if layout.kind == "levels" else layout
+
+    def decode(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
+               sizes: np.ndarray | None) -> np.ndarray:
+        cols = g.columns()
+        dt = flat.dtype.type
+        d = dfl_expectation(flat[..., cols["dfl"]], g.reg_max) if "dfl" in cols else flat[..., cols["reg"]]
+        d = d.astype(flat.dtype)
+        anchors = cells + dt(0.5)
+        x1y1 = anchors - d[..., 0:2]
+        x2y2 = anchors + d[..., 2:4]
+        box = np.concatenate([(x1y1 + x2y2) / dt(2), x2y2 - x1y1], -1) * strides
+        cls = flat[..., cols["cls"]] if g.activated("cls") else sigmoid(flat[..., cols["cls"]])
+        return np.concatenate([box, np.ones((*flat.shape[:-1], 1), flat.dtype), cls], -1)
+
+
+KIND = DistAnchor()
+
+
+def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
+    """YOLOv6 0.2.0 … main: per level a ``reg`` conv (4, or 4·(reg_max+1) with DFL) and a ``cls`` conv.
+
+    ``cls → Sigmoid``; ``reg`` (→ DFL: Reshape, Softmax, fixed 1x1 conv) → distances l, t, r, b;
+    anchor points (cell + 0.5) and per-row strides are constants; the output is
+    ``Concat([cx, cy, w, h], ones, cls_scores)`` with a constant ones column.
+    """
+    name = "YOLOv6 anchor-free (l, t, r, b from cell centres; DFL or not)"
+    no = rejecter(name)
+    ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
+
+    if (why := ctx.rows_output()) is not None:
+        return no(why)
+    groups = ctx.groups
+    if isinstance(groups, str):
+        return no(groups)
+    out_shape = shapes[region.output]
+    levels, nc, reg_ch, first = [], None, None, 0
+    for stride, (h, w), convs in groups:
+        if len(convs) != 2:
+            return no(f"the {h}x{w} level has {len(convs)} prediction convs, expected 2 (reg, cls)")
+        sig = [t for t in convs if feeds_sigmoid(ix, t)]
+        if len(sig) != 1:
+            return no(f"the {h}x{w} level has {len(sig)} branches read through a Sigmoid, expected 1 (cls)")
+        cls = sig[0]
+        reg = next(t for t in convs if t != cls)
+        c_reg, c_cls = shapes[reg][1], shapes[cls][1]
+        if c_reg % 4 or c_reg == 0:
+            return no(f"the {h}x{w} level's reg branch has {c_reg} channels, not 4 or 4*(reg_max+1)")
+        if (nc, reg_ch) != (None, None) and (c_cls, c_reg) != (nc, reg_ch):
+            return no(f"branch widths differ between levels ({reg_ch}, {nc} vs {c_reg}, {c_cls})")
+        nc, reg_ch = c_cls, c_reg
+        role = "reg" if c_reg == 4 else "dfl"
+        levels.append(Level(stride, (h, w), first, (Branch(role, reg, c_reg), Branch("cls", cls, c_cls))))
+        first += h * w
+    reg_max = reg_ch // 4 - 1
+    n_rows = first
+    if out_shape[1:] != (n_rows, 5 + nc):
+        return no(f"output shape {out_shape} does not match the levels: expected (1, {n_rows}, {5 + nc})")
+    if reg_max and "Softmax" not in region.ops:
+        return no(f"reg branches have {reg_ch} channels but the decode has no Softmax (DFL)")
+    if "Exp" in region.ops:
+        return no("the decode has an Exp, which the anchor-free decode does not use")
+
+    cells = np.concatenate([cell_grid(*lv.grid) for lv in levels])
+    row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
+    anchors_ok = ones_ok = False
+    for n, _, v in region_consts(ix, region):
+        if v.size == 2 * n_rows and v.shape[-1] == 2:
+            if not np.array_equal(v.reshape(-1, 2), cells + 0.5):
+                return no(f"anchor-point constant of shape {v.shape} does not match the cell centres of the levels")
+            anchors_ok = True
+        elif v.size == n_rows and n.op_type == "Mul":
+            if not np.array_equal(v.reshape(-1), row_strides):
+                return no(f"stride constant of shape {v.shape} does not match the level strides {[lv.stride for lv in levels]}")
+        elif v.size == n_rows and n.op_type == "Concat":
+            ones_ok = bool((v == 1).all())
+    if not anchors_ok:
+        return no("no anchor-point constant (cell + 0.5) found in the decode")
+    if not ones_ok:
+        return no("no constant ones column concatenated into the output")
+
+    strides = [lv.stride for lv in levels]
+    dfl = f"DFL with reg_max {reg_max} ({reg_ch} reg channels)" if reg_max else "no DFL (4 reg channels)"
+    version = "0.2+ anchor-free" + (", DFL" if reg_max else "")
+    reasons = (
+        f"{len(levels)} levels of 2 prediction convs (reg {reg_ch}, cls {nc}); cls is read through a Sigmoid",
+        f"strides {strides} = input {input_shape[-2]}x{input_shape[-1]} / grids "
+        + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
+        f"{dfl}; no objectness branch, so 0.2.0 or later (anchor-free)",
+        "anchor points equal the cell centres (+0.5); per-row stride constants match; constant ones column",
+        f"decode ops {dict(sorted(region.ops.items()))}",
+    ) + ((f"{len(levels)} levels: a P6 or YOLOv6-Lite model",) if len(levels) == 4 else ())
+    return located(ctx, KIND, "YOLOv6", version, nc, levels, reasons, reg_max=reg_max)
+
+
+
+def match_ultralytics(ctx: MatchContext) -> Head | Rejection:
+    """YOLOv8 / YOLO11: per level a box conv (4·reg_max channels) and a cls conv; output (1, 4+nc, N).
+
+    DFL (Softmax + fixed 1x1 conv), anchor points at +0.5 and per-anchor strides as constants,
+    sigmoid on the classes, channel-first output without objectness or ones column.
+    """
+    name = "YOLOv8 / YOLO11 (Ultralytics, DFL, channel-first output)"
+    no = rejecter(name)
+    ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
+
+    out_shape = shapes.get(region.output)
+    if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
+        return no(f"output '{region.output}' has shape {out_shape}, expected static (1, 4+nc, N)")
+    groups = ctx.groups
+    if isinstance(groups, str):
+        return no(groups)
+    n_rows = sum(h * w for _, (h, w), _ in groups)
+    if out_shape[2] != n_rows:
+        return no(f"output {out_shape} is not channel-first (1, 4+nc, {n_rows})")
+    nc = out_shape[1] - 4
+    if "Softmax" not in region.ops:
+        return no("no DFL (Softmax) in the decode")
+    levels, first, reg_ch = [], 0, None
+    for stride, (h, w), convs in groups:
+        if len(convs) != 2:
+            return no(f"the {h}x{w} level has {len(convs)} prediction convs, expected 2 (box, cls)")
+        by_ch = {shapes[t][1]: t for t in convs}
+        cls = by_ch.get(nc) if len(by_ch) == 2 else None
+        if cls is None:  # nc == 4 * reg_max: tell them apart by the sigmoid
+            sig = [t for t in convs if reaches(ix, t, "Sigmoid") and not reaches(ix, t, "Softmax")]
+            cls = sig[0] if len(sig) == 1 else None
+        if cls is None:
+            return no(f"cannot tell the box and cls convs of the {h}x{w} level apart")
+        box = next(t for t in convs if t != cls)
+        c = shapes[box][1]
+        if c % 4 or c // 4 < 2 or (reg_ch is not None and c != reg_ch):
+            return no(f"the {h}x{w} level's box conv has {c} channels, not 4·reg_max")
+        reg_ch = c
+        levels.append(Level(stride, (h, w), first, (Branch("dfl", box, c), Branch("cls", cls, nc))))
+        first += h * w
+    cells = np.concatenate([cell_grid(*lv.grid) for lv in levels]) + 0.5
+    anchors_ok = False
+    for n, _, v in region_consts(ix, region):
+        if v.size == 2 * n_rows and 2 in v.shape:
+            a = v.reshape(-1, n_rows).T if v.shape[-1] == n_rows else v.reshape(-1, 2)
+            if not np.array_equal(a, cells):
+                return no(f"anchor-point constant of shape {v.shape} does not match the cell centres")
+            anchors_ok = True
+    if not anchors_ok:
+        return no("no anchor-point constant (cell + 0.5) found in the decode")
+    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1 for n in upstream(ix, levels[0].branches[1].tensor, 4))
+    family = "YOLO11" if dw else "YOLOv8"
+    reasons = (
+        f"{len(levels)} levels of 2 prediction convs (box {reg_ch} = 4 x {reg_ch // 4} DFL bins, cls {nc})",
+        f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
+        + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
+        "output channel-first (1, 4+nc, N) with no objectness or ones column; anchor points at cell + 0.5",
+        ("the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"),
+        f"decode ops {dict(sorted(region.ops.items()))}",
+    )
+    return located(ctx, KIND, family, "Ultralytics", nc, levels, reasons, reg_max=reg_ch // 4 - 1,
+                   ones_column=False, channel_first=True)
+
+

@@ -1,0 +1,183 @@
+"""The head record: the one place that writes it into a raw model and reads it back.
+
+``strip`` stores :meth:`~onnx_headcut.heads.Head.to_json` in the raw model's
+``metadata_props["headcut"]`` (:func:`embed`) and as ``<stem>.head.json`` beside it; ``detect``,
+``verify``, ``convert`` and ``inspect`` read it with :func:`embedded` / :func:`read_metadata` /
+:func:`parse_metadata`, which check every field they use (a record is input: nothing it says may
+make headcut decode with a wrong geometry or allocate wildly). ``schema`` versions the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pathlib import Path
+
+import onnx
+
+from .errors import HeadcutError, InputError
+from .io import load, read_limited
+from .heads import ALL, SCHEMA
+
+#: the ``metadata_props`` key of the head record
+METADATA_KEY = "headcut"
+
+
+def embed(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
+    """Make ``meta`` the model's only ``metadata_props`` entry under :data:`METADATA_KEY`."""
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+
+
+def embedded(model: onnx.ModelProto, source: str = "the model") -> dict[str, Any] | None:
+    """The checked head record embedded in ``model``, or None when it has none."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return parse_metadata(p.value, source)
+    return None
+
+
+def read_metadata(model: onnx.ModelProto | str | os.PathLike) -> dict[str, Any]:
+    """The head record ``strip`` stored in a raw model (a path or a loaded model)."""
+    source = "the model"
+    if not isinstance(model, onnx.ModelProto):
+        source = str(model)
+        model = onnx.load(str(model), load_external_data=False)
+    meta = embedded(model, source)
+    if meta is None:
+        raise HeadcutError("no headcut metadata in this model (was it written by headcut strip?)")
+    return meta
+
+
+def head_for(candidate: str | os.PathLike) -> dict | None:
+    """The head JSON of a raw model, or None for a decoded one.
+
+    For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
+    ``<stem>.head.json`` beside it must say the same, and one beside an ``.onnx`` without embedded
+    metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
+    ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
+    """
+    p = Path(candidate)
+    side = p.with_name(p.stem + ".head.json")
+    sidecar = parse_metadata(read_limited(side, 1 << 20, "head record"), str(side)) if side.is_file() else None
+    if p.suffix.lower() != ".onnx":
+        return sidecar
+    m = load(p)
+    inside = embedded(m, str(p))
+    if inside is not None:
+        if sidecar is not None and sidecar != inside:
+            raise InputError(f"{side}: disagrees with the head metadata embedded in {p} (which headcut uses); "
+                             "remove or replace the sidecar")
+        return inside
+    if sidecar is not None:
+        raise InputError(f"{side}: lies beside {p}, which has no headcut metadata (a raw model strip wrote has it); "
+                         "remove the stale sidecar")
+    return None
+
+
+#: bounds on recorded numbers: a metadata record is input, and nothing it says may make headcut allocate wildly
+_MAX_CLASSES, _MAX_GRID, _MAX_STRIDE, _MAX_CHANNELS = 1 << 16, 1 << 14, 1 << 12, 1 << 17
+
+
+class _Bad(Exception):
+    pass
+
+
+def _int(v, where: str, lo: int = 1, hi: int = 1 << 31) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _Bad(f"{where} must be an integer in [{lo}, {hi}], not {v!r}"[:200])
+    return v
+
+
+def _get(d: dict, key: str, where: str, kind: type):
+    if key not in d:
+        raise _Bad(f"{where}{key} is missing")
+    v = d[key]
+    if not isinstance(v, kind) or (kind in (list, dict) and isinstance(v, bool)):
+        raise _Bad(f"{where}{key} must be a {kind.__name__}, not {type(v).__name__}")
+    return v
+
+
+def check_metadata(meta, source: str = "headcut metadata") -> dict:
+    """``meta`` (parsed JSON) if it is a well-formed head record, else :class:`~onnx_headcut.errors.InputError`
+    saying which field is wrong. Checks every key the decode, detect, verify and convert read."""
+    try:
+        if not isinstance(meta, dict):
+            raise _Bad(f"the record must be a JSON object, not {type(meta).__name__}")
+        decode = _get(meta, "decode", "", str)
+        known = [k.name for k in ALL]
+        if decode not in known:
+            raise _Bad(f"decode {decode!r} is not one of {', '.join(known)}"[:200])
+        _int(meta.get("num_classes"), "num_classes", 1, _MAX_CLASSES)
+        inp = _get(meta, "input", "", dict)
+        _get(inp, "name", "input.", str)
+        shape = _get(inp, "shape", "input.", list)
+        if not 3 <= len(shape) <= 4 or not all(isinstance(d, str) or _int(d, "input.shape[]", 1, 1 << 16)
+                                                for d in shape):
+            raise _Bad(f"input.shape must be 3 or 4 dims, not {shape!r}"[:200])
+        levels = _get(meta, "levels", "", list)
+        if not levels:
+            raise _Bad("levels is empty")
+        for k, lv in enumerate(levels):
+            w = f"levels[{k}]."
+            if not isinstance(lv, dict):
+                raise _Bad(f"levels[{k}] must be an object")
+            _int(lv.get("stride"), w + "stride", 1, _MAX_STRIDE)
+            grid = _get(lv, "grid", w, list)
+            if len(grid) != 2:
+                raise _Bad(f"{w}grid must be [h, w], not {grid!r}"[:200])
+            for d in grid:
+                _int(d, w + "grid[]", 1, _MAX_GRID)
+            if "anchors" in lv:
+                anchors = _get(lv, "anchors", w, list)
+                if not anchors or not all(isinstance(a, list) and len(a) == 2 and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors):
+                    raise _Bad(f"{w}anchors must be a list of [w, h] numbers")
+        channels = _get(meta, "channels", "", list)
+        if not channels:
+            raise _Bad("channels is empty")
+        for k, c in enumerate(channels):
+            w = f"channels[{k}]."
+            if not isinstance(c, dict):
+                raise _Bad(f"channels[{k}] must be an object")
+            _get(c, "name", w, str)
+            _int(c.get("size"), w + "size", 1, _MAX_CHANNELS)
+            if "sigmoid" in c and not isinstance(c["sigmoid"], bool):
+                raise _Bad(f"{w}sigmoid must be true or false")
+        if meta.get("layout", "flat") not in ("flat", "levels"):
+            raise _Bad(f"layout must be 'flat' or 'levels', not {meta.get('layout')!r}"[:200])
+        _int(meta.get("reg_max", 0), "reg_max", 0, 1 << 10)
+        for k in ("ones_column",):
+            if k in meta and not isinstance(meta[k], bool):
+                raise _Bad(f"{k} must be true or false")
+        if not isinstance(meta.get("schema", 1), int) or meta.get("schema", 1) > SCHEMA:
+            raise _Bad(f"schema {meta.get('schema')!r} is newer than this headcut reads ({SCHEMA}); upgrade headcut")
+        if "original_output" in meta:
+            _get(meta, "original_output", "", dict)
+        for k, o in enumerate(meta.get("raw_outputs", []) if isinstance(meta.get("raw_outputs", []), list)
+                              else [None]):
+            if not isinstance(o, dict):
+                raise _Bad("raw_outputs must be a list of {name, shape} objects")
+            _get(o, "name", f"raw_outputs[{k}].", str)
+            _get(o, "shape", f"raw_outputs[{k}].", list)
+    except _Bad as e:
+        raise InputError(f"{source}: malformed headcut metadata: {e}") from None
+    return meta
+
+
+def parse_metadata(text, source: str = "headcut metadata") -> dict:
+    """Parse and check a head record (the ``headcut`` metadata value or a ``*.head.json`` file's text)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{source}: malformed headcut metadata: not UTF-8 (byte {e.start})") from None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{source}: malformed headcut metadata: not JSON ({str(e).splitlines()[0][:120]})") from None
+    return check_metadata(meta, source)
