@@ -10,11 +10,15 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "strip", "inspect", "decode", "surgery"]
 
 
-def __getattr__(name):  # keep `import onnx_headcut` (and `headcut --help`) fast
+_MODULES = ("strip", "pipeline", "decode", "surgery", "locate", "cut", "check", "synth", "heads", "io", "errors",
+            "metadata", "graph")
+
+
+def __getattr__(name: str):  # the submodules load on first use: `headcut --help` must not import onnx
     import importlib
 
-    if name in ("strip", "inspect"):
-        return getattr(importlib.import_module(".strip", __name__), name)
-    if name in ("decode", "surgery", "locate", "cut", "verify", "synth", "head", "io", "errors"):
+    if name == "inspect":  # the function; `strip` is always the module (strip.strip, strip.inspect)
+        return importlib.import_module(".pipeline", __name__).inspect
+    if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)

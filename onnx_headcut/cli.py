@@ -87,7 +87,7 @@ def strip(
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     def run():
-        from . import strip as pipeline
+        from . import pipeline
         from .errors import HeadcutError
         from .heads import Layout
         from .report import strip_text
@@ -111,7 +111,7 @@ def inspect(
     """Show what strip would find and cut in MODEL, without writing anything."""
 
     def run():
-        from . import strip as pipeline
+        from . import pipeline
         from .report import inspect_text
 
         insp = pipeline.inspect(model)
@@ -154,7 +154,7 @@ def verify(
 ) -> None:
     """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections)."""
     def run():
-        from .engine_check import verify_engine
+        from .check.engine import verify_engine
         from .errors import VerificationError
         from .report import check_lines
 

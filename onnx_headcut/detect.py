@@ -53,7 +53,7 @@ def _decoded_input(model: Path):
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
-    from .strip import inspect
+    from .pipeline import inspect
 
     return inspect(model).head
 

@@ -149,7 +149,7 @@ class Outcome:
 
 def run_case(base: str, data: bytes, seed: int, workdir: Path) -> Outcome:
     """Mutate ``data`` with ``seed`` and strip it; classify what happened."""
-    from .strip import strip
+    from .pipeline import strip
 
     rng = random.Random(seed)
     m = onnx.ModelProto()

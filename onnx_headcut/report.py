@@ -6,7 +6,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 
 from __future__ import annotations
 
-from .strip import Inspection, StripResult
+from .pipeline import Inspection, StripResult
 from .text import printable_lines
 
 
@@ -23,7 +23,7 @@ def _outputs(outputs) -> str:
 
 
 def check_lines(c) -> list[str]:
-    """The three verification layers on one input (:class:`onnx_headcut.verify.Check`), one line each."""
+    """The three verification layers on one input (:class:`onnx_headcut.check.Check`), one line each."""
     layout = ("decoded candidate: no raw layout to check" if c.layout is None else str(c.layout))
     return [
         f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}",

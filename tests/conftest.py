@@ -57,6 +57,6 @@ def digest(path: Path) -> str:
 
 def model_conf(path, k: int = 20) -> float:
     """Random-weight fixtures score low: the threshold tests pass explicitly (see ``conf_reached_by``)."""
-    from onnx_headcut.engine_check import conf_reached_by
+    from onnx_headcut.check.engine import conf_reached_by
 
     return conf_reached_by(path, k)

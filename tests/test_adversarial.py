@@ -156,7 +156,7 @@ def test_layer_1_catches_a_tail_that_is_not_the_convs(tmp_path):
     """A raw model whose output is not the conv values (one column scaled) fails layer 1 even though
     layer 2 would be fooled by a matching change to the metadata."""
     from onnx_headcut.strip import inspect
-    from onnx_headcut.verify import verify
+    from onnx_headcut.check import verify
 
     onnx.save(yolov6_v1(width=8), str(tmp_path / "in.onnx"))
     code, _, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx")
@@ -221,7 +221,7 @@ def test_layer_1_reads_the_convs_from_the_located_graph_when_the_original_rename
     """When folding renamed the prediction convs' tensors, layer 1 reads them from the graph the
     head was located on (``conv_source``), and layer 2 still compares with the user's original."""
     from onnx_headcut.strip import inspect
-    from onnx_headcut.verify import verify
+    from onnx_headcut.check import verify
 
     onnx.save(yolov6_v1(width=8), str(tmp_path / "located.onnx"))
     code, _, err = headcut("strip", tmp_path / "located.onnx", "-o", tmp_path / "raw.onnx")

@@ -13,7 +13,7 @@ from onnx_headcut.graph import infer_shapes, max_rank
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af
-from onnx_headcut.verify import deterministic_input, session
+from onnx_headcut.check import deterministic_input, session
 
 VARIANTS = {
     "n": dict(),

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from onnx_headcut.detect import detect, draw
-from onnx_headcut.verify import gap_threshold, match_detections
+from onnx_headcut.check import gap_threshold, match_detections
 from onnx_headcut.errors import InputError
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip

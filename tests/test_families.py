@@ -12,7 +12,7 @@ from onnx_headcut.region import decode_region
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import inspect, strip
 from onnx_headcut.synth import yolov5, yolov8, yolox
-from onnx_headcut.verify import deterministic_input, session
+from onnx_headcut.check import deterministic_input, session
 
 V5_ANCHORS = [[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]
 V7_ANCHORS = [[[12, 16], [19, 36], [40, 28]], [[36, 75], [76, 55], [72, 146]], [[142, 110], [192, 243], [459, 401]]]

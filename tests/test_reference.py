@@ -19,7 +19,7 @@ from onnx_headcut.graph import GraphIndex
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af, yolov6_v1, yolov8, yolox
-from onnx_headcut.verify import session
+from onnx_headcut.check import session
 
 from conftest import REFERENCE
 

@@ -390,7 +390,7 @@ def test_head_for_reads_the_sidecar_of_an_engine_file(tmp_path, raw):
 
 
 def test_disk_full_while_staging_is_one_line_and_leaves_nothing(tmp_path, model, monkeypatch):
-    import onnx_headcut.strip as strip_mod
+    import onnx_headcut.pipeline as strip_mod
 
     def full(m, path):
         Path(path).write_bytes(b"partial")

@@ -12,7 +12,7 @@ import pytest
 from onnx_headcut.decode import decode
 from onnx_headcut.graph import infer_shapes, max_rank
 from onnx_headcut.strip import inspect, read_metadata, strip
-from onnx_headcut.verify import deterministic_input, session
+from onnx_headcut.check import deterministic_input, session
 
 from conftest import VARIANTS
 

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank  # noqa: E402
 from onnx_headcut.region import decode_region  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
-from onnx_headcut.verify import deterministic_input, session  # noqa: E402
+from onnx_headcut.check import deterministic_input, session  # noqa: E402
 
 from torch_fixtures import export_yolov6_v1  # noqa: E402
 

@@ -86,7 +86,7 @@ def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None =
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if engine == "ort":
-        from ..verify import session
+        from ..check import session
 
         s = session(model)
         name = input_name or s.get_inputs()[0].name

@@ -3,7 +3,7 @@
 The candidate is either a raw model written by ``strip`` (then converted or not) — its outputs are
 checked against the original's prediction convs and go through the numpy decode, with the head read
 from its metadata or its ``*.head.json`` — or a decoded model (an original converted as is), whose
-output is compared directly. The layers are those of :mod:`onnx_headcut.verify`.
+output is compared directly. The layers are those of :mod:`onnx_headcut.check`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import os
 
 import numpy as np
 
-from .engines import engine_for, run
-from .metadata import head_for
-from .verify import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
+from ..decode import canonical
+from ..engines import engine_for, run
+from ..heads import Geometry
+from ..pipeline import inspect
+from ..metadata import head_for
+from . import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
                      conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
 
 #: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
@@ -24,11 +27,8 @@ ENGINE_LAYOUT_RTOL = 1e-3
 
 def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:
     """A threshold that ``k`` detections of ``original`` reach on verify's random input
-    (:func:`~onnx_headcut.verify.gap_threshold`): for comparing models with random weights, whose
+    (:func:`~onnx_headcut.check.gap_threshold`): for comparing models with random weights, whose
     scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
-    from .decode import canonical
-    from .heads import Geometry
-    from .strip import inspect
 
     head = inspect(original).head
     s = reference_session(original, conv_outputs(head)[:1])
@@ -41,15 +41,13 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
                   images: tuple = (), conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, tol: float = DEFAULT_TOL,
                   seed: int = 0) -> list[Check]:
     """Run ``original`` in onnxruntime and ``candidate`` on ``engine``; the three layers of
-    :mod:`onnx_headcut.verify` on each input.
+    :mod:`onnx_headcut.check` on each input.
 
     A raw candidate (head metadata beside or inside it) is laid out against the original's
     prediction convs (layer 1, within ``tol`` + :data:`ENGINE_LAYOUT_RTOL`: engines compute the convs
     their own way), decoded and compared with the original's output (layer 2) and its detections
     (layer 3, at ``conf``). A decoded candidate (an original converted as is) skips layer 1.
     """
-    from .strip import inspect
-
     check_options(tol, conf, iou)
     engine = engine or engine_for(candidate)
     meta = head_for(candidate)
@@ -69,7 +67,7 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     else:
         in_name, out_names = inp.name, None
     if engine == "ncnn":
-        from .convert import param_blobs
+        from ..convert import param_blobs
 
         ins, outs = param_blobs(candidate)
         in_name, out_names = ins[0], outs

@@ -1,0 +1,289 @@
+"""The three layers, as functions of arrays: raw outputs against the conv values laid out (1), the
+decode against the original's output (2), detections after NMS on both sides (3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..decode import canonical, original_output
+from ..errors import VerificationError
+from ..heads import Geometry, Head
+from ..heads.anchor_grid import KIND as ANCHOR_GRID
+from ..numeric import sigmoid
+from .results import (DEFAULT_CONF, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck,
+                      LayoutCheck)
+
+def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The raw outputs the metadata ``g`` promises, built in numpy from the conv values: (values, exact masks).
+
+    Each mask is True where the value is pure data movement (must match exactly) and False where
+    the layout computes it in the graph (sigmoid, DFL expectation).
+    """
+    per_level, masks = [], []
+    for lv in head.levels:
+        by_role = {b.role: convs[b.tensor] for b in lv.branches}
+        parts, exact = [], []
+        if head.kind is ANCHOR_GRID:  # one conv (B, na*no, h, w) → (B, na, h*w, no), sigmoid on [4:] if asked
+            x = by_role["pred"]
+            bsz, _, h, w = x.shape
+            no = head.num_classes + 5
+            if g.layout == "levels":
+                per_level.append(x)
+                masks.append(np.ones(x.shape, bool))
+                continue
+            y = x.reshape(bsz, head.na, no, h * w).transpose(0, 1, 3, 2).reshape(bsz, head.na * h * w, no)
+            m = np.ones(y.shape, bool)
+            if g.activated("obj"):
+                y = np.concatenate([y[..., :4], sigmoid(y[..., 4:])], -1)
+                m[..., 4:] = False
+            per_level.append(y)
+            masks.append(m)
+            continue
+        for role, size, sig in g.channels:
+            if role == "reg" and "dfl" in by_role:  # DFL kept in the graph: distances from the bins
+                x = by_role["dfl"]
+                bsz, c, h, w = x.shape
+                v = _dfl(x.reshape(bsz, 4, c // 4, h, w)).astype(x.dtype)
+                parts.append(v)
+                exact.append(np.zeros(v.shape, bool))
+                continue
+            x = by_role["dfl" if role == "dfl" else role]
+            if x.shape[1] != size:
+                raise VerificationError(f"the metadata says block '{role}' has {size} channels, the conv has {x.shape[1]}")
+            parts.append(sigmoid(x) if sig else x)
+            exact.append(np.full(x.shape, not sig))
+        cat, msk = np.concatenate(parts, 1), np.concatenate(exact, 1)
+        if g.layout == "levels":
+            per_level.append(cat)
+            masks.append(msk)
+        else:
+            bsz, c, h, w = cat.shape
+            per_level.append(cat.reshape(bsz, c, h * w).transpose(0, 2, 1))
+            masks.append(msk.reshape(bsz, c, h * w).transpose(0, 2, 1))
+    if g.layout == "levels":
+        return per_level, masks
+    return [np.concatenate(per_level, 1)], [np.concatenate(masks, 1)]
+
+
+def _dfl(bins: np.ndarray) -> np.ndarray:
+    """(B, 4, R, h, w) bin logits → (B, 4, h, w) distances: softmax over the R bins, then sum_i p_i * i."""
+    b = bins.astype(np.float32)
+    e = np.exp(b - b.max(2, keepdims=True))
+    p = e / e.sum(2, keepdims=True)
+    return (p * np.arange(b.shape[2], dtype=np.float32)[None, None, :, None, None]).sum(2)
+
+
+#: ulps of a computed value (sigmoid, DFL expectation) its graph version may differ by in layer 1
+COMPUTED_ULPS = 16
+
+
+def layout_check(raw: list[np.ndarray], expected: list[np.ndarray], exact: list[np.ndarray],
+                 atol: float = 0.0, rtol: float = 0.0) -> LayoutCheck:
+    """Compare raw outputs with :func:`expected_raw`: exact values must match to within ``atol``/``rtol``
+    (0 for onnxruntime: bit for bit), computed values within a few ulps of their dtype more."""
+    if len(raw) != len(expected):
+        return LayoutCheck(math.inf, 0, 0, f"{len(raw)} raw outputs, the metadata describes {len(expected)}", False)
+    worst, err_max, values, n_exact, ok = "", 0.0, 0, 0, True
+    for k, (r, e, m) in enumerate(zip(raw, expected, exact)):
+        r = np.asarray(r)
+        if r.shape != e.shape:
+            return LayoutCheck(math.inf, values, n_exact, f"raw output {k} has shape {list(r.shape)}, the convs laid "
+                                                           f"out give {list(e.shape)}", False)
+        a, b = e.astype(np.float64), r.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            err = np.where((a == b) | (np.isnan(a) & np.isnan(b)), 0.0, np.abs(a - b))
+        err = np.nan_to_num(err, nan=math.inf)
+        ulp = np.spacing(np.maximum(np.abs(a), 1.0).astype(e.dtype)).astype(np.float64)
+        allowed = atol + rtol * np.abs(np.nan_to_num(a)) + np.where(m, 0.0, COMPUTED_ULPS * ulp)
+        values += err.size
+        n_exact += int(m.sum())
+        if err.size:
+            err_max = max(err_max, float(err.max()))
+            bad = err > allowed
+            if bad.any() and ok:
+                i = np.unravel_index(int(np.argmax(np.where(bad, err - allowed, -np.inf))), err.shape)
+                worst = (f"raw output {k} at {list(map(int, i))}: {b[i]:.6g}, the conv value laid out is {a[i]:.6g}")
+                ok = False
+    return LayoutCheck(err_max, values, n_exact, worst, ok)
+
+
+# ------------------------------------------------------------------------------------------- layer 2
+
+
+def _where(head: Head | None, g: Geometry, row: int) -> str:
+    """'row r (level l, cell x=.., y=..)' for a row of the original's (N, C) output."""
+    at = 0
+    for k, ((h, w), s) in enumerate(zip(g.grids, g.strides)):
+        n = h * w * g.na
+        if row < at + n:
+            i = (row - at) % (h * w)
+            return f"row {row} (level {k}, stride {s}, cell x={i % w} y={i // w})"
+        at += n
+    return f"row {row}"
+
+
+def _column(g: Geometry, col: int, channel_first: bool) -> str:
+    names = ["cx", "cy", "w", "h"]
+    if col < 4:
+        return f"column {col} ({names[col]})"
+    return f"column {col}"
+
+
+def decode_check(original_out: np.ndarray, decoded: np.ndarray, allowed: Allowed, g: Geometry) -> DecodeCheck:
+    """Element-wise comparison of the original's output with the decode of the raw outputs (same layout)."""
+    if original_out.shape != decoded.shape:
+        return DecodeCheck(math.inf, math.inf, allowed, f"the decode gives shape {list(decoded.shape)}, the original "
+                                                        f"{list(original_out.shape)}", False)
+    a = original_out.astype(np.float64)
+    b = decoded.astype(np.float64)
+    if g.channel_first:  # (B, C, N) → (B, N, C): boxes are columns 0-3
+        a, b = a.transpose(0, 2, 1), b.transpose(0, 2, 1)
+    with np.errstate(invalid="ignore"):
+        same = (a == b) | (np.isnan(a) & np.isnan(b))  # equal infinities count as equal
+        err = np.where(same, 0.0, np.abs(a - b))
+    err = np.nan_to_num(err, nan=math.inf)
+    atol = np.full(a.shape[-1], allowed.score_atol)
+    atol[:4] = allowed.box_atol
+    with np.errstate(invalid="ignore"):
+        limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+    excess = err - limit
+    boxes = float(err[..., :4].max()) if err.size else 0.0
+    scores = float(err[..., 4:].max()) if err[..., 4:].size else 0.0
+    bad = excess > 0
+    if not bad.any():
+        return DecodeCheck(boxes, scores, allowed, "", True)
+    bi, row, col = np.unravel_index(int(np.argmax(np.where(bad, excess, -np.inf))), err.shape)
+    n_bad = int(bad.any(-1).sum())
+    worst = (f"worst at {_where(None, g, int(row))}, {_column(g, int(col), g.channel_first)}: original "
+             f"{a[bi, row, col]:.6g}, decoded {b[bi, row, col]:.6g}; {n_bad} of {a.shape[0] * a.shape[1]} rows differ")
+    return DecodeCheck(boxes, scores, allowed, worst, False)
+
+
+# ------------------------------------------------------------------------------------------- layer 3
+
+
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
+
+
+def match_detections(ref: np.ndarray, got: np.ndarray, min_iou: float = MIN_IOU) -> tuple[int, float]:
+    """(matched pairs, min IoU over them): each reference detection, best score first, takes its
+    best unmatched same-class partner; a pair counts when its IoU >= ``min_iou``."""
+    ref, got = np.asarray(ref, np.float64).reshape(-1, 6), np.asarray(got, np.float64).reshape(-1, 6)
+    free = np.ones(len(got), bool)
+    matched, worst = 0, 1.0
+    for r in ref[np.argsort(-ref[:, 4], kind="stable")]:
+        cand = np.flatnonzero(free & (got[:, 5] == r[5]))
+        if not cand.size:
+            continue
+        ious = _iou_one(r, got[cand])
+        j = int(np.argmax(ious))
+        if ious[j] >= min_iou:
+            free[cand[j]] = False
+            matched += 1
+            worst = min(worst, float(ious[j]))
+    return matched, worst
+
+
+def _scored(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xyxy boxes, scores, classes) of decoded rows (N, 5+nc) = [cx, cy, w, h, obj or 1, cls...]."""
+    r = rows.astype(np.float64)
+    cls = r[:, 5:].argmax(1)
+    score = r[:, 4] * r[np.arange(len(r)), 5 + cls]
+    boxes = np.concatenate([r[:, 0:2] - r[:, 2:4] / 2, r[:, 0:2] + r[:, 2:4] / 2], 1)
+    return boxes, score, cls
+
+
+def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou: float,
+                    score_atol: float = DEFAULT_TOL) -> DetectionCheck:
+    """Layer 3 on two decoded ``(B, N, 5+nc)`` row tensors (see :func:`~onnx_headcut.decode.canonical`), first image.
+
+    Both sides keep the rows whose score reaches ``conf`` and run class-aware greedy NMS with their
+    own boxes, with no cap on the count. The visiting order is the reference's (score descending,
+    then row) on both sides, so that tied scores — common where sigmoids saturate at 1.0 — cannot be
+    broken differently by rounding. The kept rows must be the same, each pair of the same class and
+    IoU >= :data:`MIN_IOU`. A row whose score is within ``score_atol`` of ``conf`` on one side only is
+    left out of both (and counted); any other disagreement about a row fails the check.
+    """
+    from ..decode import nms
+
+    rb, rs, rc = _scored(ref_rows[0])
+    gb, gs, gc = _scored(got_rows[0])
+    pr, pg = rs >= conf, gs >= conf
+    edge = (pr != pg) & (np.abs(rs - conf) <= score_atol)
+    pr, pg = pr & ~edge, pg & ~edge
+    rows = np.flatnonzero(pr | pg)
+    order = rows[np.lexsort((rows, -rs[rows]))]
+    rank = np.empty(len(rs))
+    rank[order] = np.arange(len(order), 0, -1)
+
+    def kept(passed, boxes, cls):
+        idx = order[passed[order]]
+        if not len(idx):
+            return idx
+        b = boxes[idx]
+        span = float(np.abs(b[np.isfinite(b)]).max(initial=0.0)) + 1.0
+        k = nms(np.nan_to_num(b + cls[idx, None] * span), rank[idx], iou)
+        return np.sort(idx[k])
+
+    kr, kg = kept(pr, rb, rc), kept(pg, gb, gc)
+    both = np.intersect1d(kr, kg)
+    same = both[rc[both] == gc[both]]
+    ious = np.array([_iou_one(rb[i], gb[i:i + 1])[0] for i in same]) if len(same) else np.ones(0)
+    good = ious >= MIN_IOU
+    return DetectionCheck(conf, iou, len(kr), len(kg), int(good.sum()), float(ious.min(initial=1.0)), int(edge.sum()))
+
+
+def gap_threshold(scores, conf: float = DEFAULT_CONF, k: int = 20, gap: float = 1e-3) -> float:
+    """A detection threshold that at least ``k`` of ``scores`` reach: ``conf`` when they do, else one in
+    the middle of a gap of at least ``gap`` (relative) between consecutive scores, so that rounding
+    cannot move a candidate across it.
+
+    For models with random weights, whose scores are all tiny. headcut never applies it on its own:
+    a caller passes the result as ``conf`` explicitly, and every report prints the threshold used.
+    """
+    s = np.sort(np.asarray(scores, np.float64).ravel())[::-1]
+    if len(s) == 0 or np.sum(s >= conf) >= k:
+        return conf
+    for i in range(k - 1, len(s) - 1):
+        if s[i] - s[i + 1] >= gap * max(s[i], 1e-6):
+            return float((s[i] + s[i + 1]) / 2)
+    return float(s[-1]) / 2
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] | None, raw: list[np.ndarray],
+                  head: Head, meta, allowed: Allowed, conf: float, iou: float, engine: str = "ort",
+                  layout_atol: float = 0.0, layout_rtol: float = 0.0) -> Check:
+    """The three layers for one input: ``raw`` are the candidate's outputs, ``convs`` the original's
+    prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output."""
+    g_orig = Geometry.of(head)
+    with np.errstate(all="ignore"):  # inf/nan in a broken model's output is reported, not warned about
+        if convs is None:  # a decoded candidate (an original converted as is): compare directly
+            got = raw[0].reshape(ref_out.shape) if raw[0].size == ref_out.size else raw[0]
+            lay = None
+        else:
+            g = Geometry.of(meta)
+            expected, exact = expected_raw(convs, head, g)
+            raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
+            lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
+            try:
+                got = original_output(raw if g.layout == "levels" else raw[0], g)
+            except ValueError as e:
+                got = np.full((1,), np.nan)
+                lay = LayoutCheck(math.inf, 0, 0, str(e), False)
+        dec = decode_check(ref_out, got, allowed, g_orig)
+        if got.shape == ref_out.shape:
+            det = detection_check(canonical(ref_out, g_orig), canonical(got, g_orig), conf, iou, allowed.score_atol)
+        else:
+            det = DetectionCheck(conf, iou, 0, 0, 0, 0.0)
+    return Check(label, lay, dec, det, engine)

@@ -1,0 +1,181 @@
+"""What a verification found: the three layers' results on one input, and their tolerances."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError, VerificationError
+
+#: box error allowed per 640 px of input size (pixels), and score error allowed (absolute)
+DEFAULT_TOL = 1e-3
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.45
+#: a detection and its partner on the other side must overlap at least this much
+MIN_IOU = 0.99
+_BOX_SCALE = 640.0
+#: relative term of layer 2 (the dtype's rounding through a decode of a few ops)
+_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 4e-3}
+
+
+def check_options(tol: float = DEFAULT_TOL, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU) -> None:
+    """Refuse tolerances and thresholds outside their meaningful range (:class:`UsageError`, exit 2).
+
+    ``tol`` must be finite, > 0 and <= 1 (scores live in [0, 1]: a larger tolerance checks nothing);
+    ``conf`` and ``iou`` must lie in [0, 1].
+    """
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and 0 < tol <= 1):
+        raise UsageError(f"--tol must be a finite number in (0, 1], not {tol!r}")
+    for name, v in (("--conf", conf), ("--iou", iou)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1):
+            raise UsageError(f"{name} must be in [0, 1], not {v!r}")
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Layer 2's tolerance: ``|a - b| <= atol + rtol * |a|`` per element, ``atol`` fixed by the input size."""
+
+    box_atol: float
+    score_atol: float
+    rtol: float
+
+    @classmethod
+    def for_input(cls, input_shape, dtype, tol: float = DEFAULT_TOL) -> "Allowed":
+        dt = np.dtype(dtype)
+        side = float(max(int(d) for d in input_shape[-2:]))
+        box, score = tol * max(1.0, side / _BOX_SCALE), tol
+        if dt == np.float16:  # the original's own decode rounds to half precision at each op
+            box = max(box, 4 * float(np.spacing(np.float16(side))))
+            score = max(score, 4 * float(np.spacing(np.float16(1.0))))
+        return cls(box, score, _RTOL.get(dt, 1e-5))
+
+    def __str__(self) -> str:
+        return f"{self.box_atol:.2g} px boxes, {self.score_atol:.2g} scores, + {self.rtol:.0e}·|value|"
+
+
+@dataclass(frozen=True)
+class LayoutCheck:
+    """Layer 1: the raw outputs against the prediction convs' values laid out in numpy."""
+
+    max_abs_err: float
+    values: int  # how many values were compared
+    exact_values: int  # of which pure data movement (allowed error 0)
+    worst: str  # where the largest violation is ("" when none)
+    ok: bool
+
+    def __str__(self) -> str:
+        computed = self.values - self.exact_values
+        what = (f"{self.values} values = the prediction convs' outputs rearranged" +
+                (f" ({computed} computed in the graph: sigmoid/DFL, a few ulps allowed)" if computed else ""))
+        exact = " (exact)" if self.max_abs_err == 0 else ""
+        return f"{what}: max abs error {self.max_abs_err:.3g}{exact}" + ("" if self.ok else f"; {self.worst}")
+
+
+@dataclass(frozen=True)
+class DecodeCheck:
+    """Layer 2: the numpy decode of the raw outputs against the original's output."""
+
+    max_abs_err_boxes: float
+    max_abs_err_scores: float
+    allowed: Allowed
+    worst: str
+    ok: bool
+
+    @property
+    def max_abs_err(self) -> float:
+        return max(self.max_abs_err_boxes, self.max_abs_err_scores)
+
+    def __str__(self) -> str:
+        return (f"max abs error {self.max_abs_err:.3g} (boxes {self.max_abs_err_boxes:.3g} px, scores "
+                f"{self.max_abs_err_scores:.3g}); allowed {self.allowed}" + ("" if self.ok else f"; {self.worst}"))
+
+
+@dataclass(frozen=True)
+class DetectionCheck:
+    """Layer 3: detections after class-aware NMS on both sides, paired by anchor row."""
+
+    conf: float
+    iou: float
+    n_ref: int
+    n_got: int
+    matched: int  # kept on both sides from the same anchor row, same class, IoU >= MIN_IOU
+    min_iou: float  # over the matched pairs (1.0 when there are none)
+    borderline: int = 0  # rows whose score is within the score tolerance of conf on one side only
+
+    @property
+    def ok(self) -> bool:
+        return self.n_ref == self.n_got == self.matched
+
+    def __str__(self) -> str:
+        head = f"conf {self.conf:g}, NMS IoU {self.iou:g}: {self.n_ref} vs {self.n_got} detections"
+        edge = (f"; {self.borderline} row(s) within the score tolerance of conf on one side only left out"
+                if self.borderline else "")
+        if self.n_ref == self.n_got == 0:
+            return head + f" (no score reaches {self.conf:g} on either side){edge}"
+        return head + f", {self.matched} matched (same anchor and class, IoU >= {MIN_IOU}), min IoU {self.min_iou:.4f}{edge}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The three layers on one input."""
+
+    input: str  # "random(seed=0)" or an image path
+    layout: LayoutCheck | None  # None: the candidate is a decoded model (nothing to lay out)
+    decode: DecodeCheck
+    detections: DetectionCheck
+    engine: str = "ort"
+
+    @property
+    def ok(self) -> bool:
+        return (self.layout is None or self.layout.ok) and self.decode.ok and self.detections.ok
+
+    @property
+    def max_abs_err(self) -> float:
+        return self.decode.max_abs_err
+
+    @property
+    def max_abs_err_boxes(self) -> float:
+        return self.decode.max_abs_err_boxes
+
+    @property
+    def max_abs_err_scores(self) -> float:
+        return self.decode.max_abs_err_scores
+
+    @property
+    def tolerance(self) -> float:
+        return self.decode.allowed.box_atol
+
+    def failure(self) -> str | None:
+        """One sentence naming the first layer that failed, or None."""
+        if self.layout is not None and not self.layout.ok:
+            return f"layer 1 (raw = conv outputs): {self.layout}"
+        if not self.decode.ok:
+            return f"layer 2 (decode = original): {self.decode}"
+        if not self.detections.ok:
+            return f"layer 3 (detections): {self.detections}"
+        return None
+
+
+@dataclass(frozen=True)
+class Verification:
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def max_abs_err(self) -> float:
+        return max(c.max_abs_err for c in self.checks)
+
+    @property
+    def tolerance(self) -> float:
+        return min(c.tolerance for c in self.checks)
+
+    def raise_if_failed(self) -> None:
+        for c in self.checks:
+            why = c.failure()
+            if why:
+                raise VerificationError(f"verification failed on {c.input}: {why}; nothing written")

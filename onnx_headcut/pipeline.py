@@ -1,0 +1,241 @@
+"""The pipeline behind ``headcut strip`` and ``headcut inspect``: load → locate → cut → rewrite → save → verify.
+
+Imported by users as :mod:`onnx_headcut.strip`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import onnx
+
+from . import __version__
+from .cut import CutReport, cut
+from .errors import HeadcutError, NoHeadError, TooLargeError
+from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
+from .heads import Head, Layout
+from .metadata import embed, embedded
+from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
+from .locate import locate
+from .region import decode_region
+from .graph import GraphIndex
+from .wrappers import decoded_before_nms
+from .simplify import fold, needs_folding, simplify as onnxsim_simplify
+from .surgery import RewriteReport, rewrite_5d
+from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
+
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ``strip`` would find and cut in a model, without writing anything."""
+
+    path: str
+    head: Head
+    cut: CutReport
+    decode_ops: dict  # data ops of the decode region, constants left out
+    max_rank: int
+    folded: bool  # onnxsim had to fold shape plumbing before the head could be read
+    source_nodes: int  # node count of the file as given (before any folding)
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "head": self.head.to_json(),
+            "why": list(self.head.reasons),
+            "decode_ops": self.decode_ops,
+            "would_remove": {"nodes": self.cut.removed, "ops": self.cut.removed_ops},
+            "max_rank": self.max_rank,
+            "folded_with_onnxsim": self.folded,
+            "source_nodes": self.source_nodes,
+        }
+
+
+@dataclass(frozen=True)
+class StripResult:
+    """What ``strip`` did: the head, the cut, the rank rewrite, the check and the files written."""
+
+    inspection: Inspection
+    rewrite: RewriteReport | None
+    verification: Verification | None
+    max_rank_after: int
+    simplified: bool
+    files: tuple[Path, ...]
+    metadata: dict
+    layout: Layout = Layout()
+
+    @property
+    def head(self) -> Head:
+        return self.inspection.head
+
+
+@dataclass(frozen=True)
+class _Located:
+    work: onnx.ModelProto  # the graph the cut is made on
+    head: Head
+    folded: bool
+    reference: bytes | None = None  # what verification compares with, when not the input file itself
+    shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
+
+
+def _locate_file(model: onnx.ModelProto, path) -> _Located:
+    """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
+    first; a refusal names the file."""
+    embedded(model, str(path))  # a raw model: its record must at least be well-formed
+    try:
+        return _locate(model)
+    except TooLargeError as e:
+        raise TooLargeError(f"{path}: {e}") from None
+
+
+def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
+    """Locate directly; fold shape plumbing with onnxsim first when the graph needs it.
+
+    An end-to-end export is first truncated at the decoded tensor that feeds its NMS. Any constant
+    the graph declares above :data:`~onnx_headcut.graph.MAX_CONSTANT_ELEMENTS` is refused first.
+    """
+    shapes = shapes if shapes is not None else infer_shapes(model)
+    check_constant_sizes(model, shapes)
+    e2e = decoded_before_nms(model, _locate, shapes)
+    if e2e is not None:
+        truncated, inner, nms = e2e
+        tail = len(model.graph.node) - len(truncated.graph.node)
+        note = (f"end-to-end export: the {nms} NMS and the box/score conversion before it ({tail} nodes) were "
+                "removed with the decode; verified against the decoded tensor that fed them")
+        return _Located(inner.work, replace(inner.head, notes=inner.head.notes + (note,)), inner.folded,
+                        truncated.SerializeToString())
+    if needs_folding(model):
+        try:
+            return _Located(model, locate(model, shapes), False, shapes=shapes)
+        except NoHeadError as direct:
+            # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
+            try:
+                propagated = infer_shapes(model, data_prop=True)
+            except Exception:  # onnx's data propagation gave up: the sizes known without it were checked above
+                propagated = shapes
+            check_constant_sizes(model, propagated)
+            try:
+                folded = fold(model)
+            except HeadcutError:
+                raise direct from None
+            shapes = infer_shapes(folded)
+            return _Located(folded, locate(folded, shapes), True, shapes=shapes)
+    return _Located(model, locate(model, shapes), False, shapes=shapes)
+
+
+def inspect(path: str | os.PathLike) -> Inspection:
+    """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
+    model = load(path)
+    found = _locate_file(model, path)
+    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
+                       shapes=found.shapes)[0]
+
+
+def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
+                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None):
+    shapes = shapes if shapes is not None else infer_shapes(work)
+    ops = dict(sorted(decode_region(GraphIndex(work), head.output_name).ops.items()))
+    raw, report = cut(work, head, layout, batch, inplace=inplace)
+    return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
+
+
+def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = Layout(), verify: bool = True,
+          lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
+          force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
+          iou: float = DEFAULT_IOU) -> StripResult:
+    """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
+
+    ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
+    level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.heads.Layout`).
+    A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
+    cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
+
+    The output set is ``dst``, ``dst.data`` (a model too big for protobuf) and the sidecar: an
+    existing member is an error unless ``force``, and ``src``, its external data or an image never
+    may be one (see :func:`~onnx_headcut.io.check_output_path`).
+
+    Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
+    ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
+    the three layers of :mod:`onnx_headcut.check` must pass — raw outputs equal to the prediction
+    convs' values rearranged, their decode equal to the original output within ``tol`` (px per 640 px
+    of input; scores), the same detections at ``conf``/``iou`` — otherwise
+    :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
+    """
+    check_options(tol, conf, iou)
+    inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
+    dst = check_output_path(src, dst, force=force, protected=inputs)
+    model = load(src)
+    found = _locate_file(model, src)
+    head = found.head
+    if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
+        try:
+            check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
+        except TooLargeError as e:
+            raise TooLargeError(f"{src}: {e}") from None
+    work, batch = found.work, 1
+    if found.folded:
+        batch_name = _dynamic_batch(model)
+        if keep_dynamic_batch and batch_name and found.reference is None and \
+                all(b.tensor in _tensor_names(model) for lv in head.levels for b in lv.branches):
+            work, batch = model, batch_name
+            head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' kept",))
+        elif batch_name:
+            why = "" if not keep_dynamic_batch else " (--keep-dynamic-batch is not possible for this graph)"
+            head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
+                                                     f"is static{why}",))
+    n_source = len(model.graph.node)
+    conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
+    if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
+            _tensor_names(model):
+        conv_source = work.SerializeToString()  # before the cut, which is made in place
+    insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
+                            shapes=found.shapes if work is found.work else None)
+    reference = found.reference if found.reference is not None else src
+    del model, found, work
+
+    rw = None
+    if lower:
+        raw, rw = rewrite_5d(raw, strict=False, inplace=True)
+    if simplify:
+        raw = onnxsim_simplify(raw)
+    rank_after = rw.max_rank_after if rw is not None and not simplify else max_rank(infer_shapes(raw))
+
+    meta = head.to_json(
+        layout,
+        headcut_version=__version__,
+        removed={"nodes": insp.cut.removed, "ops": insp.cut.removed_ops},
+        raw_outputs=[{"name": n, "shape": list(sh)} for n, sh in insp.cut.outputs],
+    )
+    check_graph(raw)  # postcondition: single assignment, everything defined, acyclic
+    del raw.metadata_props[:]
+    embed(raw, meta)
+    sidecar_name = dst.stem + ".head.json"
+
+    with Staging(dst, targets=strip_outputs(dst), protected=inputs, force=force) as st:
+        staged = st.path(dst.name)
+        save(raw, staged)
+        st.path(sidecar_name).write_text(json.dumps(meta, indent=2) + "\n")
+        result = None
+        if verify:
+            result = run_verify(reference, staged, head, meta, images=tuple(images), tol=tol,
+                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
+            result.raise_if_failed()
+        files = tuple(st.commit())
+    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> str | None:
+    """The symbolic name of the image input's batch axis, if it has one."""
+    inits = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name not in inits:
+            d = i.type.tensor_type.shape.dim
+            return d[0].dim_param or None if d and not d[0].HasField("dim_value") else None
+    return None
+
+
+def _tensor_names(model: onnx.ModelProto) -> set[str]:
+    return {o for n in model.graph.node for o in n.output}
