@@ -88,12 +88,9 @@ def strip(
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     def run():
         from . import pipeline
-        from .errors import HeadcutError
         from .heads import Layout
         from .report import strip_text
 
-        if layout not in ("flat", "levels"):
-            raise HeadcutError(f"--layout must be 'flat' or 'levels', not {layout!r}")
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
             res = pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
@@ -134,12 +131,9 @@ def convert(
         with _status(f"converting {model.name} for {to}"):
             return run_convert(model, to, output, force=force)
 
-    from .text import printable_lines
+    from .report import convert_text
 
-    res = _run(run)
-    typer.echo(printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
-                                f"outputs   {', '.join(res.outputs)}",
-                                "wrote     " + ", ".join(str(f) for f in res.files)]))
+    typer.echo(convert_text(_run(run)))
 
 
 @app.command()
@@ -156,14 +150,11 @@ def verify(
     def run():
         from .check.engine import verify_engine
         from .errors import VerificationError
-        from .report import check_lines
+        from .report import verify_text
 
         with _status(f"running {candidate.name} and {original.name}"):
             checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
-        from .text import printable
-
-        for c in checks:
-            typer.echo(_fit("\n".join(printable(line) for line in check_lines(c))))
+        typer.echo(_fit(verify_text(checks)))
         bad = next((c for c in checks if not c.ok), None)
         if bad is not None:
             raise VerificationError(f"the candidate differs from the original on {bad.input}: {bad.failure()}")
@@ -203,19 +194,13 @@ def detect(
         typer.echo(json.dumps(res.to_json(), indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
+    from .report import detect_table
     from .text import printable
 
-    t = Table(title=f"{len(res.detections)} detections - {res.kind} model on {res.engine}, conf >= {conf}",
-              title_justify="left")
-    for col in ("#", "class", "score", "x1", "y1", "x2", "y2"):
-        t.add_column(col, justify="left" if col == "class" else "right")
-    for i, d in enumerate(res.detections[:50]):
-        t.add_row(str(i), Text(printable(d.name)), f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))  # no markup
     console = Console(highlight=False)
-    console.print(t)
+    console.print(detect_table(res, conf))
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:

@@ -21,7 +21,8 @@ import onnx
 from .engines import EngineError, _need, pnnx_binary, worker
 from .errors import OutputError
 from .metadata import embedded
-from .io import Staging, check_outputs, dependencies, load
+from .io import dependencies, load
+from .staging import Staging, check_outputs
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ from .errors import InputError
 from .heads import Geometry
 from .images import image_format, read_rgb
 from .names import class_names
+from .convert import param_blobs
+from .graph import check_constant_sizes, check_input_size, infer_shapes
+from .io import dependencies, load
+from .pipeline import inspect
+from .staging import Staging, check_outputs
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,6 @@ def _decoded_input(model: Path):
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
-    from .pipeline import inspect
-
     return inspect(model).head
 
 
@@ -72,9 +75,6 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
         out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
         if model.suffix.lower() == ".onnx":  # onnxruntime would materialise any oversized constant
-            from .graph import check_constant_sizes, infer_shapes
-            from .io import load
-
             m = load(model)
             check_constant_sizes(m, infer_shapes(m))
             del m
@@ -83,12 +83,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
     labels = class_names(nc, names)  # a bad names file fails before the model runs
-    from .graph import check_input_size
-
     check_input_size(in_name, shape)
     if engine == "ncnn":
-        from .convert import param_blobs
-
         ins, outs = param_blobs(model)
         in_name, out_names = ins[0], outs
     boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]))
@@ -112,8 +108,6 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
 
 def _inputs(model, image, names) -> dict:
     """Every file ``detect`` reads: the model (and its external data or ``.bin``, and sidecar), image, names."""
-    from .io import dependencies
-
     m = Path(model)
     files = {Path(image): "the input image", **dependencies(m), m.with_name(m.stem + ".head.json"):
              f"the head metadata of {m}"}
@@ -125,8 +119,6 @@ def _inputs(model, image, names) -> dict:
 def check_output(model: str | os.PathLike, image: str | os.PathLike, out: str | os.PathLike,
                  names: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Check, before detecting, that ``out`` may be written: not an input, not a link, new unless ``force``."""
-    from .io import check_outputs
-
     return check_outputs([out], _inputs(model, image, names), force)[0]
 
 
@@ -137,8 +129,6 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
     ``out`` is checked as by :func:`check_output` (``names``: the names file the detection read).
     """
     from PIL import Image, ImageDraw
-
-    from .io import Staging, check_outputs
 
     inputs = _inputs(result.model, image, names)
     check_outputs([out], inputs, force)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .text import printable
+
 
 class HeadcutError(Exception):
     """Base class. ``exit_code`` is what the CLI returns; the message is one line for the user."""
@@ -13,8 +15,6 @@ class HeadcutError(Exception):
     def __str__(self) -> str:
         """One printable line: strings from the model are escaped (:func:`~onnx_headcut.text.printable`),
         so a tensor named ``"x\\nverify OK"`` cannot forge a report line; runs of spaces are collapsed."""
-        from .text import printable
-
         return re.sub(" {2,}", " ", printable(super().__str__())).strip()
 
 
@@ -57,5 +57,5 @@ class VerificationError(HeadcutError):
     exit_code = 3
 
 
-class UsageError(HeadcutError):
+class UsageError(HeadcutError, ValueError):
     """A command-line option or argument is out of its range or does not apply."""

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .io import read_limited
 
 #: an image file larger than this (128 MiB) is refused without being read to the end
@@ -55,8 +55,6 @@ def image_format(path: str | os.PathLike) -> str:
     from pathlib import Path
 
     from PIL import Image
-
-    from .errors import OutputError
 
     ext = Path(path).suffix.lower()
     fmt = Image.registered_extensions().get(ext)

@@ -18,11 +18,12 @@ from .errors import HeadcutError, NoHeadError, TooLargeError
 from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
 from .metadata import embed, embedded
-from .io import Staging, check_output_path, dependencies, load, save, strip_outputs
+from .io import dependencies, load, save
+from .staging import Staging, check_output_path, strip_outputs
 from .locate import locate
 from .region import decode_region
 from .graph import GraphIndex
-from .wrappers import decoded_before_nms
+from .wrappers import find_nms, nms_candidates
 from .simplify import fold, needs_folding, simplify as onnxsim_simplify
 from .surgery import RewriteReport, rewrite_5d
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
@@ -99,14 +100,9 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
     """
     shapes = shapes if shapes is not None else infer_shapes(model)
     check_constant_sizes(model, shapes)
-    e2e = decoded_before_nms(model, _locate, shapes)
-    if e2e is not None:
-        truncated, inner, nms = e2e
-        tail = len(model.graph.node) - len(truncated.graph.node)
-        note = (f"end-to-end export: the {nms} NMS and the box/score conversion before it ({tail} nodes) were "
-                "removed with the decode; verified against the decoded tensor that fed them")
-        return _Located(inner.work, replace(inner.head, notes=inner.head.notes + (note,)), inner.folded,
-                        truncated.SerializeToString())
+    nms = find_nms(model)
+    if nms:
+        return _locate_before_nms(model, nms[0].op_type, shapes)
     if needs_folding(model):
         try:
             return _Located(model, locate(model, shapes), False, shapes=shapes)
@@ -124,6 +120,24 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
             shapes = infer_shapes(folded)
             return _Located(folded, locate(folded, shapes), True, shapes=shapes)
     return _Located(model, locate(model, shapes), False, shapes=shapes)
+
+
+def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Located:
+    """An end-to-end export: the head feeding its NMS, located in the model truncated there."""
+    tried = []
+    for truncated, t, s in nms_candidates(model, shapes):
+        try:
+            inner = _locate(truncated)
+        except NoHeadError as e:
+            tried.append(f"'{t}' {list(s)}: {e}")
+            continue
+        tail = len(model.graph.node) - len(truncated.graph.node)
+        note = (f"end-to-end export: the {nms} NMS and the box/score conversion before it ({tail} nodes) were "
+                "removed with the decode; verified against the decoded tensor that fed them")
+        return _Located(inner.work, replace(inner.head, notes=inner.head.notes + (note,)), inner.folded,
+                        truncated.SerializeToString())
+    raise NoHeadError(f"end-to-end export with {nms}: no decoded (1, N, C) tensor with a known decode found "
+                      f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
 def inspect(path: str | os.PathLike) -> Inspection:

@@ -7,7 +7,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 from __future__ import annotations
 
 from .pipeline import Inspection, StripResult
-from .text import printable_lines
+from .text import printable, printable_lines
 
 
 def _ops(d: dict) -> str:
@@ -89,3 +89,28 @@ def strip_text(res: StripResult) -> str:
             lines += check_lines(c)
     lines.append("wrote     " + ", ".join(str(f) for f in res.files))
     return printable_lines(lines)
+
+
+def verify_text(checks) -> str:
+    """``headcut verify``: the three layers of each check."""
+    return printable_lines([line for c in checks for line in check_lines(c)])
+
+
+def convert_text(res) -> str:
+    """``headcut convert``: the engine, the blob names the C++ side binds to, the files written."""
+    return printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
+                            f"outputs   {', '.join(res.outputs)}", "wrote     " + ", ".join(str(f) for f in res.files)])
+
+
+def detect_table(res, conf: float, limit: int = 50):
+    """``headcut detect``: a rich table of the first ``limit`` detections (names escaped, no markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=f"{len(res.detections)} detections - {res.kind} model on {res.engine}, conf >= {conf}",
+              title_justify="left")
+    for col in ("#", "class", "score", "x1", "y1", "x2", "y2"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for i, d in enumerate(res.detections[:limit]):
+        t.add_row(str(i), Text(printable(d.name)), f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))
+    return t

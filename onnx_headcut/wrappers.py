@@ -6,8 +6,8 @@ with ``--ort``) and output ``num_dets, det_boxes, det_scores, det_classes``::
 
     prediction convs ─► decode ─► T (1,N,5+nc) ─► Slice/Mul/MatMul ─► EfficientNMS_TRT ─► num_dets, det_boxes, ...
 
-:func:`decoded_before_nms` finds ``T`` by structure (the nearest (1, N, C) tensor upstream of the
-NMS from which a known decode is located) and :func:`truncate` returns the model ending at ``T``.
+:func:`nms_candidates` yields the (1, N, C) tensors upstream of the NMS, nearest first, each with
+the model truncated there (:func:`truncate`); ``T`` is the first in which a known decode is located.
 The NMS and the conversion are removed with the decode; the raw model is verified against ``T``.
 """
 
@@ -17,7 +17,6 @@ from collections import deque
 
 import onnx
 
-from .errors import NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
 
 NMS_OPS = frozenset({"EfficientNMS_TRT", "BatchedNMSDynamic_TRT", "BatchedNMS_TRT", "NonMaxSuppression",
@@ -48,14 +47,18 @@ def truncate(model: onnx.ModelProto, tensor: str, shape: Shape | None = None) ->
     return out
 
 
-def decoded_before_nms(model: onnx.ModelProto, locate_fn, shapes: dict[str, Shape] | None = None):
-    """``(truncated model, locate_fn(truncated), nms op type)`` for an end-to-end export; None without NMS."""
+def nms_candidates(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None):
+    """``(truncated model, tensor, shape)`` for each (1, N, C) tensor upstream of the NMS, nearest first.
+
+    The caller locates a head in each until one is found (:func:`onnx_headcut.pipeline`); an export
+    without NMS yields nothing.
+    """
     nms = find_nms(model)
     if not nms:
-        return None
+        return
     ix = GraphIndex(model)
     shapes = shapes if shapes is not None else infer_shapes(model)
-    seen, queue, tried = set(), deque(i for n in nms for i in n.input if i), []
+    seen, queue = set(), deque(i for n in nms for i in n.input if i)
     while queue:
         t = queue.popleft()
         if t in seen or t in ix.initializers or t in ix.graph_inputs:
@@ -63,13 +66,7 @@ def decoded_before_nms(model: onnx.ModelProto, locate_fn, shapes: dict[str, Shap
         seen.add(t)
         s = shapes.get(t)
         if is_static(s) and len(s) == 3 and s[0] == 1 and s[2] >= 5:
-            try:
-                cut = truncate(model, t, s)
-                return cut, locate_fn(cut), nms[0].op_type
-            except NoHeadError as e:
-                tried.append(f"'{t}' {list(s)}: {e}")
+            yield truncate(model, t, s), t, s
         node = ix.producer.get(t)
         if node is not None and node.op_type != "Conv":
             queue.extend(i for i in node.input if i)
-    raise NoHeadError(f"end-to-end export with {nms[0].op_type}: no decoded (1, N, C) tensor with a known "
-                      f"decode found before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))

@@ -5,7 +5,7 @@
 Each case mutates a fixture graph (drop a node, change a constant, alter a shape, reorder inputs,
 change a grid/stride/anchor constant or an op type inside the decode) and runs strip; only a
 verified graph whose raw outputs are the conv values, or a clear HeadcutError, is acceptable (see
-onnx_headcut/fuzz.py). Exit status 1 when anything else happened.
+tests/fuzzing.py). Exit status 1 when anything else happened.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from onnx_headcut.fuzz import base_models, run_case  # noqa: E402
+from fuzzing import base_models, run_case  # noqa: E402
 
 
 def main() -> int:

@@ -169,7 +169,7 @@ def test_large_weights_held_by_the_file_are_not_refused(monkeypatch):
     from onnx_headcut.errors import TooLargeError
     from onnx_headcut.graph import GraphIndex, check_constant_sizes, infer_shapes
 
-    monkeypatch.setattr(graph_mod, "MAX_CONSTANT_ELEMENTS", 1000)
+    monkeypatch.setattr(graph_mod.sizes, "MAX_CONSTANT_ELEMENTS", 1000)
     w = numpy_helper.from_array(np.arange(4000, dtype=np.float32), "w")
     cast = _one([helper.make_node("Cast", ["w"], ["big"], to=TensorProto.FLOAT)], [w])
     check_constant_sizes(cast, infer_shapes(cast))
@@ -343,7 +343,7 @@ def test_path_based_shape_inference_ignores_the_current_folder(tmp_path, monkeyp
     expected = infer_shapes(m)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.data").write_bytes(b"keep")
-    monkeypatch.setattr(graph_mod, "PROTOBUF_LIMIT", 0)
+    monkeypatch.setattr(graph_mod.shapes, "PROTOBUF_LIMIT", 0)
     assert infer_shapes(m) == expected
     assert (tmp_path / "m.data").read_bytes() == b"keep"
 
@@ -401,7 +401,7 @@ def test_postcondition_rejects_a_cyclic_or_non_ssa_graph():
     assert InternalError("x").exit_code == 1
 
 
-_SMALL_INPUT_LIMIT = ("import sys; import onnx_headcut.graph as g; g.MAX_INPUT_ELEMENTS = 1000; "
+_SMALL_INPUT_LIMIT = ("import sys; import onnx_headcut.graph.sizes as g; g.MAX_INPUT_ELEMENTS = 1000; "
                       "from onnx_headcut.cli import main; sys.argv = ['headcut', *sys.argv[1:]]; main()")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from onnx_headcut.fuzz import base_models, run_case
+from fuzzing import base_models, run_case
 
 
 def test_bounded_fuzz(tmp_path):

@@ -51,6 +51,6 @@ def test_path_based_shape_inference_matches(monkeypatch):
     """Models over 2 GB cannot be serialised in memory: shape inference then goes through files."""
     m = build("legacy-inplace")
     in_memory = infer_shapes(m)
-    monkeypatch.setattr(graph_mod, "PROTOBUF_LIMIT", 0)
+    monkeypatch.setattr(graph_mod.shapes, "PROTOBUF_LIMIT", 0)
     via_path = infer_shapes(m)
     assert via_path == in_memory and len(via_path) > 100

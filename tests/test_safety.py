@@ -19,6 +19,7 @@ import onnx
 import pytest
 
 import onnx_headcut.io as io_mod
+import onnx_headcut.staging as staging
 from onnx_headcut.errors import InputError, OutputError
 from onnx_headcut.strip import read_metadata, strip
 
@@ -267,7 +268,7 @@ def test_a_folder_in_the_output_set_is_refused_with_force(member, tmp_path, mode
 def test_a_held_lock_is_a_clear_error(tmp_path, model):
     out = tmp_path / "out"
     out.mkdir()
-    with io_mod.locked([out / "raw.head.json"], out / "raw.onnx"):
+    with staging.locked([out / "raw.head.json"], out / "raw.onnx"):
         before = snapshot(tmp_path)
         code, _, err = headcut("strip", model, "-o", out / "raw.onnx")
         assert code == 2 and err.strip() == (f"headcut: error: another headcut is writing {out / 'raw.onnx'}; "
@@ -278,7 +279,7 @@ def test_a_held_lock_is_a_clear_error(tmp_path, model):
 
 def test_a_lock_file_left_by_a_killed_headcut_does_not_block(tmp_path, model):
     """The lock is a flock: the kernel drops it with its process, so a leftover file is free to take."""
-    io_mod.lock_path(tmp_path / "raw.onnx").write_text("12345\n")
+    staging.lock_path(tmp_path / "raw.onnx").write_text("12345\n")
     code, _, err = headcut("strip", model, "-o", tmp_path / "raw.onnx", "--no-verify")
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "raw.head.json", "raw.onnx"]
@@ -313,7 +314,7 @@ def test_two_concurrent_strips_leave_one_consistent_set(tmp_path, model):
 def test_commit_rechecks_a_target_that_appeared_meanwhile(tmp_path):
     dst = tmp_path / "a.onnx"
     targets = [dst, tmp_path / "a.head.json"]
-    with io_mod.Staging(dst, targets=targets) as st:
+    with staging.Staging(dst, targets=targets) as st:
         st.path("a.onnx").write_bytes(b"new model")
         st.path("a.head.json").write_text("{}")
         (tmp_path / "a.head.json").write_text("written by someone else meanwhile")
@@ -334,9 +335,9 @@ def test_a_failed_move_undoes_the_commit(tmp_path, monkeypatch):
             raise OSError(errno.EIO, "Input/output error")
         return real(src, final, force)
 
-    real = io_mod._place
-    monkeypatch.setattr(io_mod, "_place", failing)
-    with io_mod.Staging(dst, targets=[dst, tmp_path / "a.head.json"], force=True) as st:
+    real = staging._place
+    monkeypatch.setattr(staging, "_place", failing)
+    with staging.Staging(dst, targets=[dst, tmp_path / "a.head.json"], force=True) as st:
         st.path("a.onnx").write_bytes(b"new model")
         st.path("a.head.json").write_text("{}")
         with pytest.raises(OutputError, match="cannot be moved into place .*nothing written"):

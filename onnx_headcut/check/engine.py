@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from ..convert import param_blobs
 from ..decode import canonical
 from ..engines import engine_for, run
 from ..heads import Geometry
@@ -67,8 +68,6 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     else:
         in_name, out_names = inp.name, None
     if engine == "ncnn":
-        from ..convert import param_blobs
-
         ins, outs = param_blobs(candidate)
         in_name, out_names = ins[0], outs
     outs = run(candidate, xs, engine, in_name, out_names)

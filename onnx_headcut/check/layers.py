@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..decode import canonical, original_output
+from ..decode import canonical, nms, original_output
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
@@ -212,8 +212,6 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     IoU >= :data:`MIN_IOU`. A row whose score is within ``score_atol`` of ``conf`` on one side only is
     left out of both (and counted); any other disagreement about a row fails the check.
     """
-    from ..decode import nms
-
     rb, rs, rc = _scored(ref_rows[0])
     gb, gs, gc = _scored(got_rows[0])
     pr, pg = rs >= conf, gs >= conf

@@ -11,6 +11,7 @@ import onnx
 from ..decode import letterbox, to_input
 from ..errors import VerificationError
 from ..heads import Geometry, Head
+from ..images import read_rgb
 from .layers import check_outputs
 from .results import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Verification, check_options
 
@@ -134,8 +135,6 @@ def deterministic_input(shape, dtype=np.float32, seed: int = 0) -> np.ndarray:
 
 def image_input(path: str | os.PathLike, shape, dtype=np.float32) -> np.ndarray:
     """An image file letterboxed to the model's input, as NCHW floats in [0, 1]."""
-    from ..images import read_rgb
-
     img, _, _ = letterbox(read_rgb(path), tuple(shape[-2:]))
     return to_input(img).astype(dtype)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeadcutError
+from ..check import session
 
 ENGINES = ("ort", "mnn", "ncnn")
 EXTRA_HINT = 'pip install "onnx_headcut[engines]" && pip install --no-deps pnnx'
@@ -86,8 +87,6 @@ def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None =
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if engine == "ort":
-        from ..check import session
-
         s = session(model)
         name = input_name or s.get_inputs()[0].name
         return [s.run(output_names, {name: x}) for x in inputs]

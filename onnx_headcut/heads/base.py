@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import UsageError
+
 #: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`)
 SCHEMA = 2
 
@@ -42,7 +44,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
-            raise ValueError(f"layout must be 'flat' or 'levels', not {self.kind!r}")
+            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.kind!r}")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from .. import numeric
 import onnx
 from onnx import TensorProto, helper
 
@@ -44,6 +46,5 @@ def finish(b: Builder, input_name: str, input_dims: list, outputs: list[tuple[st
 
 
 def cell_grid(h: int, w: int) -> np.ndarray:
-    """(h, w, 2) cell indices (gx, gy)."""
-    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([gx, gy], -1).astype(np.float32)
+    """(h, w, 2) cell indices (gx, gy): the decode's grid constants before flattening."""
+    return numeric.cell_grid(h, w).reshape(h, w, 2)

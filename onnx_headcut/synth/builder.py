@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from ..numeric import cell_grid
+from ..io import weight_bytes
 from onnx import TensorProto, helper, numpy_helper
 
 INT64_MAX = 9223372036854775807
@@ -82,8 +84,8 @@ class Builder:
 
 
 def cells(h: int, w: int) -> np.ndarray:
-    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)
+    """(h*w, 2) cell indices (gx, gy), row-major: :func:`onnx_headcut.numeric.cell_grid`."""
+    return cell_grid(h, w)
 
 
 
@@ -126,7 +128,5 @@ def onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def check(model: onnx.ModelProto) -> None:
     """onnx's checker, in memory below the protobuf limit (it cannot serialise a larger model)."""
-    from ..io import weight_bytes
-
     if weight_bytes(model) < 1_800_000_000:
         onnx.checker.check_model(model)

@@ -6,6 +6,9 @@ from .yolov5 import yolov5
 from .yolov6 import yolov6_af, yolov6_v1
 from .yolov8 import yolov8
 from .yolox import yolox
+from ..errors import HeadcutError
+from ..io import save
+from ..staging import Staging, check_outputs
 
 #: the bundled samples: file name -> generator keyword arguments
 SAMPLES = {
@@ -42,12 +45,8 @@ def write_samples(folder, family: str | None = None, force: bool = False) -> lis
     appear together, once every one is written.
     """
     if family is not None and family not in FAMILIES:
-        from ..errors import HeadcutError
-
         raise HeadcutError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
     from pathlib import Path
-
-    from ..io import Staging, check_outputs, save
 
     folder = Path(folder)
     chosen = [name for name in SAMPLES if family is None or name in FAMILIES[family]]

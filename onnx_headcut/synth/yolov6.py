@@ -55,8 +55,7 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
         y = b.node("Concat", [reg, b.node("Sigmoid", [obj]), b.node("Sigmoid", [cls])], axis=1)
         shape5 = [1, 1, no, h, w]
         y = b.node("Transpose", [b.node("Reshape", [y, b.const(np.array(shape5, np.int64))])], perm=[0, 1, 3, 4, 2])
-        gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        grid = np.stack([gx, gy], -1).reshape(1, 1, h, w, 2).astype(np.float32)
+        grid = cells(h, w).reshape(1, 1, h, w, 2)
         s = np.array(float(stride), np.float32)
         xy = b.node("Mul", [b.node("Add", [b.slice_last(y, 0, 2), b.const(grid)]), b.const(s)])
         if inplace:

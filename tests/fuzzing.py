@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import HeadcutError
+from onnx_headcut.errors import HeadcutError
 
 MUTATIONS = ("drop_node", "change_constant", "alter_shape", "reorder_inputs", "decode_constant", "decode_op")
 #: op types a decode op may be turned into (same arity), to make decodes that differ from the recorded geometry
@@ -34,8 +34,8 @@ SWAPS = {"Add": ("Sub", "Mul"), "Sub": ("Add",), "Mul": ("Add", "Div"), "Div": (
 
 
 def _decode_nodes(model: onnx.ModelProto) -> list:
-    from .graph import GraphIndex
-    from .region import decode_region
+    from onnx_headcut.graph import GraphIndex
+    from onnx_headcut.region import decode_region
 
     try:
         return list(decode_region(GraphIndex(model), model.graph.output[0].name).nodes) if model.graph.output else []
@@ -54,7 +54,7 @@ def _constant_tensors(model: onnx.ModelProto, nodes) -> list[onnx.TensorProto]:
 
 def base_models() -> dict[str, bytes]:
     """The fixture graphs that get mutated (small, one per head pattern)."""
-    from .synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox
+    from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox
 
     makers = {
         "yolov6-0.1.0": lambda: yolov6_v1(width=4, size=(128, 128)),
@@ -149,7 +149,7 @@ class Outcome:
 
 def run_case(base: str, data: bytes, seed: int, workdir: Path) -> Outcome:
     """Mutate ``data`` with ``seed`` and strip it; classify what happened."""
-    from .pipeline import strip
+    from onnx_headcut.pipeline import strip
 
     rng = random.Random(seed)
     m = onnx.ModelProto()
