@@ -43,6 +43,12 @@ class MatchContext:
             return f"output '{self.region.output}' has shape {s}, expected static (1, N, C)"
         return None
 
+    def pyramid(self, rows: bool = True) -> list[Group] | str:
+        """The levels, or why there are none: the frontier is not a pyramid or (with ``rows``) the
+        output is not a static (1, N, C) tensor."""
+        why = self.rows_output() if rows else None
+        return why if why is not None else self.groups
+
     def grids_text(self, levels) -> str:
         return (f"strides {[lv.stride for lv in levels]} = input {self.input_shape[-2]}x{self.input_shape[-1]} / grids "
                 + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels))

@@ -77,9 +77,7 @@ def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
     no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
 
-    if (why := ctx.rows_output()) is not None:
-        return no(why)
-    groups = ctx.groups
+    groups = ctx.pyramid()
     if isinstance(groups, str):
         return no(groups)
     out_shape = shapes[region.output]
@@ -156,7 +154,7 @@ def match_ultralytics(ctx: MatchContext) -> Head | Rejection:
     out_shape = shapes.get(region.output)
     if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
         return no(f"output '{region.output}' has shape {out_shape}, expected static (1, 4+nc, N)")
-    groups = ctx.groups
+    groups = ctx.pyramid(rows=False)  # channel-first: the output is checked below
     if isinstance(groups, str):
         return no(groups)
     n_rows = sum(h * w for _, (h, w), _ in groups)

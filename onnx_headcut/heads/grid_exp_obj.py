@@ -56,9 +56,7 @@ def match_grid_exp_obj(ctx: MatchContext) -> Head | Rejection:
     no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
 
-    if (why := ctx.rows_output()) is not None:
-        return no(why)
-    groups = ctx.groups
+    groups = ctx.pyramid()
     if isinstance(groups, str):
         return no(groups)
     out_shape = shapes[region.output]

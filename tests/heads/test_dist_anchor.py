@@ -1,4 +1,9 @@
-"""YOLOv6 0.2.0 … main anchor-free heads: DFL or not, 3 or 4 levels, opset 12/13, onnxsim, dynamic batch."""
+"""Head kind ``dist_anchor``: YOLOv6 >= 0.2 anchor-free (DFL or not, 3 or 4 levels — P6, Lite), Ultralytics
+YOLOv8/YOLO11. Locating it, geometry, metadata, layouts, raw rows, decode numbers.
+
+Fixtures: the project's generator (``yolov6_af``: opset 12/13, onnxsim/onnxslim, dynamic batch, fp16;
+``yolov8``), and the torch reproductions in ``torch_families.py`` exported by torch's legacy and dynamo exporters.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ import numpy as np
 import onnx
 import pytest
 
-from onnx_headcut.decode import decode, dfl_expectation
-from onnx_headcut.graph import infer_shapes, max_rank
-from onnx_headcut.heads import Layout
-from onnx_headcut.strip import strip
-from onnx_headcut.synth import yolov6_af
+import torch_families
 from onnx_headcut.check import deterministic_input, session
+from onnx_headcut.decode import decode, dfl_expectation
+from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
+from onnx_headcut.heads import Layout
+from onnx_headcut.region import decode_region
+from onnx_headcut.strip import inspect, strip
+from onnx_headcut.synth import yolov6_af, yolov8
+
+from _helpers import check_dynamo_export, check_inspect_names, check_strip, needs_torch
+
+# --- YOLOv6 0.2.0 … main anchor-free, generated ---------------------------------------------------------
 
 VARIANTS = {
     "n": dict(),
@@ -165,23 +176,103 @@ def test_anchor_point_mismatch_is_refused(tmp_path):
         locate(m)
 
 
-@pytest.mark.parametrize("layout", [Layout(), Layout("levels"), Layout("flat", keep_dfl=True)])
-def test_keep_dynamic_batch(layout, tmp_path):
-    src = _model(tmp_path, dict(reg_max=16, dynamic_batch=True))
-    res = strip(src, tmp_path / "raw.onnx", layout=layout, keep_dynamic_batch=True)
-    assert [c.input for c in res.verification.checks] == ["random(seed=0)", "random(seed=0), batch 2"]
-    assert res.verification.max_abs_err <= 1e-3 and "dynamic batch 'batch' kept" in res.head.notes
-    raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert all(o.type.tensor_type.shape.dim[0].dim_param == "batch" for o in raw.graph.output)
-    x = deterministic_input((3, 3, 320, 320), seed=2)
-    y = session(str(src)).run(None, {"images": x})[0]
-    r = session(str(tmp_path / "raw.onnx")).run(None, {"images": x})
-    assert np.abs(decode(r if layout.kind == "levels" else r[0], res.metadata) - y).max() <= 1e-3
+def test_inspect_names_the_generation_and_why(tmp_path):
+    cases = {
+        "af.onnx": (yolov6_af(width=8), "0.2+ anchor-free", "no DFL"),
+        "dfl.onnx": (yolov6_af(width=8, reg_max=16, opset=12), "0.2+ anchor-free, DFL", "reg_max 16"),
+        "p6.onnx": (yolov6_af(width=8, levels=4, size=(640, 640)), "0.2+ anchor-free", "P6 or YOLOv6-Lite"),
+    }
+    for name, (m, version, why) in cases.items():
+        onnx.save(m, str(tmp_path / name))
+        insp = inspect(tmp_path / name)
+        assert insp.head.version == version
+        assert any(why in r for r in insp.head.reasons), insp.head.reasons
 
 
-def test_dynamic_batch_defaults_to_static_and_says_so(tmp_path):
-    src = _model(tmp_path, dict(dynamic_batch=True))
+# --- YOLOv6 0.3.0 anchor-free: torch module exported by torch's legacy exporter ------------------------------
+
+
+@pytest.mark.parametrize("reg_max", [0, 16])
+def test_yolov6_af_legacy_export(reg_max, tmp_path):
+    """The YOLOv6 0.3.0 anchor-free fixture, legacy exporter (opset 13): found, verified, and its decode
+    region op for op the one the project's generator writes."""
+    needs_torch()
+    src = torch_families.export_yolov6_af(tmp_path / "in.onnx", reg_max=reg_max)
+    m = onnx.load(str(src))
+    assert m.opset_import[0].version == 13
+    assert [i.name for i in m.graph.input] == ["images"] and [o.name for o in m.graph.output] == ["outputs"]
+    ops = decode_region(GraphIndex(m), "outputs").ops
+    synth = yolov6_af(width=8, reg_max=reg_max)
+    assert ops == decode_region(GraphIndex(synth), synth.graph.output[0].name).ops
     res = strip(src, tmp_path / "raw.onnx")
-    assert any("pinned to 1" in n for n in res.head.notes) and any("pinned to 1" in n for n in res.metadata["notes"])
+    assert res.verification.ok and res.verification.max_abs_err <= 1e-3
+    assert (res.head.family, res.head.reg_max, res.head.num_classes) == ("YOLOv6", reg_max, 80)
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert [d.dim_value for d in raw.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 320, 320]
+    assert [d.dim_value for d in raw.graph.output[0].type.tensor_type.shape.dim] == [1, 2100, 4 * (reg_max + 1) + 80]
+    assert max_rank(infer_shapes(raw)) <= 4
+
+
+# --- Ultralytics YOLOv8 / YOLO11, generated ---------------------------------------------------------------
+
+GENERATED = {  # name: (model builder, family, version, raw columns, rows per cell)
+    "yolov8": (lambda: yolov8(width=8), "YOLOv8", "Ultralytics", 144, 1),
+    "yolo11": (lambda: yolov8(width=8, yolo11=True), "YOLO11", "Ultralytics", 144, 1),
+    "yolov8-nc3": (lambda: yolov8(width=8, nc=3), "YOLOv8", "Ultralytics", 67, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_generated_families(name, tmp_path):
+    make, family, version, cols, na = GENERATED[name]
+    onnx.save(make(), str(tmp_path / "in.onnx"))
+    res = check_strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", family, version, cols, na)
+    meta = res.metadata
+    if version == "Ultralytics":
+        assert meta["original_output"]["layout"] == "channels" and meta["ones_column"] is False
+        assert meta["channels"][0] == {"name": "dfl", "size": 64, "sigmoid": False,
+                                       "columns": "DFL bin logits grouped l, t, r, b"} and meta["dfl_bins"] == 16
+
+
+def test_inspect_names_each_family(tmp_path):
+    check_inspect_names(GENERATED, tmp_path)
+
+
+def test_yolov8_keep_dfl_and_levels(tmp_path):
+    onnx.save(yolov8(width=8), str(tmp_path / "in.onnx"))
+    for i, layout in enumerate([Layout("flat", keep_dfl=True), Layout("levels")]):
+        res = strip(tmp_path / "in.onnx", tmp_path / f"raw{i}.onnx", layout=layout)
+        assert res.verification.ok
+        widths = [o["shape"][-1] if layout.kind == "flat" else o["shape"][1] for o in res.metadata["raw_outputs"]]
+        assert widths == ([84] if layout.kind == "flat" else [84, 84, 84])
+
+
+# --- Ultralytics YOLOv8: torch module exported by torch's legacy exporter (``torch_families.py``) -------------
+
+torch_cases = {
+    "yolov8-onnxslim": ("export_yolov8", {}, "YOLOv8", "Ultralytics", 144, 1),
+    "yolov8-unslimmed": ("export_yolov8", {"slim": False}, "YOLOv8", "Ultralytics", 144, 1),
+    "yolov8-dynamic": ("export_yolov8", {"dynamic": True}, "YOLOv8", "Ultralytics", 144, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(torch_cases))
+def test_torch_exports(name, tmp_path):
+    needs_torch()
+    fn, kw, family, version, cols, na = torch_cases[name]
+    src = getattr(torch_families, fn)(tmp_path / "in.onnx", **kw)
+    res = check_strip(src, tmp_path / "raw.onnx", family, version, cols, na)
+    assert res.inspection.folded == ("dynamic" in name)
+
+
+# --- both: torch's dynamo exporter (see ``_helpers.py``) ---------------------------------------------------
+
+DYNAMO_CASES = {  # name: (exporter, keywords, family, raw columns, rows per cell)
+    "yolov6-af": (torch_families.export_yolov6_af, {"reg_max": 0}, "YOLOv6", 84, 1),
+    "yolov6-af-dfl": (torch_families.export_yolov6_af, {"reg_max": 16}, "YOLOv6", 148, 1),
+    "yolov8": (torch_families.export_yolov8, {}, "YOLOv8", 144, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(DYNAMO_CASES))
+def test_strip_dynamo_export(name, tmp_path):
+    check_dynamo_export(DYNAMO_CASES[name], tmp_path)
