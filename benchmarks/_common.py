@@ -28,14 +28,16 @@ def machine() -> str:
         pass
     mem = ""
     try:
-        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
     from importlib.metadata import version
 
     libs = ", ".join(f"{p} {version(p)}" for p in ("numpy", "onnx", "onnxruntime"))
-    return f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; Python {platform.python_version()}; {libs}"
+    return (f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}; {libs}")
 
 
 def model(name: str) -> Path:
@@ -62,7 +64,8 @@ def fresh(code: str, env: dict | None = None) -> dict:
         "import json, resource, sys, time\n" + code +
         "\nres = RESULT if 'RESULT' in dir() else {}\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
-        "res['peak_rss_mb'] = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "res['peak_rss_mb'] = int(hwm[0].split()[1]) / 1024 if hwm "
+        "else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "print('BENCH ' + json.dumps(res))\n"
     )
     p = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, cwd=ROOT,

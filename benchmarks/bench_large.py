@@ -37,7 +37,8 @@ def big_model() -> Path:
     p = CACHE / "over-2GB.onnx"
     if not p.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\nimport onnx\nfrom onnx_headcut.synth import yolov6_af\n"
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\nimport onnx\n"
+                f"from onnx_headcut.synth import yolov6_af\n"
                 f"m = yolov6_af(width=520, reg_max=16, size=(320, 320))\n"
                 f"onnx.save(m, {str(p)!r}, save_as_external_data=True, location='over-2GB.onnx.data')\n")
         fresh(code)

@@ -3,9 +3,10 @@
     python benchmarks/bench_strip.py
 
 Each row runs in fresh Python processes (time measured around the work, after imports; peak RSS is
-the process's); baseline and strip are measured alternately, 3 x 5 runs each, median time. The models are generated decoded YOLOv6 (0.3-style, DFL) exports of the yolov6n and
-yolov6l sizes (benchmarks/.cache, made on first use). The peers are given the prediction-conv
-tensor names headcut found and extract the subgraph up to them.
+the process's); baseline and strip are measured alternately, 3 x 5 runs each, median time. The
+models are generated decoded YOLOv6 (0.3-style, DFL) exports of the yolov6n and yolov6l sizes
+(benchmarks/.cache, made on first use). The peers are given the prediction-conv tensor names
+headcut found and extract the subgraph up to them.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def main() -> str:
         size = src.stat().st_size / 1e6
         with tempfile.TemporaryDirectory() as d:
             # the baseline and strip alternate, so that drift in disk speed hits both alike
-            pairs = [(measure(ROUND_TRIP, src, Path(d, "rt.onnx"), names), measure(STRIP, src, Path(d, "s.onnx"), names))
+            pairs = [(measure(ROUND_TRIP, src, Path(d, "rt.onnx"), names),
+                      measure(STRIP, src, Path(d, "s.onnx"), names))
                      for _ in range(3)]
             base_t = statistics.median(p[0][0] for p in pairs)
             base_m = max(p[0][1] for p in pairs)
@@ -107,7 +109,8 @@ def main() -> str:
                     t, m = strip_t, strip_m
                 else:
                     t, m = measure(code, src, Path(d, "out.onnx"), names)
-                rows.append([name, f"{size:.0f}", label, f"{t:.3f}", f"{t / base_t:.2f}x", f"{m:.0f}", f"{m / base_m:.2f}x"])
+                rows.append([name, f"{size:.0f}", label, f"{t:.3f}", f"{t / base_t:.2f}x",
+                             f"{m:.0f}", f"{m / base_m:.2f}x"])
     text = table(["model", "MB", "tool", "time (s)", "vs round trip", "peak RSS (MB)", "vs round trip"], rows)
     return text
 

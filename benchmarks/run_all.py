@@ -36,7 +36,14 @@ NOTES = {
                "to gate on) reading those 8400 × 80 logits alone takes about 0.2-0.3 ms in numpy, which "
                "bounds the (1, 8400, 148) case; a C++ port that stops at the first class above the "
                "threshold does not pay it."),
-    "engines": ("Target: the raw model no slower than the original. Met on onnxruntime and, within the few-percent run-to-run spread of this shared 2-core machine, on MNN; on ncnn the raw model of the larger model is about 3-5 % slower. What bounds it, measured (3 runs each, yolov6s-size on ncnn): original 357-364 ms, raw 366-380 ms, raw with `--keep-dfl` 359-361 ms. The default raw layout moves the DFL bins out of the graph, so the output grows from 85 to 148 columns and ncnn copies it out on every run; with the DFL kept (84 columns) the raw model runs as fast as the original. Use `--keep-dfl` where that copy matters."),
+    "engines": ("Target: the raw model no slower than the original. Met on onnxruntime and, within the "
+                "few-percent run-to-run spread of this shared 2-core machine, on MNN; on ncnn the raw model "
+                "of the larger model is about 3-5 % slower. What bounds it, measured (3 runs each, "
+                "yolov6s-size on ncnn): original 357-364 ms, raw 366-380 ms, raw with `--keep-dfl` "
+                "359-361 ms. The default raw layout moves the DFL bins out of the graph, so the output "
+                "grows from 85 to 148 columns and ncnn copies it out on every run; with the DFL kept "
+                "(84 columns) the raw model runs as fast as the original. Use `--keep-dfl` where that "
+                "copy matters."),
     "large": ("Over the protobuf limit the weights live in a side file; strip costs what the round trip "
               "costs, because the cut is made in place and shape inference runs on a weightless skeleton "
               "(the in-memory API would fail on the whole model; the path-based one is the fallback)."),

@@ -5,7 +5,7 @@ Data flow, one module each: :mod:`.io` (load/save) → :mod:`.locate` → :mod:`
 numpy reference decode and :mod:`.cli` the thin command line.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "strip", "inspect", "decode", "surgery"]
 

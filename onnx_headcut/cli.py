@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -51,12 +51,12 @@ def _run(fn):
         return fn()
     except HeadcutError as e:
         typer.echo(f"headcut: error: {e}", err=True)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         typer.echo("headcut: interrupted; nothing written", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except Exception as e:  # a bug: still one line, traceback on request
         if os.environ.get("HEADCUT_DEBUG"):
             raise
@@ -64,7 +64,7 @@ def _run(fn):
 
         typer.echo(f"headcut: internal error: {type(e).__name__}: {printable(e) or 'no message'} "
                    "(set HEADCUT_DEBUG=1 for a traceback)", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -74,11 +74,13 @@ def strip(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
     lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
     simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
-    layout: str = typer.Option("flat", "--layout", help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
+    layout: str = typer.Option("flat", "--layout",
+                               help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
     keep_dfl: bool = typer.Option(False, "--keep-dfl", help="keep the DFL expectation in the graph (4 distances)"),
     keep_sigmoid: bool = typer.Option(False, "--keep-sigmoid", help="emit scores (sigmoid applied) instead of logits"),
-    image: Optional[List[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
-    tol: float = typer.Option(1e-3, "--tol", help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
+    image: Optional[list[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
+    tol: float = typer.Option(1e-3, "--tol",
+                              help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
     conf: float = typer.Option(0.25, "--conf", help="score threshold of the detection check"),
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold of the detection check"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
@@ -121,7 +123,8 @@ def inspect(
 def convert(
     model: Path = typer.Argument(..., help="raw (or decoded) ONNX model"),
     to: str = typer.Option(..., "--to", help="mnn or ncnn"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="folder for the converted files (default: beside MODEL)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="folder for the converted files (default: beside MODEL)"),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
 ) -> None:
     """Convert MODEL for an edge engine and print the blob names the C++ side needs."""
@@ -141,10 +144,11 @@ def verify(
     original: Path = typer.Argument(..., help="the original decoded ONNX export"),
     candidate: Path = typer.Argument(..., help="raw model (.onnx, .mnn or .param), or a converted original"),
     engine: Optional[str] = typer.Option(None, "--engine", help="ort, mnn or ncnn (default: from the file type)"),
-    image: Optional[List[Path]] = typer.Option(None, "--image", help="also compare on this image (letterboxed)"),
+    image: Optional[list[Path]] = typer.Option(None, "--image", help="also compare on this image (letterboxed)"),
     conf: float = typer.Option(0.25, "--conf", help="score threshold for the detection comparison"),
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
-    tol: float = typer.Option(1e-3, "--tol", help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
+    tol: float = typer.Option(1e-3, "--tol",
+                              help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
 ) -> None:
     """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections)."""
     def run():
@@ -177,7 +181,8 @@ def detect(
     """Detect objects in IMAGE: letterbox, run, decode, NMS, draw."""
 
     def run():
-        from .detect import check_output, detect as run_detect, draw
+        from .detect import check_output, draw
+        from .detect import detect as run_detect
         from .images import image_format
 
         if output is not None:
@@ -249,4 +254,4 @@ def main() -> None:  # console-script entry
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,8 +20,8 @@ import onnx
 
 from .engines import EngineError, _need, pnnx_binary, worker
 from .errors import OutputError
-from .metadata import embedded
 from .io import dependencies, load
+from .metadata import embedded
 from .staging import Staging, check_outputs
 
 
@@ -87,7 +87,7 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
         else:
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx(src, _input_shape(model), st.path(names[0]), st.path(names[1]))
-        if side in targets:
+        if side in targets and head is not None:  # side is a target only with head metadata
             st.path(side.name).write_text(head)
         files = tuple(st.commit())
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs))
@@ -106,7 +106,8 @@ def _pnnx(src: Path, shape: list[int], param: Path, binary: Path) -> tuple[list[
         made = Path(d, "model.ncnn.param")
         if p.returncode != 0 or not made.exists():
             lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
-            raise EngineError(f"pnnx could not convert {src.name}: " + (lines[-1][:300] if lines else f"exit {p.returncode}"))
+            raise EngineError(f"pnnx could not convert {src.name}: "
+                              + (lines[-1][:300] if lines else f"exit {p.returncode}"))
         shutil.move(str(made), param)
         shutil.move(str(Path(d, "model.ncnn.bin")), binary)
     return param_blobs(param)

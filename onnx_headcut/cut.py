@@ -5,14 +5,15 @@ levels row-wise::
 
     Conv(box) ─┐
     Conv(obj) ─┼─► Concat(axis=1) (1,C,h,w) ─► Reshape (1,C,h*w) ─► Transpose(0,2,1) (1,h*w,C) ─┐
-    Conv(cls) ─┘                                                                               ├─► Concat(axis=1) ─► (1,N,C)
-                                        ... one such chain per level, stride ascending ...  ──┘
+    Conv(cls) ─┘                                                                               │
+                                        ... one such chain per level, stride ascending ...  ──┴─► Concat(axis=1) (1,N,C)
 
 With ``Layout("levels")`` each level's ``(1,C,h,w)`` Concat is an output of its own. Options add a
 Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the graph
 (``keep_dfl``), written in <= 4-D ops that every opset reads the same way::
 
-    Conv(dfl) (1,4R,h,w) ─► Reshape (1,4,R,h*w) ─► Transpose(0,1,3,2) ─► Softmax(axis=3) ─► MatMul([0..R-1]ᵀ) ─► Reshape (1,4,h,w)
+    Conv(dfl) (1,4R,h,w) ─► Reshape (1,4,R,h*w) ─► Transpose(0,1,3,2) ─► Softmax(axis=3)
+        ─► MatMul([0..R-1]ᵀ) ─► Reshape (1,4,h,w)
 
 The new output keeps the original output's name and dtype (levels: ``<name>_s<stride>``); what
 the old output needed and the new one does not is pruned from the protobuf in place, so the
@@ -73,7 +74,10 @@ class _Tail:
            **attrs) -> str:
         """Append ``op`` writing tensor ``headcut/<name>`` (or ``out``; as given with ``keep_name``) of
         ``shape`` (batch axis replaced)."""
-        out = out if keep_name else fresh(self.taken, out or f"headcut/{name}")
+        if keep_name:
+            assert out is not None, "keep_name needs out"
+        else:
+            out = fresh(self.taken, out or f"headcut/{name}")
         node_name = fresh(self.taken, f"headcut/{name}/{op}")
         self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=node_name, **attrs))
         self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, [self.batch, *shape[1:]]))
@@ -169,6 +173,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
         by_role = {b.role: b for b in lv.branches}
         parts = []
         for blk in blocks:
+            assert blk.source is not None  # every block of a non-anchor-grid head has a source conv
             branch = by_role[blk.source.role]
             t = branch.tensor
             if blk.sigmoid:

@@ -78,7 +78,8 @@ def decode(raw, head) -> np.ndarray:
     rows = _rows(g)
     if flat.ndim != 3 or flat.shape[1] != len(rows[0]) or flat.shape[2] != g.width:
         raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width})")
-    cells, strides, sizes = (None if r is None else r.astype(flat.dtype) for r in rows)
+    cells, strides = rows[0].astype(flat.dtype), rows[1].astype(flat.dtype)
+    sizes = None if rows[2] is None else rows[2].astype(flat.dtype)
     return kind(g.decode).decode(flat, g, cells, strides, sizes)
 
 
@@ -119,7 +120,8 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
     return y
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int], color: int = 114) -> tuple[np.ndarray, float, tuple[float, float]]:
+def letterbox(image: np.ndarray, size: tuple[int, int],
+              color: int = 114) -> tuple[np.ndarray, float, tuple[float, float]]:
     """Resize an HWC uint8 image keeping its aspect ratio and pad it to ``size`` = (h, w).
 
     Returns ``(padded, ratio, (pad_x, pad_y))``; a box in the padded image maps back with

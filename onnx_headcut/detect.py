@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .convert import param_blobs
 from .decode import canonical, decode, letterbox, postprocess, scale_boxes, to_input
-from .metadata import head_for
 from .engines import engine_for, run
 from .errors import InputError
+from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .heads import Geometry
 from .images import image_format, read_rgb
-from .names import class_names
-from .convert import param_blobs
-from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .io import dependencies, load
+from .metadata import head_for
+from .names import class_names
 from .pipeline import inspect
 from .staging import Staging, check_outputs
 
@@ -90,8 +90,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]))
     x = to_input(boxed)
     (ys,) = run(model, [x], engine, in_name, out_names)
-    if g is not None:
-        expected = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
+    if g is not None and head is not None:  # g is set exactly when head is
+        expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
         decoded = decode(ys if g.layout == "levels" else ys[0], g)
     else:
@@ -101,7 +101,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
-    out = tuple(Detection(tuple(float(v) for v in b), float(d[4]), int(d[5]), labels[int(d[5])])
+    out = tuple(Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(d[4]), int(d[5]),
+                          labels[int(d[5])])
                 for b, d in zip(boxes, dets))
     return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
 

@@ -24,8 +24,7 @@ import onnx
 
 from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
-from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels
-from .heads import refusals
+from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
 from .metadata import METADATA_KEY
 from .region import LAYOUT_OPS, decode_region
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from .errors import HeadcutError, InputError
-from .io import load, read_limited
 from .heads import ALL, SCHEMA
+from .io import load, read_limited
 
 #: the ``metadata_props`` key of the head record
 METADATA_KEY = "headcut"
@@ -102,6 +101,17 @@ def _get(d: dict, key: str, where: str, kind: type):
     return v
 
 
+def _objects(meta: dict, key: str):
+    """(``"key[k]."``, item) for each item of the non-empty list of objects ``meta[key]``."""
+    items = _get(meta, key, "", list)
+    if not items:
+        raise _Bad(f"{key} is empty")
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _Bad(f"{key}[{k}] must be an object")
+        yield f"{key}[{k}].", item
+
+
 def check_metadata(meta, source: str = "headcut metadata") -> dict:
     """``meta`` (parsed JSON) if it is a well-formed head record, else :class:`~onnx_headcut.errors.InputError`
     saying which field is wrong. Checks every key the decode, detect, verify and convert read."""
@@ -119,13 +129,7 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
         if not 3 <= len(shape) <= 4 or not all(isinstance(d, str) or _int(d, "input.shape[]", 1, 1 << 16)
                                                 for d in shape):
             raise _Bad(f"input.shape must be 3 or 4 dims, not {shape!r}"[:200])
-        levels = _get(meta, "levels", "", list)
-        if not levels:
-            raise _Bad("levels is empty")
-        for k, lv in enumerate(levels):
-            w = f"levels[{k}]."
-            if not isinstance(lv, dict):
-                raise _Bad(f"levels[{k}] must be an object")
+        for w, lv in _objects(meta, "levels"):
             _int(lv.get("stride"), w + "stride", 1, _MAX_STRIDE)
             grid = _get(lv, "grid", w, list)
             if len(grid) != 2:
@@ -137,13 +141,7 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
                 if not anchors or not all(isinstance(a, list) and len(a) == 2 and all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors):
                     raise _Bad(f"{w}anchors must be a list of [w, h] numbers")
-        channels = _get(meta, "channels", "", list)
-        if not channels:
-            raise _Bad("channels is empty")
-        for k, c in enumerate(channels):
-            w = f"channels[{k}]."
-            if not isinstance(c, dict):
-                raise _Bad(f"channels[{k}] must be an object")
+        for w, c in _objects(meta, "channels"):
             _get(c, "name", w, str)
             _int(c.get("size"), w + "size", 1, _MAX_CHANNELS)
             if "sigmoid" in c and not isinstance(c["sigmoid"], bool):
@@ -151,9 +149,9 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
         if meta.get("layout", "flat") not in ("flat", "levels"):
             raise _Bad(f"layout must be 'flat' or 'levels', not {meta.get('layout')!r}"[:200])
         _int(meta.get("reg_max", 0), "reg_max", 0, 1 << 10)
-        for k in ("ones_column",):
-            if k in meta and not isinstance(meta[k], bool):
-                raise _Bad(f"{k} must be true or false")
+        for key in ("ones_column",):
+            if key in meta and not isinstance(meta[key], bool):
+                raise _Bad(f"{key} must be true or false")
         if not isinstance(meta.get("schema", 1), int) or meta.get("schema", 1) > SCHEMA:
             raise _Bad(f"schema {meta.get('schema')!r} is newer than this headcut reads ({SCHEMA}); upgrade headcut")
         if "original_output" in meta:

@@ -13,21 +13,21 @@ from pathlib import Path
 import onnx
 
 from . import __version__
+from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
+from .check import verify as run_verify
 from .cut import CutReport, cut
 from .errors import HeadcutError, NoHeadError, TooLargeError
-from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
+from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
-from .metadata import embed, embedded
 from .io import dependencies, load, save
-from .staging import Staging, check_output_path, strip_outputs
 from .locate import locate
+from .metadata import embed, embedded
 from .region import decode_region
-from .graph import GraphIndex
-from .wrappers import find_nms, nms_candidates
-from .simplify import fold, needs_folding, simplify as onnxsim_simplify
+from .simplify import fold, needs_folding
+from .simplify import simplify as onnxsim_simplify
+from .staging import Staging, check_output_path, strip_outputs
 from .surgery import RewriteReport, rewrite_5d
-from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
-
+from .wrappers import find_nms, nms_candidates
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
         except TooLargeError as e:
             raise TooLargeError(f"{src}: {e}") from None
+    batch: int | str  # 1, or the name of a kept dynamic batch dim
     work, batch = found.work, 1
     if found.folded:
         batch_name = _dynamic_batch(model)

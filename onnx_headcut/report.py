@@ -71,8 +71,9 @@ def strip_text(res: StripResult) -> str:
     ]
     lines += [f"note      {n}" for n in h.notes]
     if insp.folded:
-        lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the "
-                     "shape plumbing before locating (batch pinned to 1); counts below are on the folded graph")
+        lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: "
+                     "onnxsim folded the shape plumbing before locating (batch pinned to 1); "
+                     "counts below are on the folded graph")
     rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
     if res.rewrite is not None:
         rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"

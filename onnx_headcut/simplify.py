@@ -69,7 +69,8 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
     for i in model.graph.input:
         if i.name in inits:
             continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in i.type.tensor_type.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in i.type.tensor_type.shape.dim]
         if dims and dims[0] is None:
             dims[0] = 1
         if any(d is None for d in dims):

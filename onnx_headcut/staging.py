@@ -19,13 +19,13 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: the lock is an O_EXCL file instead of a flock
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no fcntl module on Windows; checked for None before use
 
 from .errors import OutputError
 from .io import dependencies
@@ -55,17 +55,17 @@ def check_outputs(targets: Iterable[str | os.PathLike], protected: Mapping[Path,
     file; an existing target is an error unless ``force``. Each target's folder must exist and be
     writable. Raises :class:`OutputError` naming the first offending file; returns the targets.
     """
-    targets = tuple(Path(t) for t in targets)
+    paths = tuple(Path(t) for t in targets)
     if not isinstance(protected, Mapping):
         protected = {Path(p): "an input file" for p in protected}
     folders = []
-    for t in targets:
+    for t in paths:
         folder = t.parent.resolve()
         if not folder.is_dir():
             raise OutputError(f"{folder}: the output folder does not exist")
         if folder not in folders:
             folders.append(folder)
-    for t in targets:
+    for t in paths:
         _check_target(t, protected, force)
     for folder in folders:
         try:  # os.access says yes to root even on read-only mounts: really try. TemporaryFile is
@@ -74,7 +74,7 @@ def check_outputs(targets: Iterable[str | os.PathLike], protected: Mapping[Path,
                 pass
         except OSError:
             raise OutputError(f"{folder}: the output folder is not writable") from None
-    return targets
+    return paths
 
 
 def _check_target(t: Path, protected: Mapping[Path, str], force: bool) -> None:
@@ -180,7 +180,7 @@ class Staging:
                 raise
         return sorted(self.folder / n for n in staged)
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, typ, exc, tb) -> None:

@@ -125,7 +125,8 @@ def _pin_targets(model, ix: GraphIndex, shapes, reshapes) -> bool:
     return True
 
 
-def rewrite_5d(model: onnx.ModelProto, strict: bool = True, inplace: bool = False) -> tuple[onnx.ModelProto, RewriteReport]:
+def rewrite_5d(model: onnx.ModelProto, strict: bool = True,
+               inplace: bool = False) -> tuple[onnx.ModelProto, RewriteReport]:
     """Rewrite every Reshape → Transpose (→ Reshape) chain above rank 4 into rank <= 4.
 
     Takes any ONNX model with static shapes around its >4-D chains. Returns ``(model, report)``:
@@ -198,7 +199,8 @@ def rewrite_5d(model: onnx.ModelProto, strict: bool = True, inplace: bool = Fals
         lowered.append(Lowered(node.output[0], tuple(target), tuple(perm), new_shape, new_perm))
 
     if lowered:  # shapes recorded for the rewritten tensors are stale: let inference redo them
-        stale = {lo.reshape for lo in lowered} | {u.output[0] for lo in lowered for u in ix.consumers.get(lo.reshape, [])}
+        stale = {lo.reshape for lo in lowered} | {u.output[0] for lo in lowered
+                                                  for u in ix.consumers.get(lo.reshape, [])}
         keep = [vi for vi in model.graph.value_info if vi.name not in stale]
         del model.graph.value_info[:]
         model.graph.value_info.extend(keep)

@@ -44,7 +44,7 @@ def draw_nodes(ax, nodes, sources: list[str], title: str) -> None:
                 x0, y0 = where[i]
                 ax.annotate("", (x1 - 0.28, y1), (x0 + 0.28, y0),
                             arrowprops=dict(arrowstyle="->", lw=0.5, color="0.5"))
-    for t, (x, y) in ((t, where[t]) for t in sources):
+    for _t, (x, y) in ((t, where[t]) for t in sources):
         ax.text(x, y, "conv", ha="center", va="center", fontsize=6,
                 bbox=dict(boxstyle="round", fc="#cde", ec="0.4", lw=0.5))
     for n in nodes:

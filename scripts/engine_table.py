@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnx_headcut.convert import convert  # noqa: E402
 from onnx_headcut.check.engine import conf_reached_by, verify_engine  # noqa: E402
+from onnx_headcut.convert import convert  # noqa: E402
 from onnx_headcut.errors import HeadcutError  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
 

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from conftest import digest
 from onnx import numpy_helper
 
-from conftest import digest
 from onnx_headcut.synth import yolov6_v1
 
 
@@ -155,8 +155,8 @@ def test_the_large_logit_alone_verifies_with_the_input_size_tolerance(tmp_path):
 def test_layer_1_catches_a_tail_that_is_not_the_convs(tmp_path):
     """A raw model whose output is not the conv values (one column scaled) fails layer 1 even though
     layer 2 would be fooled by a matching change to the metadata."""
-    from onnx_headcut.strip import inspect
     from onnx_headcut.check import verify
+    from onnx_headcut.strip import inspect
 
     onnx.save(yolov6_v1(width=8), str(tmp_path / "in.onnx"))
     code, _, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx")
@@ -220,8 +220,8 @@ def test_nothing_passing_conf_is_said(tmp_path):
 def test_layer_1_reads_the_convs_from_the_located_graph_when_the_original_renamed_them(tmp_path):
     """When folding renamed the prediction convs' tensors, layer 1 reads them from the graph the
     head was located on (``conv_source``), and layer 2 still compares with the user's original."""
-    from onnx_headcut.strip import inspect
     from onnx_headcut.check import verify
+    from onnx_headcut.strip import inspect
 
     onnx.save(yolov6_v1(width=8), str(tmp_path / "located.onnx"))
     code, _, err = headcut("strip", tmp_path / "located.onnx", "-o", tmp_path / "raw.onnx")

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import build, digest
+from onnx import TensorProto, helper, numpy_helper
 
 PHOTO = Path(__file__).resolve().parents[1] / "samples" / "images" / "chelsea.jpg"
 STRIDE8 = "/detect/Constant_36_output_0"  # the level-0 xy stride constant of the generated 0.1.0 export
@@ -63,7 +62,8 @@ def _stride_from(nodes: list[onnx.NodeProto], last: str) -> onnx.ModelProto:
                     helper.make_node("Flatten", [last], ["hc_flat"], axis=0),
                     _c("hc_z2", np.zeros(2, np.int64)), _c("hc_o2", np.ones(2, np.int64)),
                     helper.make_node("Slice", ["hc_flat", "hc_z2", "hc_o2"], ["hc_one"]),
-                    _c("hc_scalar", np.array([], np.int64)), helper.make_node("Reshape", ["hc_one", "hc_scalar"], [STRIDE8])]
+                    _c("hc_scalar", np.array([], np.int64)),
+                    helper.make_node("Reshape", ["hc_one", "hc_scalar"], [STRIDE8])]
     for i, n in enumerate(tail):
         g.node.insert(k + i, n)
     return m
@@ -101,7 +101,8 @@ def test_huge_constant_behind_shape_plumbing_is_refused_before_onnxsim(tmp_path)
     """ConstantOfShape(Shape(image) * k): only known once shapes are propagated, i.e. on the fold path."""
     m = build("legacy")
     nodes = [helper.make_node("Shape", [m.graph.input[0].name], ["hc_s"]),
-             _c("hc_k", np.array([1, 1, 100_000, 1], np.int64)), helper.make_node("Mul", ["hc_s", "hc_k"], ["hc_bigshape"]),
+             _c("hc_k", np.array([1, 1, 100_000, 1], np.int64)),
+             helper.make_node("Mul", ["hc_s", "hc_k"], ["hc_bigshape"]),
              helper.make_node("ConstantOfShape", ["hc_bigshape"], ["hc_big"],
                               value=numpy_helper.from_array(np.array([8.0], np.float32)))]
     src = tmp_path / "plumbing.onnx"
@@ -175,7 +176,8 @@ def test_large_weights_held_by_the_file_are_not_refused(monkeypatch):
     check_constant_sizes(cast, infer_shapes(cast))
     assert GraphIndex(cast).const_value("big").shape == (4000,)
     grow = _one([_c("s", np.array([2, 4000], np.int64)), helper.make_node("Expand", ["w", "s"], ["big"])], [w])
-    with pytest.raises(TooLargeError, match="'big' \\(Expand\\) would hold 8000 elements, above headcut's limit of 1000"):
+    with pytest.raises(TooLargeError,
+                       match="'big' \\(Expand\\) would hold 8000 elements, above headcut's limit of 1000"):
         check_constant_sizes(grow, infer_shapes(grow))
 
 
@@ -256,7 +258,8 @@ def _broken(meta: dict, case: str):
     return json.dumps(meta)
 
 
-METADATA = {"not-json": "not JSON", "list": "the record must be a JSON object, not list", "missing-levels": "levels is missing",
+METADATA = {"not-json": "not JSON", "list": "the record must be a JSON object, not list",
+            "missing-levels": "levels is missing",
             "stride-string": "levels[0].stride must be an integer", "grid-one-dim": "levels[1].grid must be [h, w]",
             "huge-classes": "num_classes must be an integer in [1, 65536]",
             "channels-not-list": "channels must be a list, not dict"}
@@ -284,7 +287,8 @@ def test_malformed_sidecar_is_exit_2(tmp_path):
     _raw(tmp_path)
     (tmp_path / "good.head.json").write_bytes(b"\xff\xfe not utf-8")
     before = snapshot(tmp_path)
-    refused(headcut("detect", tmp_path / "good.onnx", PHOTO), 2, "good.head.json: malformed headcut metadata: not UTF-8")
+    refused(headcut("detect", tmp_path / "good.onnx", PHOTO), 2,
+            "good.head.json: malformed headcut metadata: not UTF-8")
     assert snapshot(tmp_path) == before
 
 
@@ -302,7 +306,8 @@ def test_unknown_image_extension_is_refused_before_the_model_runs(tmp_path):
     """The model does not even exist: the extension is checked first."""
     refused(headcut("detect", tmp_path / "nope.onnx", PHOTO, "-o", tmp_path / "out.xyz"), 2,
             "out.xyz: unknown image extension '.xyz'", ".png")
-    refused(headcut("detect", tmp_path / "nope.onnx", PHOTO, "-o", tmp_path / "out"), 2, "unknown image extension '(none)'")
+    refused(headcut("detect", tmp_path / "nope.onnx", PHOTO, "-o", tmp_path / "out"), 2,
+            "unknown image extension '(none)'")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -390,7 +395,8 @@ def test_postcondition_rejects_a_cyclic_or_non_ssa_graph():
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     ok = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
     check_graph(ok)
-    twice = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
+    twice = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["y"])],
+                              "g", [x], [y])
     with pytest.raises(InternalError, match="tensor 'y' is written twice"):
         check_graph(helper.make_model(twice))
     cycle = helper.make_graph([helper.make_node("Add", ["x", "b"], ["a"], name="n1"),

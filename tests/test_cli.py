@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import build, digest
 
 
@@ -44,7 +43,8 @@ def _classifier(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
              helper.make_node("Flatten", ["p"], ["y"])]
-    m = helper.make_model(helper.make_graph(nodes, "c", [x], [y], [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")]))
+    m = helper.make_model(helper.make_graph(nodes, "c", [x], [y],
+                                            [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")]))
     p = tmp_path / "classifier.onnx"
     onnx.save(m, str(p))
     return p

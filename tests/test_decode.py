@@ -49,7 +49,8 @@ def test_nms_is_greedy_and_class_aware_in_detect():
     det = detect(raw, HEAD, conf=0.25, iou=0.2)
     assert sorted(det[:, 5].tolist()) == [0.0, 1.0]
     full = decode(raw, HEAD)[0]
-    np.testing.assert_allclose(det[det[:, 5] == 0][0, :4], [full[9, 0] - 4, full[9, 1] - 4, full[9, 0] + 4, full[9, 1] + 4])
+    np.testing.assert_allclose(det[det[:, 5] == 0][0, :4],
+                               [full[9, 0] - 4, full[9, 1] - 4, full[9, 0] + 4, full[9, 1] + 4])
 
 
 def test_letterbox_and_back():

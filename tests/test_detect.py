@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from onnx_headcut.detect import detect, draw
 from onnx_headcut.check import gap_threshold, match_detections
+from onnx_headcut.detect import detect, draw
 from onnx_headcut.errors import InputError
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
@@ -26,7 +26,8 @@ def _arr(res):
 
 
 @pytest.mark.parametrize("make,kw,layout", [(yolov6_v1, {}, Layout()), (yolov6_af, {"reg_max": 16}, Layout()),
-                                            (yolov6_af, {"levels": 4, "size": (192, 320), "width": 4}, Layout("levels"))])
+                                            (yolov6_af, {"levels": 4, "size": (192, 320), "width": 4},
+                                             Layout("levels"))])
 @pytest.mark.parametrize("photo", ["chelsea.jpg", "astronaut.jpg"])
 def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):
     onnx.save(make(**{"width": 8, **kw}), str(tmp_path / "original.onnx"))

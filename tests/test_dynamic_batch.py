@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from torch_fixtures import export_yolov6_v1
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import decode
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af
-
-from torch_fixtures import export_yolov6_v1
 
 
 def _model(tmp_path, kw):

@@ -13,14 +13,14 @@ import pytest
 pytest.importorskip("MNN", reason="engines extra not installed")
 pytest.importorskip("ncnn", reason="engines extra not installed")
 
-from onnx_headcut.convert import convert, param_blobs  # noqa: E402
+from conftest import model_conf  # noqa: E402
+
 from onnx_headcut.check.engine import verify_engine  # noqa: E402
+from onnx_headcut.convert import convert, param_blobs  # noqa: E402
 from onnx_headcut.engines import EngineError, _need, pnnx_binary  # noqa: E402
 from onnx_headcut.heads import Layout  # noqa: E402
 from onnx_headcut.strip import read_metadata, strip  # noqa: E402
 from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox  # noqa: E402
-
-from conftest import model_conf  # noqa: E402
 
 HEADS = {
     "v0.1.0": (yolov6_v1, dict(width=8)),
@@ -120,7 +120,8 @@ def test_missing_engine_hint(monkeypatch):
 
 def test_mnn_tools_package_is_never_imported(raw_models):
     """MNN.tools pip-installs a logging SDK and phones home on import: headcut must never load it."""
-    code = ("import sys; from onnx_headcut.convert import convert; from onnx_headcut.check.engine import verify_engine; "
+    code = ("import sys; from onnx_headcut.convert import convert; "
+            "from onnx_headcut.check.engine import verify_engine; "
             "print('MNN.tools' in sys.modules, 'MNN' in sys.modules, 'torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.split()[-3:] == ["False", "False", "False"]

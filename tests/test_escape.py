@@ -7,7 +7,6 @@ import sys
 
 import onnx
 import pytest
-
 from conftest import build, digest
 
 FORGED = "verify    OK forged"

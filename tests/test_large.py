@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from conftest import build, digest
 
 import onnx_headcut.graph as graph_mod
 import onnx_headcut.io as io_mod
 from onnx_headcut.graph import infer_shapes
 from onnx_headcut.strip import read_metadata, strip
-
-from conftest import build, digest
 
 
 def test_input_with_external_data(tmp_path):

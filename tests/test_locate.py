@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import build
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_headcut.errors import AlreadyRawError, NoHeadError
 from onnx_headcut.locate import locate
 
-from conftest import build
 
 def test_locate_ignores_names():
     """Renaming every node and tensor changes nothing."""

@@ -13,15 +13,14 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+from conftest import REFERENCE
 
+from onnx_headcut.check import session
 from onnx_headcut.decode import original_output
 from onnx_headcut.graph import GraphIndex
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af, yolov6_v1, yolov8, yolox
-from onnx_headcut.check import session
-
-from conftest import REFERENCE
 
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no reference exports at {REFERENCE}")
 

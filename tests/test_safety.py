@@ -17,13 +17,12 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import build, digest
 
 import onnx_headcut.io as io_mod
 import onnx_headcut.staging as staging
 from onnx_headcut.errors import InputError, OutputError
 from onnx_headcut.strip import read_metadata, strip
-
-from conftest import build, digest
 
 PHOTO = Path(__file__).resolve().parents[1] / "samples" / "images" / "chelsea.jpg"
 

@@ -34,7 +34,8 @@ def test_sample_command_regenerates_one_family(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["yolov6m-v0.3-dfl-320.onnx"]
-    assert (tmp_path / "yolov6m-v0.3-dfl-320.onnx").read_bytes() == (SAMPLES_DIR / "yolov6m-v0.3-dfl-320.onnx").read_bytes()
+    assert ((tmp_path / "yolov6m-v0.3-dfl-320.onnx").read_bytes()
+            == (SAMPLES_DIR / "yolov6m-v0.3-dfl-320.onnx").read_bytes())
     p = subprocess.run([sys.executable, "-m", "onnx_headcut", "sample", "--family", "nope", "-o", tmp_path],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "unknown family" in p.stderr

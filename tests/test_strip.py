@@ -5,11 +5,9 @@ What each head kind's raw graph, metadata and numbers are: ``tests/heads/test_<k
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from onnx_headcut.strip import inspect, strip
-
 
 
 def test_no_lower_and_simplify_flags(write, tmp_path):

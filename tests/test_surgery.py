@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_headcut.check import session
 from onnx_headcut.errors import RewriteError
 from onnx_headcut.graph import infer_shapes, max_rank
 from onnx_headcut.surgery import reduce_permutation, rewrite_5d
-from onnx_headcut.check import session
 
 
 def chain(in_shape, mid_shape, perm, out_shape=None, opset=13):

@@ -619,7 +619,7 @@ def build_yolox(nc: int = 80, width: int = 16):
 
         def forward(self, xin):
             outputs = []
-            for k, (cls_conv, reg_conv, stride_this_level, x) in enumerate(
+            for k, (cls_conv, reg_conv, _stride_this_level, x) in enumerate(
                 zip(self.cls_convs, self.reg_convs, self.strides, xin)
             ):
                 x = self.stems[k](x)

@@ -144,8 +144,9 @@ def export_yolov6_v1(path, *, inplace: bool = False, simplify: bool = False, siz
     """Export the fixture network to ``path`` as YOLOv6 0.1.0's export_onnx.py does; return the path.
 
     ``size`` is (H, W). ``dynamic_batch=True`` marks the batch axis of input and output symbolic
-    (legacy exporter), so the batch size is read from ``Shape`` at run time. ``dynamo=True`` uses torch's new (torch.export) exporter instead, at
-    opset 18 when ``opset`` is left at 12; it may write a ``<path>.data`` side file.
+    (legacy exporter), so the batch size is read from ``Shape`` at run time. ``dynamo=True`` uses
+    torch's new (torch.export) exporter instead, at opset 18 when ``opset`` is left at 12; it may write a
+    ``<path>.data`` side file.
     """
     import torch
 

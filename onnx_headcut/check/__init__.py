@@ -23,12 +23,29 @@ cause a difference. Any layer failing is a :class:`~onnx_headcut.errors.Verifica
 
 from __future__ import annotations
 
-from .layers import (check_outputs, decode_check, detection_check, expected_raw, gap_threshold, layout_check,
-                     match_detections)
-from .ort import (conv_outputs, deterministic_input, image_input, reference_session, session, verify,
-                  with_outputs)
-from .results import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck,
-                      LayoutCheck, Verification, check_options)
+from .layers import (
+    check_outputs,
+    decode_check,
+    detection_check,
+    expected_raw,
+    gap_threshold,
+    layout_check,
+    match_detections,
+)
+from .ort import conv_outputs, deterministic_input, image_input, reference_session, session, verify, with_outputs
+from .results import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_TOL,
+    MIN_IOU,
+    Allowed,
+    Check,
+    DecodeCheck,
+    DetectionCheck,
+    LayoutCheck,
+    Verification,
+    check_options,
+)
 
 __all__ = ["DEFAULT_CONF", "DEFAULT_IOU", "DEFAULT_TOL", "MIN_IOU", "Allowed", "Check", "DecodeCheck",
            "DetectionCheck", "LayoutCheck", "Verification", "check_options", "check_outputs", "conv_outputs",

@@ -16,10 +16,22 @@ from ..convert import param_blobs
 from ..decode import canonical
 from ..engines import engine_for, run
 from ..heads import Geometry
-from ..pipeline import inspect
 from ..metadata import head_for
-from . import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
-                     conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
+from ..pipeline import inspect
+from . import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_TOL,
+    Allowed,
+    Check,
+    check_options,
+    check_outputs,
+    conv_outputs,
+    deterministic_input,
+    gap_threshold,
+    image_input,
+    reference_session,
+)
 
 #: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
 #: compared within ``tol`` + this relative term instead of exactly
@@ -70,10 +82,10 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     if engine == "ncnn":
         ins, outs = param_blobs(candidate)
         in_name, out_names = ins[0], outs
-    outs = run(candidate, xs, engine, in_name, out_names)
+    results = run(candidate, xs, engine, in_name, out_names)
     allowed = Allowed.for_input(head.input_shape, np.float32, tol)
     checks = []
-    for (label, _), ref, ys in zip(feeds, refs, outs):
+    for (label, _), ref, ys in zip(feeds, refs, results):
         convs = dict(zip(names, ref[1:])) if meta is not None else None
         checks.append(check_outputs(label, ref[0], convs, list(ys), head, meta, allowed, conf, iou, engine,
                                     layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))

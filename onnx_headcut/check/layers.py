@@ -12,8 +12,8 @@ from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
 from ..numeric import sigmoid
-from .results import (DEFAULT_CONF, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck,
-                      LayoutCheck)
+from .results import DEFAULT_CONF, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck, LayoutCheck
+
 
 def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The raw outputs the metadata ``g`` promises, built in numpy from the conv values: (values, exact masks).
@@ -21,7 +21,8 @@ def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple
     Each mask is True where the value is pure data movement (must match exactly) and False where
     the layout computes it in the graph (sigmoid, DFL expectation).
     """
-    per_level, masks = [], []
+    per_level: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for lv in head.levels:
         by_role = {b.role: convs[b.tensor] for b in lv.branches}
         parts, exact = [], []
@@ -51,7 +52,8 @@ def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple
                 continue
             x = by_role["dfl" if role == "dfl" else role]
             if x.shape[1] != size:
-                raise VerificationError(f"the metadata says block '{role}' has {size} channels, the conv has {x.shape[1]}")
+                raise VerificationError(f"the metadata says block '{role}' has {size} channels, "
+                                        f"the conv has {x.shape[1]}")
             parts.append(sigmoid(x) if sig else x)
             exact.append(np.full(x.shape, not sig))
         cat, msk = np.concatenate(parts, 1), np.concatenate(exact, 1)

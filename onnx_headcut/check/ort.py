@@ -15,6 +15,7 @@ from ..images import read_rgb
 from .layers import check_outputs
 from .results import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Verification, check_options
 
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
@@ -184,6 +185,7 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
         try:
             r = s_raw.run(None, {s_raw.get_inputs()[0].name: x})
         except Exception as e:
-            raise VerificationError(f"onnxruntime cannot run the raw model ({_first_line(e)}); nothing written") from None
+            raise VerificationError(
+                f"onnxruntime cannot run the raw model ({_first_line(e)}); nothing written") from None
         checks.append(check_outputs(label, ys[0], dict(zip(names, ys[1:])), r, head, meta, allowed, conf, iou))
     return Verification(tuple(checks))

@@ -42,7 +42,7 @@ class Allowed:
     rtol: float
 
     @classmethod
-    def for_input(cls, input_shape, dtype, tol: float = DEFAULT_TOL) -> "Allowed":
+    def for_input(cls, input_shape, dtype, tol: float = DEFAULT_TOL) -> Allowed:
         dt = np.dtype(dtype)
         side = float(max(int(d) for d in input_shape[-2:]))
         box, score = tol * max(1.0, side / _BOX_SCALE), tol
@@ -114,7 +114,8 @@ class DetectionCheck:
                 if self.borderline else "")
         if self.n_ref == self.n_got == 0:
             return head + f" (no score reaches {self.conf:g} on either side){edge}"
-        return head + f", {self.matched} matched (same anchor and class, IoU >= {MIN_IOU}), min IoU {self.min_iou:.4f}{edge}"
+        return head + (f", {self.matched} matched (same anchor and class, IoU >= {MIN_IOU}), "
+                       f"min IoU {self.min_iou:.4f}{edge}")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HeadcutError
 from ..check import session
+from ..errors import HeadcutError
 
 ENGINES = ("ort", "mnn", "ncnn")
 EXTRA_HINT = 'pip install "onnx_headcut[engines]" && pip install --no-deps pnnx'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,8 @@ def main(argv: list[str]) -> int:
         data = np.load(d / "in.npz")
         xs = [data[f"arr_{i}"] for i in range(len(data.files))]
         results = (mnn_run if engine == "mnn" else ncnn_run)(d, spec, xs)
-        arrays = {f"y{i}_{k}": y for i, ys in enumerate(results) for k, y in enumerate(ys)}
+        # typed Any: numpy's stub would otherwise read the ** entries as its ``allow_pickle: bool``
+        arrays: dict[str, Any] = {f"y{i}_{k}": y for i, ys in enumerate(results) for k, y in enumerate(ys)}
         np.savez(d / "out.npz", n_outputs=np.array(len(results[0]) if results else 0), **arrays)
         _result({"runs": len(results)})
         return 0

@@ -18,7 +18,6 @@ them (:mod:`.sizes`: ``MAX_CONSTANT_ELEMENTS``, ``MAX_INPUT_ELEMENTS``; :mod:`.s
 
 from __future__ import annotations
 
-from . import shapes, sizes
 from .index import GraphIndex
 from .protos import Shape, attr, is_static, max_rank
 from .shapes import PROTOBUF_LIMIT, SKELETON_KEEP, SKELETON_KEEP_FLOAT, infer_shapes, skeleton

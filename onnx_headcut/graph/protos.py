@@ -5,7 +5,7 @@ Everything else in :mod:`onnx_headcut.graph` builds on these; they read and neve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
@@ -47,7 +47,7 @@ def dims(type_proto: onnx.TypeProto) -> Shape | None:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
 
 
-def is_static(shape: Shape | None) -> bool:
+def is_static(shape: Shape | None) -> TypeGuard[tuple[int, ...]]:
     """True when every dim of ``shape`` is a known positive int."""
     return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
 

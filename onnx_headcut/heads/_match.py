@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -14,7 +15,7 @@ from ..region import LAYOUT_OPS, Region
 from .base import Head, Rejection
 
 __all__ = ["MatchContext", "cell_grid", "feeds_sigmoid", "float_consts", "group_levels", "located", "reaches",
-           "region_consts", "rejecter", "strip_sigmoid", "upstream"]
+           "matcher", "region_consts", "rejecter", "Reject", "Group", "strip_sigmoid", "upstream"]
 
 #: one pyramid level as the locator grouped it: (stride, (h, w), conv output tensors)
 Group = tuple[int, tuple[int, int], list[str]]
@@ -57,9 +58,36 @@ class MatchContext:
         return f"decode ops {dict(sorted(self.region.ops.items()))}"
 
 
-def rejecter(name: str):
+#: a matcher's ``no(reason)``: builds its :class:`Rejection`
+Reject = Callable[[str], Rejection]
+#: what :data:`onnx_headcut.heads.PATTERNS` holds: the match context in, a Head or the reason out
+Matcher = Callable[["MatchContext"], "Head | Rejection"]
+
+
+def rejecter(name: str) -> Reject:
     """``no(reason)`` for a matcher called ``name``."""
     return lambda reason: Rejection(name, reason)
+
+
+def matcher(name: str, rows: bool = True):
+    """Make ``fn(ctx, groups, no)`` a matcher ``(ctx) -> Head | Rejection`` called ``name``.
+
+    The levels come from :meth:`MatchContext.pyramid` (with ``rows``, the output must be a static
+    (1, N, C) tensor); when there are none the matcher is rejected with the reason and ``fn`` is
+    not called. ``no(reason)`` builds the matcher's :class:`Rejection`.
+    """
+    def wrap(fn: Callable[[MatchContext, list[Group], Reject], Head | Rejection]) -> Matcher:
+        no = rejecter(name)
+
+        @functools.wraps(fn)
+        def run(ctx: MatchContext) -> Head | Rejection:
+            groups = ctx.pyramid(rows)
+            return no(groups) if isinstance(groups, str) else fn(ctx, groups, no)
+
+        run.pattern = name  # type: ignore[attr-defined]
+        return run
+
+    return wrap
 
 
 def group_levels(shapes: dict[str, Shape], region: Region, input_shape) -> list[Group] | str:

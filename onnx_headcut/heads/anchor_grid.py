@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._match import MatchContext, located, reaches, rejecter
-from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 from ..numeric import sigmoid
+from ._match import Group, MatchContext, Reject, located, matcher, reaches
+from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 
 
 class AnchorGrid(Kind):
@@ -45,20 +45,15 @@ class AnchorGrid(Kind):
 KIND = AnchorGrid()
 
 
-def match_anchor_grid(ctx: MatchContext) -> Head | Rejection:
+@matcher("YOLOv5 / YOLOv7 (anchor grid, 3 anchors per cell)")
+def match_anchor_grid(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
     """YOLOv5 / YOLOv7: one conv per level with na·(5+nc) channels, viewed (1, na, 5+nc, h, w).
 
     Everything goes through a sigmoid; ``wh = (2σ)² · anchor`` (v5) or ``σ² · 4·anchor`` (v7): the
     anchors are the constant multiplied into the Pow output, read per level (v7 keeps them in a 6-D
     ``anchor_grid`` indexed per level; the constant evaluator resolves the Gather).
     """
-    name = "YOLOv5 / YOLOv7 (anchor grid, 3 anchors per cell)"
-    no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
-
-    groups = ctx.pyramid()
-    if isinstance(groups, str):
-        return no(groups)
     out_shape = shapes[region.output]
     no_ = out_shape[2]
     nc = no_ - 5
@@ -92,7 +87,9 @@ def match_anchor_grid(ctx: MatchContext) -> Head | Rejection:
         v = ix.const_value(n.input[1 - k])
         if v is None or v.size % 2 or v.shape[-1] != 2:
             continue
-        pow_in = ix.producer.get(prods[k].input[0])
+        pow_node = prods[k]
+        assert pow_node is not None  # k was chosen among the non-None producers
+        pow_in = ix.producer.get(pow_node.input[0])
         doubled = pow_in is not None and pow_in.op_type == "Mul" and any(
             (c := ix.const_value(i)) is not None and c.size == 1 and float(c) == 2.0 for i in pow_in.input)
         squares_doubled.append(doubled)

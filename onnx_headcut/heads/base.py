@@ -13,7 +13,7 @@ looks kinds up by name; :mod:`onnx_headcut.heads` holds the explicit tuple of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -278,7 +278,3 @@ class Rejection:
 
     def __str__(self) -> str:
         return f"{self.pattern}: {self.reason}"
-
-
-#: a matcher: the match context in, a Head or the reason it does not match out
-Pattern = Callable[["Any"], "Head | Rejection"]

@@ -18,10 +18,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import attr, is_static
-from ._match import (MatchContext, cell_grid, feeds_sigmoid, located, reaches, region_consts, rejecter,
-                     upstream)
-from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 from ..numeric import dfl_expectation, sigmoid
+from ._match import (
+    Group,
+    MatchContext,
+    Reject,
+    cell_grid,
+    feeds_sigmoid,
+    located,
+    matcher,
+    reaches,
+    region_consts,
+    upstream,
+)
+from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 
 
 class DistAnchor(Kind):
@@ -66,20 +76,15 @@ class DistAnchor(Kind):
 KIND = DistAnchor()
 
 
-def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
+@matcher("YOLOv6 anchor-free (l, t, r, b from cell centres; DFL or not)")
+def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
     """YOLOv6 0.2.0 … main: per level a ``reg`` conv (4, or 4·(reg_max+1) with DFL) and a ``cls`` conv.
 
     ``cls → Sigmoid``; ``reg`` (→ DFL: Reshape, Softmax, fixed 1x1 conv) → distances l, t, r, b;
     anchor points (cell + 0.5) and per-row strides are constants; the output is
     ``Concat([cx, cy, w, h], ones, cls_scores)`` with a constant ones column.
     """
-    name = "YOLOv6 anchor-free (l, t, r, b from cell centres; DFL or not)"
-    no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
-
-    groups = ctx.pyramid()
-    if isinstance(groups, str):
-        return no(groups)
     out_shape = shapes[region.output]
     levels, nc, reg_ch, first = [], None, None, 0
     for stride, (h, w), convs in groups:
@@ -99,6 +104,7 @@ def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
         role = "reg" if c_reg == 4 else "dfl"
         levels.append(Level(stride, (h, w), first, (Branch(role, reg, c_reg), Branch("cls", cls, c_cls))))
         first += h * w
+    assert nc is not None and reg_ch is not None  # locate() refuses a decode without prediction convs
     reg_max = reg_ch // 4 - 1
     n_rows = first
     if out_shape[1:] != (n_rows, 5 + nc):
@@ -118,7 +124,8 @@ def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
             anchors_ok = True
         elif v.size == n_rows and n.op_type == "Mul":
             if not np.array_equal(v.reshape(-1), row_strides):
-                return no(f"stride constant of shape {v.shape} does not match the level strides {[lv.stride for lv in levels]}")
+                return no(f"stride constant of shape {v.shape} does not match the level strides "
+                          f"{[lv.stride for lv in levels]}")
         elif v.size == n_rows and n.op_type == "Concat":
             ones_ok = bool((v == 1).all())
     if not anchors_ok:
@@ -141,22 +148,18 @@ def match_anchor_free(ctx: MatchContext) -> Head | Rejection:
 
 
 
-def match_ultralytics(ctx: MatchContext) -> Head | Rejection:
+@matcher("YOLOv8 / YOLO11 (Ultralytics, DFL, channel-first output)", rows=False)  # (1, C, N): checked below
+def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
     """YOLOv8 / YOLO11: per level a box conv (4·reg_max channels) and a cls conv; output (1, 4+nc, N).
 
     DFL (Softmax + fixed 1x1 conv), anchor points at +0.5 and per-anchor strides as constants,
     sigmoid on the classes, channel-first output without objectness or ones column.
     """
-    name = "YOLOv8 / YOLO11 (Ultralytics, DFL, channel-first output)"
-    no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
 
     out_shape = shapes.get(region.output)
     if not is_static(out_shape) or len(out_shape) != 3 or out_shape[0] != 1:
         return no(f"output '{region.output}' has shape {out_shape}, expected static (1, 4+nc, N)")
-    groups = ctx.pyramid(rows=False)  # channel-first: the output is checked below
-    if isinstance(groups, str):
-        return no(groups)
     n_rows = sum(h * w for _, (h, w), _ in groups)
     if out_shape[2] != n_rows:
         return no(f"output {out_shape} is not channel-first (1, 4+nc, {n_rows})")
@@ -181,9 +184,10 @@ def match_ultralytics(ctx: MatchContext) -> Head | Rejection:
         reg_ch = c
         levels.append(Level(stride, (h, w), first, (Branch("dfl", box, c), Branch("cls", cls, nc))))
         first += h * w
+    assert reg_ch is not None  # locate() refuses a decode without prediction convs
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels]) + 0.5
     anchors_ok = False
-    for n, _, v in region_consts(ix, region):
+    for _, _, v in region_consts(ix, region):
         if v.size == 2 * n_rows and 2 in v.shape:
             a = v.reshape(-1, n_rows).T if v.shape[-1] == n_rows else v.reshape(-1, 2)
             if not np.array_equal(a, cells):
@@ -191,7 +195,8 @@ def match_ultralytics(ctx: MatchContext) -> Head | Rejection:
             anchors_ok = True
     if not anchors_ok:
         return no("no anchor-point constant (cell + 0.5) found in the decode")
-    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1 for n in upstream(ix, levels[0].branches[1].tensor, 4))
+    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1
+             for n in upstream(ix, levels[0].branches[1].tensor, 4))
     family = "YOLO11" if dw else "YOLOv8"
     reasons = (
         f"{len(levels)} levels of 2 prediction convs (box {reg_ch} = 4 x {reg_ch // 4} DFL bins, cls {nc})",

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import attr
-from ..region import LAYOUT_OPS
-from ._match import MatchContext, cell_grid, float_consts, located, rejecter, strip_sigmoid
-from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 from ..numeric import sigmoid
+from ..region import LAYOUT_OPS
+from ._match import Group, MatchContext, Reject, cell_grid, float_consts, located, matcher, strip_sigmoid
+from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
 
 
 class GridExpObj(Kind):
@@ -46,19 +46,14 @@ class GridExpObj(Kind):
 KIND = GridExpObj()
 
 
-def match_grid_exp_obj(ctx: MatchContext) -> Head | Rejection:
+@matcher("YOLOv6 0.1.0 / YOLOX (grid + exp decode with objectness)")
+def match_grid_exp_obj(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
     """YOLOv6 0.1.0 and YOLOX: ``xy = (d + grid) * s``, ``wh = exp(d) * s``, sigmoid obj and cls.
 
     Per level three convs feed ``Concat([box, Sigmoid(obj), Sigmoid(cls)], axis=1)``; the grid is
     the integer cell index (no +0.5) and the only float Mul constants are strides.
     """
-    name = "YOLOv6 0.1.0 / YOLOX (grid + exp decode with objectness)"
-    no = rejecter(name)
     ix, shapes, region, input_shape = ctx.ix, ctx.shapes, ctx.region, ctx.input_shape
-
-    groups = ctx.pyramid()
-    if isinstance(groups, str):
-        return no(groups)
     out_shape = shapes[region.output]
     _, in_h, in_w = input_shape[-3:]
     grids = [g for _, g, _ in groups]
@@ -94,13 +89,14 @@ def match_grid_exp_obj(ctx: MatchContext) -> Head | Rejection:
         levels.append(Level(stride, (h, w), first, (Branch("box", box, 4), Branch("obj", obj, 1),
                                                     Branch("cls", cls, cc))))
         first += h * w
+    assert nc is not None  # locate() refuses a decode without prediction convs, so there is a level
 
     n_rows = sum(lv.rows for lv in levels)
     if out_shape[1:] != (n_rows, 5 + nc):
         return no(f"output shape {out_shape} does not match the levels: expected (1, {n_rows}, {5 + nc})")
     n_exp = region.ops.get("Exp", 0)
     if n_exp == 0 and set(region.ops) <= LAYOUT_OPS | {"Sigmoid"}:
-        reasons = (
+        reasons: tuple[str, ...] = (
             f"{len(levels)} levels of 3 prediction convs (box 4, objectness 1, cls {nc}) joined by a channel Concat",
             "the output is those convs flattened, with sigmoid on objectness and classes and no grid, Exp or "
             "stride: a YOLOX export without decode_in_inference, already raw apart from its sigmoids",
@@ -112,13 +108,13 @@ def match_grid_exp_obj(ctx: MatchContext) -> Head | Rejection:
     if n_exp == 0:
         return no("the decode has no Exp (wh = exp(d) * stride)")
     strides = {lv.stride for lv in levels}
-    for n, v in float_consts(ix, region, "Mul"):
+    for _, v in float_consts(ix, region, "Mul"):
         bad = set(np.unique(v).tolist()) - strides
         if bad:
             return no(f"a Mul multiplies by {sorted(bad)[:3]}, which is not a level stride {sorted(strides)}")
     all_cells = np.concatenate([cell_grid(*lv.grid) for lv in levels])
     grid_seen = 0
-    for n, v in float_consts(ix, region, "Add"):
+    for _, v in float_consts(ix, region, "Add"):
         flat = v.reshape(-1, 2) if v.size % 2 == 0 and v.shape[-1] == 2 else None
         if flat is None:
             return no(f"an Add uses a constant of shape {v.shape}, not an (x, y) grid")

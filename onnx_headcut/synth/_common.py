@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-
-from .. import numeric
 import onnx
 from onnx import TensorProto, helper
 
+from .. import numeric
 from .builder import Builder, check, onnxsim, onnxslim, to_half
+
+
+def check_size(size: tuple[int, int], multiple: int = 32) -> tuple[int, int]:
+    """(H, W) of ``size``, which must divide by the largest stride."""
+    H, W = size
+    if H % multiple or W % multiple:
+        raise ValueError(f"input size {size} must be a multiple of {multiple}")
+    return H, W
 
 
 def backbone(b: Builder, x: str, width: int, levels: int = 3, act: str = "silu") -> list[tuple[str, int]]:

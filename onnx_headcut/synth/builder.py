@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from ..numeric import cell_grid
-from ..io import weight_bytes
 from onnx import TensorProto, helper, numpy_helper
+
+from ..io import weight_bytes
+from ..numeric import cell_grid
 
 INT64_MAX = 9223372036854775807
 
@@ -43,8 +44,8 @@ class Builder:
         std = std if std is not None else np.sqrt(2.0 / (cin * k * k))
         w = self.init(f"{prefix}.weight", self.rng.normal(0, std, (cout, cin, k, k)))
         b = self.rng.normal(0, 0.1, cout) if bias is None else np.broadcast_to(np.asarray(bias, np.float32), (cout,))
-        b = self.init(f"{prefix}.bias", np.asarray(b))
-        return self.node("Conv", [x, w, b], scope=f"/{prefix}", kernel_shape=[k, k], pads=[k // 2] * 4,
+        b_name = self.init(f"{prefix}.bias", np.asarray(b))
+        return self.node("Conv", [x, w, b_name], scope=f"/{prefix}", kernel_shape=[k, k], pads=[k // 2] * 4,
                          strides=[stride, stride], dilations=[1, 1], group=1)
 
     def silu(self, x: str, scope: str) -> str:

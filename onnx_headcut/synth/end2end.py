@@ -45,7 +45,8 @@ def end2end(model: onnx.ModelProto, kind: str = "trt", max_det: int = 100) -> on
                          helper.make_tensor_value_info(outs[2], TensorProto.FLOAT, [1, max_det]),
                          helper.make_tensor_value_info(outs[3], TensorProto.INT32, [1, max_det])])
     elif kind == "ort":
-        best = b.node("ReduceMax", [score], scope="/end2end", axes=[2], keepdims=1) if model.opset_import[0].version < 18 \
+        best = b.node("ReduceMax", [score], scope="/end2end", axes=[2], keepdims=1) \
+            if model.opset_import[0].version < 18 \
             else b.node("ReduceMax", [score, b.const([2], np.int64, "/end2end")], scope="/end2end", keepdims=1)
         cls = b.node("ArgMax", [score], scope="/end2end", axis=2, keepdims=1)
         offset = b.node("Mul", [b.node("Cast", [cls], scope="/end2end", to=TensorProto.FLOAT),
@@ -53,7 +54,8 @@ def end2end(model: onnx.ModelProto, kind: str = "trt", max_det: int = 100) -> on
         nms_box = b.node("Add", [box, offset], scope="/end2end")
         scores_t = b.node("Transpose", [best], scope="/end2end", perm=[0, 2, 1])
         sel = b.node("NonMaxSuppression", [nms_box, scores_t, b.const([max_det], np.int64, "/end2end"),
-                                           b.const([0.45], np.float32, "/end2end"), b.const([0.25], np.float32, "/end2end")],
+                                           b.const([0.45], np.float32, "/end2end"),
+                                           b.const([0.25], np.float32, "/end2end")],
                      scope="/end2end")
         idx = b.node("Gather", [sel, b.const(np.array(2, np.int64), scope="/end2end")], scope="/end2end", axis=1)
         b.nodes += [helper.make_node("Shape", [idx], ["num_dets"]),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import onnx
+
+from ..errors import HeadcutError
+from ..io import save
+from ..staging import Staging, check_outputs
 from .yolov5 import yolov5
 from .yolov6 import yolov6_af, yolov6_v1
 from .yolov8 import yolov8
 from .yolox import yolox
-from ..errors import HeadcutError
-from ..io import save
-from ..staging import Staging, check_outputs
 
 #: the bundled samples: file name -> generator keyword arguments
-SAMPLES = {
+SAMPLES: dict[str, tuple[Callable[..., onnx.ModelProto], dict[str, Any]]] = {
     "yolov6-v0.1.0-320.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8)),
     "yolov6-v0.1.0-320-inplace.onnx": (yolov6_v1, dict(nc=80, size=(320, 320), width=8, inplace=True)),
     "yolov6n-v0.3-320.onnx": (yolov6_af, dict(nc=80, size=(320, 320), width=8)),

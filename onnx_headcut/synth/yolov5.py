@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ._common import backbone, cell_grid, finish
+from ._common import backbone, cell_grid, check_size, finish
 from .builder import Builder
 
 ANCHORS_V5 = (((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119)), ((116, 90), (156, 198), (373, 326)))
@@ -23,9 +23,7 @@ ANCHORS_V7 = (((12, 16), (19, 36), (40, 28)), ((36, 75), (76, 55), (72, 146)), (
 def yolov5(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, v7: bool = False, opset: int = 12,
            simplify: bool = False, seed: int = 0) -> onnx.ModelProto:
     """A YOLOv5 (or, with ``v7=True``, YOLOv7) decoded export: input 'images', output 'output0' ('output' for v7)."""
-    H, W = size
-    if H % 32 or W % 32:
-        raise ValueError(f"input size {size} must be a multiple of 32")
+    H, W = check_size(size)
     b = Builder(seed)
     no, na = nc + 5, 3
     anchors = ANCHORS_V7 if v7 else ANCHORS_V5
@@ -42,10 +40,12 @@ def yolov5(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, v7:
         y = b.node("Sigmoid", [b.node("Transpose", [y], scope="/model.24", perm=[0, 1, 3, 4, 2])], scope="/model.24")
         parts = [y + f"_{k}" for k in ("xy", "wh", "conf")]
         if opset >= 13:
-            b.nodes.append(helper.make_node("Split", [y, b.const(np.array([2, 2, nc + 1], np.int64), scope="/model.24")],
+            b.nodes.append(helper.make_node("Split",
+                                            [y, b.const(np.array([2, 2, nc + 1], np.int64), scope="/model.24")],
                                             parts, name=f"/model.24/Split_{i}", axis=4))
         else:
-            b.nodes.append(helper.make_node("Split", [y], parts, name=f"/model.24/Split_{i}", axis=4, split=[2, 2, nc + 1]))
+            b.nodes.append(helper.make_node("Split", [y], parts, name=f"/model.24/Split_{i}", axis=4,
+                                            split=[2, 2, nc + 1]))
         grid = cell_grid(h, w)[None, None] - 0.5
         a = np.asarray(anchors[i], np.float32).reshape(1, na, 1, 1, 2)
         if v7:  # xy * (2 * stride) + stride * (grid - 0.5); wh ** 2 * (4 * anchor_grid)

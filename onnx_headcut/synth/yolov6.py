@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ._common import finish
+from ._common import check_size, finish
 from .builder import INT64_MAX, Builder, cells
 
 
@@ -27,9 +27,7 @@ def yolov6_v1(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 16,
               simplify: bool = False, opset: int = 12, seed: int = 0, input_name: str = "image_arrays",
               output_name: str = "outputs", half: bool = False, slim: bool = False) -> onnx.ModelProto:
     """A YOLOv6 0.1.0-style decoded detector (strides 8, 16, 32), as ``deploy/ONNX/export_onnx.py`` writes it."""
-    H, W = size
-    if H % 32 or W % 32:
-        raise ValueError(f"input size {size} must be a multiple of 32")
+    H, W = check_size(size)
     b = Builder(seed)
     no = nc + 5
     x = input_name
@@ -85,10 +83,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     ``dynamic_batch=True`` is ``--dynamic-batch`` (batch read with Shape, ones column from
     ConstantOfShape); ``simplify=True`` is ``--simplify`` (onnxsim).
     """
-    H, W = size
-    top = 8 * 2 ** (levels - 1)
-    if H % top or W % top:
-        raise ValueError(f"input size {size} must be a multiple of {top}")
+    H, W = check_size(size, 8 * 2 ** (levels - 1))
     b = Builder(seed)
     new_unsqueeze = opset >= 13
 
@@ -103,11 +98,14 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     for i, c in enumerate(chans):
         x = b.node("Relu", [b.conv(x, cin, c, 3, 2, f"backbone.stage{i}.conv")], scope=f"/backbone/stage{i}")
         cin = c
-        if shuffle and c % 2 == 0:  # Lite: channel_shuffle(x, 2) = view(b, 2, c/2, h, w).transpose(1, 2).view(b, -1, h, w)
+        # Lite: channel_shuffle(x, 2) = view(b, 2, c/2, h, w).transpose(1, 2).view(b, -1, h, w)
+        if shuffle and c % 2 == 0:
             hh, ww = H // 2 ** (i + 1), W // 2 ** (i + 1)
-            y = b.node("Reshape", [x, b.const(np.array([1, 2, c // 2, hh, ww], np.int64), scope="/backbone")], scope="/backbone")
+            y = b.node("Reshape", [x, b.const(np.array([1, 2, c // 2, hh, ww], np.int64), scope="/backbone")],
+                       scope="/backbone")
             y = b.node("Transpose", [y], scope="/backbone", perm=[0, 2, 1, 3, 4])
-            x = b.node("Reshape", [y, b.const(np.array([1, -1, hh, ww], np.int64), scope="/backbone")], scope="/backbone")
+            x = b.node("Reshape", [y, b.const(np.array([1, -1, hh, ww], np.int64), scope="/backbone")],
+                       scope="/backbone")
         if i >= 2:
             feats.append((x, c))
 
@@ -120,7 +118,8 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
         ys = b.node("Expand", [b.const((np.arange(h) + 0.5).reshape(h, 1)), shape])
         xs = b.node("Expand", [b.const((np.arange(w) + 0.5).reshape(1, w)), shape])
         xy = b.node("Concat", [unsqueeze(xs, -1), unsqueeze(ys, -1)], axis=-1)
-        anchor_parts.append(b.node("Reshape", [b.node("Cast", [xy], to=TensorProto.FLOAT), b.const(np.array([-1, 2], np.int64))]))
+        anchor_parts.append(b.node("Reshape", [b.node("Cast", [xy], to=TensorProto.FLOAT),
+                                               b.const(np.array([-1, 2], np.int64))]))
     anchors = b.node("Concat", anchor_parts, axis=0)
     batch = None
     if dynamic_batch:
@@ -142,12 +141,14 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
         reg_f = b.silu(b.conv(stem, c, c, 3, 1, f"detect.reg_convs.{i}.conv"), f"/detect/reg_convs.{i}/act")
         reg = b.conv(reg_f, c, 4 * r, 1, 1, f"detect.reg_preds.{i}", std=0.05, bias=1.0 if not reg_max else None)
         if reg_max:  # reg.reshape([-1, 4, reg_max + 1, l]).permute(0, 2, 1, 3) → softmax(dim=1) → proj_conv
-            y = b.node("Transpose", [b.node("Reshape", [reg, b.const(np.array([-1, 4, r, h * w], np.int64))])], perm=[0, 2, 1, 3])
+            y = b.node("Transpose", [b.node("Reshape", [reg, b.const(np.array([-1, 4, r, h * w], np.int64))])],
+                       perm=[0, 2, 1, 3])
             if opset >= 13:
                 y = b.node("Softmax", [y], axis=1)
             else:  # the legacy exporter moves the softmax axis last below opset 13
                 y = b.node("Transpose", [b.node("Softmax", [b.node("Transpose", [y], perm=[0, 3, 2, 1])], axis=3)],
                            perm=[0, 3, 2, 1])
+            assert proj is not None  # made above whenever reg_max
             reg = b.node("Conv", [y, proj], scope=f"/detect/proj_conv_{i}", dilations=[1, 1], group=1,
                          kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1])
         if landmarks:
@@ -160,9 +161,11 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     reg_all = b.node("Transpose", [b.node("Concat", reg_list, axis=-1)], perm=[0, 2, 1])
     if opset >= 13:
         split = b.const(np.array([2, 2], np.int64))
-        lt_rb = helper.make_node("Split", [reg_all, split], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split", axis=-1)
+        lt_rb = helper.make_node("Split", [reg_all, split], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split",
+                                 axis=-1)
     else:
-        lt_rb = helper.make_node("Split", [reg_all], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split", axis=-1, split=[2, 2])
+        lt_rb = helper.make_node("Split", [reg_all], [reg_all + "_lt", reg_all + "_rb"], name="/detect/Split",
+                                 axis=-1, split=[2, 2])
     b.nodes.append(lt_rb)
     x1y1 = b.node("Sub", [anchors, lt_rb.output[0]])
     x2y2 = b.node("Add", [anchors, lt_rb.output[1]])
@@ -173,14 +176,16 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     if batch is None:
         ones = b.const(np.ones((1, n, 1), np.float32))
     else:
-        ones_shape = b.node("Concat", [batch, b.const(np.array([n], np.int64)), b.const(np.array([1], np.int64))], axis=0)
+        ones_shape = b.node("Concat", [batch, b.const(np.array([n], np.int64)), b.const(np.array([1], np.int64))],
+                            axis=0)
         ones = b.node("ConstantOfShape", [ones_shape], value=numpy_helper.from_array(np.array([1.0], np.float32)))
     middle = [ones]
     if landmarks:  # lmk = (raw + anchor point) * stride, for each of the 5 points
         lmk_all = b.node("Transpose", [b.node("Concat", lmk_list, axis=-1)], perm=[0, 2, 1])
         ap5 = np.tile(np.concatenate([(cells(h, w) + 0.5) for h, w in grids]), (1, 5)).astype(np.float32)
         middle = [b.node("Mul", [b.node("Add", [lmk_all, b.const(ap5)]), b.const(stride_t)]), ones]
-    b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out", axis=-1))
+    b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out",
+                                    axis=-1))
     in_dims = ["batch" if dynamic_batch else 1, 3, H, W]
     out_dims = ["batch" if dynamic_batch else 1, n, 5 + nc + (10 if landmarks else 0)]
     return finish(b, input_name, in_dims, [(output_name, out_dims)], opset, ir_version=7 if opset <= 13 else 8,

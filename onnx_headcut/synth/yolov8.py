@@ -1,9 +1,10 @@
 """Ultralytics YOLOv8 / YOLO11 decoded exports, as ``model.export(format="onnx")`` writes them
 (legacy exporter, then onnxslim; opset 18)::
 
-    box conv (1,64,h,w) ─► Reshape (1,64,-1) ─┐ Concat(levels) ─► Reshape (1,4,16,N) ─► Transpose ─► Softmax ─► Conv(0..15)
-    cls conv (1,nc,h,w) ─► Reshape (1,nc,-1) ─┘ Concat(levels) ─► Sigmoid                                        │
-         ─► Reshape (1,4,N) ─► Slice lt/rb ─► Sub/Add anchors (1,2,N) ─► (x1y1+x2y2)/2, x2y2−x1y1 ─► Mul strides (1,N)
+    box conv (1,64,h,w) ─► Reshape (1,64,-1) ─┐ Concat(levels) ─► Reshape (1,4,16,N) ─► Transpose ─► Softmax
+    cls conv (1,nc,h,w) ─► Reshape (1,nc,-1) ─┘ Concat(levels) ─► Sigmoid                            │
+         ─► Conv(0..15) ─► Reshape (1,4,N) ─► Slice lt/rb ─► Sub/Add anchors (1,2,N)
+         ─► (x1y1+x2y2)/2, x2y2−x1y1 ─► Mul strides (1,N)
     ─► Concat([dbox, cls], axis 1) ─► output0 (1, 4+nc, N)
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ._common import backbone, cell_grid, finish
+from ._common import backbone, cell_grid, check_size, finish
 from .builder import Builder
 
 REG_MAX = 16
@@ -22,9 +23,7 @@ REG_MAX = 16
 def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yolo11: bool = False,
            opset: int = 18, seed: int = 0) -> onnx.ModelProto:
     """A YOLOv8 (or YOLO11: depthwise convs in the cls branch) decoded export: 'images' → 'output0'."""
-    H, W = size
-    if H % 32 or W % 32:
-        raise ValueError(f"input size {size} must be a multiple of 32")
+    H, W = check_size(size)
     b = Builder(seed)
     feats = backbone(b, "images", width)
     sc = "/model.22"
@@ -44,7 +43,8 @@ def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yol
         else:
             x = b.silu(b.conv(f, c, c, 3, 1, f"model.22.cv3.{i}.0.conv"), f"{sc}/cv3.{i}/act0")
         cls = b.conv(x, c, nc, 1, 1, f"model.22.cv3.{i}.2", std=0.3, bias=float(np.log(5 / nc / (640 / s) ** 2)))
-        boxes.append(b.node("Reshape", [box, b.const(np.array([1, 4 * REG_MAX, -1], np.int64), scope=sc)], scope=sc, allowzero=0))
+        boxes.append(b.node("Reshape", [box, b.const(np.array([1, 4 * REG_MAX, -1], np.int64), scope=sc)], scope=sc,
+                            allowzero=0))
         clss.append(b.node("Reshape", [cls, b.const(np.array([1, nc, -1], np.int64), scope=sc)], scope=sc, allowzero=0))
     n = sum(h * w for _, h, w in grids)
     box = b.node("Concat", boxes, scope=sc, axis=-1)
@@ -55,7 +55,8 @@ def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yol
     proj = b.init("model.22.dfl.conv.weight", np.arange(REG_MAX, dtype=np.float32).reshape(1, REG_MAX, 1, 1))
     y = b.node("Conv", [y, proj], scope=f"{sc}/dfl/conv", kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1],
                dilations=[1, 1], group=1)
-    d = b.node("Reshape", [y, b.const(np.array([1, 4, n], np.int64), scope=f"{sc}/dfl")], scope=f"{sc}/dfl", allowzero=0)
+    d = b.node("Reshape", [y, b.const(np.array([1, 4, n], np.int64), scope=f"{sc}/dfl")], scope=f"{sc}/dfl",
+               allowzero=0)
     zero, two, four, one = (b.const(np.array([v], np.int64), scope=sc) for v in (0, 2, 4, 1))
     lt = b.node("Slice", [d, zero, two, one], scope=sc)
     rb = b.node("Slice", [d, two, four, one], scope=sc)
@@ -64,7 +65,8 @@ def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yol
     a = b.const(anchors.astype(np.float32), scope=sc)
     x1y1 = b.node("Sub", [a, lt], scope=sc)
     x2y2 = b.node("Add", [b.const(anchors.astype(np.float32), scope=sc), rb], scope=sc)
-    c_xy = b.node("Div", [b.node("Add", [x1y1, x2y2], scope=sc), b.const(np.array(2.0, np.float32), scope=sc)], scope=sc)
+    c_xy = b.node("Div", [b.node("Add", [x1y1, x2y2], scope=sc), b.const(np.array(2.0, np.float32), scope=sc)],
+                  scope=sc)
     wh = b.node("Sub", [x2y2, x1y1], scope=sc)
     dbox = b.node("Mul", [b.node("Concat", [c_xy, wh], scope=sc, axis=1), b.const(strides, scope=sc)], scope=sc)
     b.nodes.append(helper.make_node("Concat", [dbox, b.node("Sigmoid", [cls], scope=sc)], ["output0"],

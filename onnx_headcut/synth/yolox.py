@@ -1,8 +1,9 @@
 """YOLOX decoded exports (``tools/export_onnx.py``, opset 11, onnxsim applied), with
 ``decode_in_inference`` written as in-place slice writes, i.e. ScatterND::
 
-    per level Concat([reg, Sigmoid(obj), Sigmoid(cls)]) ─► Reshape (1,5+nc,-1) ─► Concat(levels, axis 2) ─► Transpose
-    ─► Slice xy ─► Add grids (1,N,2) ─► Mul strides (1,N,1) ─► ScatterND ─► Slice wh ─► Exp ─► Mul ─► ScatterND ─► output
+    per level Concat([reg, Sigmoid(obj), Sigmoid(cls)]) ─► Reshape (1,5+nc,-1) ─► Concat(levels, axis 2)
+    ─► Transpose ─► Slice xy ─► Add grids (1,N,2) ─► Mul strides (1,N,1) ─► ScatterND ─► Slice wh ─► Exp
+    ─► Mul ─► ScatterND ─► output
 
 ``decode=False`` stops after the Transpose: the output is raw apart from the sigmoids.
 """
@@ -12,16 +13,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ._common import backbone, cell_grid, finish
+from ._common import backbone, cell_grid, check_size, finish
 from .builder import Builder
 
 
 def yolox(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, decode: bool = True, opset: int = 11,
           seed: int = 0) -> onnx.ModelProto:
     """A YOLOX export: 'images' → 'output' (1, N, 5+nc)."""
-    H, W = size
-    if H % 32 or W % 32:
-        raise ValueError(f"input size {size} must be a multiple of 32")
+    H, W = check_size(size)
     b = Builder(seed)
     feats = backbone(b, "images", width)
     sc = "/head"
@@ -52,7 +51,8 @@ def yolox(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, deco
             return np.stack([np.zeros_like(rows), rows, np.broadcast_to(np.array(cols), rows.shape)], -1)[None]
 
         zero, two, four, axis = (b.const(np.array([v], np.int64), scope=sc) for v in (0, 2, 4, 2))
-        xy = b.node("Mul", [b.node("Add", [b.node("Slice", [y, zero, two, two, b.const(np.array([1], np.int64), scope=sc)],
+        xy = b.node("Mul", [b.node("Add", [b.node("Slice", [y, zero, two, two,
+                                                            b.const(np.array([1], np.int64), scope=sc)],
                                                   scope=sc), b.const(g.astype(np.float32), scope=sc)], scope=sc),
                             stride], scope=sc)
         y = b.node("ScatterND", [y, b.const(index([0, 1]).astype(np.int64), scope=sc), xy], scope=sc)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 import torch_families
+from _helpers import assert_dynamo, check_dynamo_export, check_inspect_names, check_strip, dynamo_export, needs_torch
+
 from onnx_headcut.decode import decode
 from onnx_headcut.graph import GraphIndex
 from onnx_headcut.heads import Layout
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov5
-
-from _helpers import assert_dynamo, check_dynamo_export, check_inspect_names, check_strip, dynamo_export, needs_torch
 
 V5_ANCHORS = [[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]
 V7_ANCHORS = [[[12, 16], [19, 36], [40, 28]], [[36, 75], [76, 55], [72, 146]], [[142, 110], [192, 243], [459, 401]]]
@@ -58,8 +57,8 @@ def test_anchor_decode_by_hand():
     raw = np.zeros((1, 8, 6), np.float32)  # rows: anchor 0 cells 0..3, anchor 1 cells 0..3
     raw[0, 7] = [0, 0, 0, np.log(3), 0, 0]  # anchor 1, cell (gx 1, gy 1): p = 0.5, 0.5, 0.5, 0.75
     out = decode(raw, meta)[0, 7]
-    np.testing.assert_allclose(out, [(2 * 0.5 - 0.5 + 1) * 16, (2 * 0.5 - 0.5 + 1) * 16, 1.0 * 30, 1.5 ** 2 * 40, 0.5, 0.5],
-                               rtol=1e-6)
+    np.testing.assert_allclose(out, [(2 * 0.5 - 0.5 + 1) * 16, (2 * 0.5 - 0.5 + 1) * 16, 1.0 * 30, 1.5 ** 2 * 40,
+                                     0.5, 0.5], rtol=1e-6)
 
 
 @pytest.mark.parametrize("layout", [Layout("flat", keep_sigmoid=True), Layout("levels")])
@@ -119,7 +118,8 @@ DYNAMO_CASES = {
     "yolov5": (torch_families.export_yolov5, {}, "YOLOv5", 85, 3),
     "yolov7": (torch_families.export_yolov7, {}, "YOLOv5", 85, 3),  # see the note above
 }
-DYNAMO_V7_ANCHORS = (((12, 16), (19, 36), (40, 28)), ((36, 75), (76, 55), (72, 146)), ((142, 110), (192, 243), (459, 401)))
+DYNAMO_V7_ANCHORS = (((12, 16), (19, 36), (40, 28)), ((36, 75), (76, 55), (72, 146)),
+                     ((142, 110), (192, 243), (459, 401)))
 
 
 @pytest.mark.parametrize("name", list(DYNAMO_CASES))

@@ -12,8 +12,9 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-
 import torch_families
+from _helpers import check_dynamo_export, check_inspect_names, check_strip, needs_torch
+
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import decode, dfl_expectation
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
@@ -21,8 +22,6 @@ from onnx_headcut.heads import Layout
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import inspect, strip
 from onnx_headcut.synth import yolov6_af, yolov8
-
-from _helpers import check_dynamo_export, check_inspect_names, check_strip, needs_torch
 
 # --- YOLOv6 0.2.0 … main anchor-free, generated ---------------------------------------------------------
 
@@ -82,7 +81,8 @@ def test_strip_anchor_free(variant, tmp_path):
     assert [d.dim_value for d in raw.graph.input[0].type.tensor_type.shape.dim] == [1, 3, *size]
     tail = Counter(n.op_type for n in raw.graph.node if n.name.startswith("headcut/"))
     assert tail == {"Concat": levels + 1, "Reshape": levels, "Transpose": levels}
-    assert not {"Softmax", "Split", "Sub", "Div", "Shape", "Gather", "ConstantOfShape"} & {n.op_type for n in raw.graph.node}
+    assert not ({"Softmax", "Split", "Sub", "Div", "Shape", "Gather", "ConstantOfShape"}
+                & {n.op_type for n in raw.graph.node})
     assert max_rank(infer_shapes(raw)) <= 4
     assert res.metadata["channels"][0]["name"] == ("dfl" if reg_max else "reg")
     assert res.metadata["reg_max"] == reg_max
@@ -136,12 +136,12 @@ def test_levels_layout_is_the_lite_ncnn_demo_layout(tmp_path):
     # the demo's decode, written out: x0 = (gx + 0.5 - l) * s
     s, o = 16, outs[1][0]
     gy, gx = 3, 7
-    l, t = o[80, gy, gx], o[81, gy, gx]
+    left, top = o[80, gy, gx], o[81, gy, gx]
     x = deterministic_input((1, 3, 192, 320), seed=5)
     y = session(str(src)).run(None, {"images": x})[0][0]
     row = 24 * 40 + gy * 20 + gx  # after the 24x40 stride-8 level
-    assert abs((gx + 0.5 - l) * s - (y[row, 0] - y[row, 2] / 2)) < 1e-3
-    assert abs((gy + 0.5 - t) * s - (y[row, 1] - y[row, 3] / 2)) < 1e-3
+    assert abs((gx + 0.5 - left) * s - (y[row, 0] - y[row, 2] / 2)) < 1e-3
+    assert abs((gy + 0.5 - top) * s - (y[row, 1] - y[row, 3] / 2)) < 1e-3
 
 
 def test_lite_channel_shuffles_are_lowered(tmp_path):

@@ -13,7 +13,11 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+import torch_families
+from _helpers import STRIDES, check_dynamo_export, check_inspect_names, check_strip, needs_torch
+from conftest import VARIANTS, build
 from onnx import numpy_helper
+from torch_fixtures import export_yolov6_v1
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import decode
@@ -23,11 +27,6 @@ from onnx_headcut.locate import locate
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import inspect, read_metadata, strip
 from onnx_headcut.synth import yolov6_v1, yolox
-
-from _helpers import STRIDES, check_dynamo_export, check_inspect_names, check_strip, needs_torch
-from conftest import VARIANTS, build
-import torch_families
-from torch_fixtures import export_yolov6_v1
 
 # --- YOLOv6 0.1.0, generated ----------------------------------------------------------------------------
 
@@ -151,7 +150,8 @@ def test_locate_reads_geometry_from_structure(variant):
     head = locate(build(variant))
     assert head.decode == "grid_exp_obj"
     assert head.strides == (8, 16, 32)
-    assert [(b.role, b.size, b.sigmoid) for b in head.blocks()] == [("box", 4, False), ("obj", 1, False), ("cls", kw.get("nc", 80), False)]
+    assert [(b.role, b.size, b.sigmoid) for b in head.blocks()] == [("box", 4, False), ("obj", 1, False),
+                                                                    ("cls", kw.get("nc", 80), False)]
     assert head.rows == sum((h // s) * (w // s) for s in (8, 16, 32))
     producer = {o: n for n in build(variant).graph.node for o in n.output}
     assert all(producer[b.tensor].op_type == "Conv" for lv in head.levels for b in lv.branches)
