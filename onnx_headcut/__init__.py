@@ -11,7 +11,7 @@ __all__ = ["__version__", "strip", "inspect", "decode", "surgery"]
 
 
 _MODULES = ("strip", "pipeline", "decode", "surgery", "locate", "cut", "check", "synth", "heads", "io", "errors",
-            "metadata", "graph")
+            "metadata", "graph", "preprocess", "names")
 
 
 def __getattr__(name: str):  # the submodules load on first use: `headcut --help` must not import onnx

@@ -174,11 +174,12 @@ def detect(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the image with boxes drawn (.png/.jpg)"),
     conf: float = typer.Option(0.25, "--conf", help="score threshold"),
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
-    names: Optional[Path] = typer.Option(None, "--names", help="class names, one per line (default: COCO)"),
+    names: Optional[Path] = typer.Option(None, "--names", help="class names: one per line, JSON, or a YAML names: "
+                                         "mapping (default: the model's own, else COCO)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output image"),
 ) -> None:
-    """Detect objects in IMAGE: letterbox, run, decode, NMS, draw."""
+    """Detect objects in IMAGE: the family's own letterbox, run, decode, NMS, draw."""
 
     def run():
         from .detect import check_output, draw

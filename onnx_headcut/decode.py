@@ -10,7 +10,8 @@ Rows are ordered level by level (stride ascending), row-major over (y, x) inside
 Each decode kind's formula is written out in its module, :mod:`onnx_headcut.heads.grid_exp_obj`
 (YOLOv6 0.1.0, YOLOX), :mod:`~onnx_headcut.heads.dist_anchor` (YOLOv6 >= 0.2, YOLOv8/11, DFL or not)
 and :mod:`~onnx_headcut.heads.anchor_grid` (YOLOv5/v7); this module holds what they share: the row
-geometry, letterbox, NMS and the ordering of candidates.
+geometry, NMS and the ordering of candidates; the letterbox of each project is in
+:mod:`onnx_headcut.preprocess`.
 
 Where the metadata says a block has "sigmoid applied" the graph already did it. A C++ port should
 threshold before decoding: ``sigmoid`` is monotonic, so a row is skipped when its best logit is
@@ -25,9 +26,10 @@ import numpy as np
 
 from .heads import Geometry, kind
 from .numeric import cell_grid, dfl_expectation, sigmoid
+from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
 __all__ = ["anchor_grid", "canonical", "decode", "detect", "flatten_levels", "letterbox", "nms", "original_output",
-           "postprocess", "scale_boxes", "sigmoid", "dfl_expectation"]
+           "postprocess", "scale_boxes", "sigmoid", "dfl_expectation", "to_input"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -118,39 +120,6 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
     if not g.ones_column:
         y = np.concatenate([y[..., :4], np.ones((*y.shape[:2], 1), y.dtype), y[..., 4:]], -1)
     return y
-
-
-def letterbox(image: np.ndarray, size: tuple[int, int],
-              color: int = 114) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """Resize an HWC uint8 image keeping its aspect ratio and pad it to ``size`` = (h, w).
-
-    Returns ``(padded, ratio, (pad_x, pad_y))``; a box in the padded image maps back with
-    :func:`scale_boxes`. Nearest-neighbour resampling keeps this dependency-free.
-    """
-    h0, w0 = image.shape[:2]
-    h, w = size
-    r = min(h / h0, w / w0)
-    nh, nw = max(1, round(h0 * r)), max(1, round(w0 * r))
-    ys = np.minimum((np.arange(nh) + 0.5) / r, h0 - 1).astype(np.int64)
-    xs = np.minimum((np.arange(nw) + 0.5) / r, w0 - 1).astype(np.int64)
-    resized = image[ys][:, xs]
-    out = np.full((h, w, image.shape[2]), color, dtype=image.dtype)
-    top, left = (h - nh) // 2, (w - nw) // 2
-    out[top:top + nh, left:left + nw] = resized
-    return out, r, (float(left), float(top))
-
-
-def to_input(image: np.ndarray) -> np.ndarray:
-    """HWC uint8 RGB → NCHW float32 in [0, 1], as YOLOv6's exporter expects."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-
-
-def scale_boxes(boxes: np.ndarray, ratio: float, pad: tuple[float, float]) -> np.ndarray:
-    """Map xyxy boxes from the letterboxed input back to the original image."""
-    out = boxes.copy()
-    out[:, [0, 2]] = (out[:, [0, 2]] - pad[0]) / ratio
-    out[:, [1, 3]] = (out[:, [1, 3]] - pad[1]) / ratio
-    return out
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:

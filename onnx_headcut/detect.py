@@ -1,4 +1,4 @@
-"""``headcut detect``: letterbox → run (ort, MNN or ncnn) → numpy decode → class-aware NMS → boxes.
+"""``headcut detect``: preprocess → run (ort, MNN or ncnn) → numpy decode → class-aware NMS → boxes.
 
 The model may be the original decoded export or a raw model written by ``strip`` (``.onnx``, or a
 converted ``.mnn``/``.param`` with its ``*.head.json``): which one it is is read from the model —
@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from .convert import param_blobs
-from .decode import canonical, decode, letterbox, postprocess, scale_boxes, to_input
+from .decode import canonical, decode, postprocess
 from .engines import engine_for, run
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .heads import Geometry
 from .images import image_format, read_rgb
 from .io import dependencies, load
-from .metadata import head_for
+from .metadata import head_for, model_names
 from .names import class_names
 from .pipeline import inspect
+from .preprocess import Preprocess, letterbox, scale_boxes, to_input
 from .staging import Staging, check_outputs
 
 
@@ -63,7 +64,13 @@ def _decoded_input(model: Path):
 
 def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,
            iou: float = 0.45, names: str | os.PathLike | None = None) -> DetectResult:
-    """Detect objects in ``image`` with ``model`` (original decoded export or raw model)."""
+    """Detect objects in ``image`` with ``model`` (original decoded export or raw model).
+
+    The image is preprocessed as the family's own predict does (the record's ``preprocess``; see
+    :mod:`onnx_headcut.preprocess`). Class names: ``names`` (a names file, see
+    :func:`~onnx_headcut.names.read_names`), else those the model records (a raw model's head record
+    or sidecar, an original's ``metadata_props``), else COCO's when it has 80 classes, else ``classN``.
+    """
     model = Path(model)
     if not model.exists():
         raise InputError(f"{model}: no such file")
@@ -74,6 +81,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         g = Geometry.of(head)
         in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
         out_names = [o["name"] for o in head.get("raw_outputs", [])] or None
+        pre, recorded = Preprocess.of(head), head.get("names")
         if model.suffix.lower() == ".onnx":  # onnxruntime would materialise any oversized constant
             m = load(model)
             check_constant_sizes(m, infer_shapes(m))
@@ -82,13 +90,14 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         located = _decoded_input(model)
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
-    labels = class_names(nc, names)  # a bad names file fails before the model runs
+        pre, recorded = located.preprocess, (None if names is not None else model_names(model, nc))
+    labels = class_names(nc, names, recorded)  # a bad names file fails before the model runs
     check_input_size(in_name, shape)
     if engine == "ncnn":
         ins, outs = param_blobs(model)
         in_name, out_names = ins[0], outs
-    boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]))
-    x = to_input(boxed)
+    boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]), pre)
+    x = to_input(boxed, pre)
     (ys,) = run(model, [x], engine, in_name, out_names)
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]

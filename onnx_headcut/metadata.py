@@ -5,10 +5,16 @@
 ``verify``, ``convert`` and ``inspect`` read it with :func:`embedded` / :func:`read_metadata` /
 :func:`parse_metadata`, which check every field they use (a record is input: nothing it says may
 make headcut decode with a wrong geometry or allocate wildly). ``schema`` versions the record.
+
+The record also carries what the export itself says (:func:`source_metadata`): the class ``names``
+and the Ultralytics ``task``/``imgsz``/``stride``/``batch``/``end2end``/``args`` entries, and the
+``preprocess`` its family's predict applies (:mod:`onnx_headcut.preprocess`). The original's other
+``metadata_props`` entries are copied into the raw model beside the ``headcut`` one.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -19,9 +25,19 @@ import onnx
 from .errors import HeadcutError, InputError
 from .heads import ALL, SCHEMA
 from .io import load, read_limited
+from .names import NamesError, parse_literal
+from .preprocess import Preprocess
 
 #: the ``metadata_props`` key of the head record
 METADATA_KEY = "headcut"
+
+#: the ``metadata_props`` entries of an Ultralytics export the head record keeps (as ``source_metadata``),
+#: beside ``names``; every entry of the original stays in the raw model's ``metadata_props`` as it was
+SOURCE_KEYS = ("task", "imgsz", "stride", "batch", "end2end", "args")
+#: the longest class name a record may carry
+MAX_NAME_CHARS = 256
+#: a ``source_metadata`` value longer than this (64 KiB) is left out of the record
+MAX_SOURCE_VALUE = 1 << 16
 
 
 def embed(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
@@ -30,6 +46,50 @@ def embed(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+
+
+def _json_value(text: str):
+    """A metadata value as plain JSON: the Python literal it spells (``[640, 640]``, ``32``,
+    ``{'batch': 1}``) when it is one made of JSON types, else the text itself."""
+    try:
+        v = ast.literal_eval(text.strip())
+        json.dumps(v, allow_nan=False)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return v if v is None or isinstance(v, (bool, int, float, str, list, dict)) else text
+
+
+def source_metadata(model: onnx.ModelProto, num_classes: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """What the head record keeps of an export's own ``metadata_props`` (Ultralytics writes ``names``,
+    ``imgsz``, ``stride``, ``task``, ``batch``, ``args``): ``({"names": [...], "source_metadata":
+    {...}}, notes)``, each part only when present. ``names`` (a Python dict literal, read with
+    :func:`ast.literal_eval`, at most :data:`~onnx_headcut.names.MAX_NAMES_BYTES`) becomes a list
+    indexed by class id; names that cannot be read or do not match ``num_classes`` are left out with
+    a note saying why."""
+    props = {p.key: p.value for p in model.metadata_props if p.key != METADATA_KEY}
+    out: dict[str, Any] = {}
+    notes = []
+    if "names" in props:
+        try:
+            names = parse_literal(props["names"])
+            if len(names) != num_classes:
+                raise NamesError(f"{len(names)} names for a head with {num_classes} classes")
+            if any(len(n) > MAX_NAME_CHARS for n in names):
+                raise NamesError(f"a name is longer than {MAX_NAME_CHARS} characters")
+            out["names"] = names
+        except NamesError as e:
+            notes.append(f"the model's metadata_props names were not used: {e}")
+    kept = {k: _json_value(props[k]) for k in SOURCE_KEYS if k in props and len(props[k]) <= MAX_SOURCE_VALUE}
+    if kept:
+        out["source_metadata"] = kept
+    return out, tuple(notes)
+
+
+def model_names(path: str | os.PathLike, num_classes: int) -> list[str] | None:
+    """The class names in the ``metadata_props`` of the ONNX model at ``path`` (an original export),
+    when they can be read and there are ``num_classes`` of them; else None."""
+    model = onnx.load(str(path), load_external_data=False)
+    return source_metadata(model, num_classes)[0].get("names")
 
 
 def embedded(model: onnx.ModelProto, source: str = "the model") -> dict[str, Any] | None:
@@ -156,6 +216,19 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
             raise _Bad(f"schema {meta.get('schema')!r} is newer than this headcut reads ({SCHEMA}); upgrade headcut")
         if "original_output" in meta:
             _get(meta, "original_output", "", dict)
+        if "preprocess" in meta:
+            try:
+                Preprocess.from_json(meta["preprocess"])
+            except ValueError as e:
+                raise _Bad(str(e)) from None
+        if "names" in meta:
+            names = _get(meta, "names", "", list)
+            if len(names) != meta["num_classes"] or not all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS
+                                                           for n in names):
+                raise _Bad(f"names must be a list of num_classes ({meta['num_classes']}) strings of at most "
+                           f"{MAX_NAME_CHARS} characters")
+        if "source_metadata" in meta:
+            _get(meta, "source_metadata", "", dict)
         for k, o in enumerate(meta.get("raw_outputs", []) if isinstance(meta.get("raw_outputs", []), list)
                               else [None]):
             if not isinstance(o, dict):

@@ -21,7 +21,7 @@ from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_si
 from .heads import Head, Layout
 from .io import dependencies, load, save
 from .locate import locate
-from .metadata import embed, embedded
+from .metadata import METADATA_KEY, embed, embedded, source_metadata
 from .region import decode_region
 from .simplify import fold, needs_folding
 from .simplify import simplify as onnxsim_simplify
@@ -171,8 +171,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     existing member is an error unless ``force``, and ``src``, its external data or an image never
     may be one (see :func:`~onnx_headcut.io.check_output_path`).
 
-    Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, also stored in ``dst``'s
-    ``metadata_props["headcut"]``). With ``verify`` (the default) both models run in onnxruntime and
+    Writes ``dst`` and ``<dst stem>.head.json`` (the head geometry, the preprocessing and the class
+    names the source records, also stored in ``dst``'s ``metadata_props["headcut"]``; the source's
+    other ``metadata_props`` entries are kept in ``dst``). With ``verify`` (the default) both models run
+    in onnxruntime and
     the three layers of :mod:`onnx_headcut.check` must pass — raw outputs equal to the prediction
     convs' values rearranged, their decode equal to the original output within ``tol`` (px per 640 px
     of input; scores), the same detections at ``conf``/``iou`` — otherwise
@@ -202,6 +204,9 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
                                                      f"is static{why}",))
     n_source = len(model.graph.node)
+    own, own_notes = source_metadata(model, head.num_classes)  # names, imgsz, ... the export records
+    props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
+    head = replace(head, notes=head.notes + own_notes)
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):
@@ -223,9 +228,12 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
         headcut_version=__version__,
         removed={"nodes": insp.cut.removed, "ops": insp.cut.removed_ops},
         raw_outputs=[{"name": n, "shape": list(sh)} for n, sh in insp.cut.outputs],
+        **own,
     )
     check_graph(raw)  # postcondition: single assignment, everything defined, acyclic
     del raw.metadata_props[:]
+    for k, v in props:  # the original's own entries (Ultralytics' names, imgsz, ...) stay as they were
+        raw.metadata_props.add(key=k, value=v)
     embed(raw, meta)
     sidecar_name = dst.stem + ".head.json"
 

@@ -18,6 +18,7 @@ from ..engines import engine_for, run
 from ..heads import Geometry
 from ..metadata import head_for
 from ..pipeline import inspect
+from ..preprocess import Preprocess
 from . import (
     DEFAULT_CONF,
     DEFAULT_IOU,
@@ -71,7 +72,8 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     inp = s.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     feeds = [(f"random(seed={seed})", deterministic_input(shape, np.float32, seed))]
-    feeds += [(str(p), image_input(p, shape)) for p in images]
+    pre = Preprocess.of(meta) if meta is not None else head.preprocess
+    feeds += [(str(p), image_input(p, shape, pre=pre)) for p in images]
     xs = [x for _, x in feeds]
     refs = [s.run([head.output_name, *names], {inp.name: x}) for x in xs]
     if meta is not None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..decode import letterbox, to_input
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..images import read_rgb
+from ..preprocess import ULTRALYTICS, Preprocess, letterbox, to_input
 from .layers import check_outputs
 from .results import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Verification, check_options
 
@@ -134,10 +134,11 @@ def deterministic_input(shape, dtype=np.float32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(tuple(shape), dtype=np.float32).astype(dtype)
 
 
-def image_input(path: str | os.PathLike, shape, dtype=np.float32) -> np.ndarray:
-    """An image file letterboxed to the model's input, as NCHW floats in [0, 1]."""
-    img, _, _ = letterbox(read_rgb(path), tuple(shape[-2:]))
-    return to_input(img).astype(dtype)
+def image_input(path: str | os.PathLike, shape, dtype=np.float32, pre: Preprocess = ULTRALYTICS) -> np.ndarray:
+    """An image file preprocessed for the model's input as its family's predict does (``pre``:
+    letterbox, channel order, scale; see :mod:`onnx_headcut.preprocess`), as NCHW floats."""
+    img, _, _ = letterbox(read_rgb(path), tuple(shape[-2:]), pre)
+    return to_input(img, pre).astype(dtype)
 
 
 def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0,
@@ -147,7 +148,8 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
 
     ``head`` is the located head (its branch tensors name the prediction convs in ``original``);
     ``meta`` is the raw model's head JSON. Each batch size in ``batches`` gets its own deterministic
-    input (dynamic-batch models); each path in ``images`` is letterboxed to the input.
+    input (dynamic-batch models); each path in ``images`` is preprocessed as the record's
+    ``preprocess`` says (its family's letterbox, channel order and scale).
     ``conv_source`` (bytes), when given, is the graph layer 1 reads the conv values from (the folded
     graph the head was located on, when folding renamed the convs' tensors in ``original``).
     """
@@ -170,7 +172,8 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
     allowed = Allowed.for_input(g.input_shape, np_dtype, tol)
     feeds = [(f"random(seed={seed})" + (f", batch {n}" if n != 1 else ""),
               deterministic_input((n, *g.input_shape[1:]), np_dtype, seed)) for n in batches]
-    feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype)) for p in images]
+    pre = Preprocess.of(meta)
+    feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype, pre)) for p in images]
     out_name = head.output_name
     checks = []
     for label, x in feeds:

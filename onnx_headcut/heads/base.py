@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..preprocess import Preprocess
 
 #: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`)
 SCHEMA = 2
@@ -212,6 +213,11 @@ class Head:
     def dfl(self) -> bool:
         return self.reg_max > 0
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """The image preprocessing of this family's own predict (letterbox, channel order, scale)."""
+        return Preprocess.for_family(self.family)
+
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
         return self.kind.blocks(self, layout)
 
@@ -242,6 +248,7 @@ class Head:
             "decode": self.decode,
             "formula": self.kind.formula,
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
+            "preprocess": self.preprocess.to_json(),
             "num_classes": self.num_classes,
             "reg_max": self.reg_max if left else 0,
             "dfl_bins": self.reg_max + 1 if left else 0,
