@@ -70,7 +70,8 @@ def _run(fn):
 @app.command()
 def strip(
     model: Path = typer.Argument(..., help="decoded ONNX export (for example yolov6s.onnx)"),
-    output: Path = typer.Option(..., "-o", "--output", help="where to write the raw model (.onnx)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="where to write the raw model (.onnx; default: IN.raw.onnx beside it)"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
     lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
     simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
@@ -225,8 +226,8 @@ def sample(
         from .errors import OutputError
         from .synth import write_samples
 
-        if not output.is_dir():
-            raise OutputError(f"{output}: the output folder does not exist")
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: is not a folder")
         return write_samples(output, family, force=force)
 
     from .text import printable

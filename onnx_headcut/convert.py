@@ -68,8 +68,8 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     src = Path(onnx_path)
     model = load(src)
     out = Path(out_dir) if out_dir is not None else src.parent
-    if not out.is_dir():
-        raise OutputError(f"{out}: the output folder does not exist")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is not a folder")
     stem = src.stem
     names = {"mnn": [f"{stem}.mnn"], "ncnn": [f"{stem}.param", f"{stem}.bin"]}.get(to)
     if names is None:

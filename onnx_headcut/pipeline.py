@@ -156,11 +156,12 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
-def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = Layout(), verify: bool = True,
+def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(), verify: bool = True,
           lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
           force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
           iou: float = DEFAULT_IOU) -> StripResult:
-    """Cut the decode off the detector at ``src`` and write the raw model to ``dst``.
+    """Cut the decode off the detector at ``src`` and write the raw model to ``dst``
+    (default :func:`default_output`: ``<stem>.raw.onnx`` beside ``src``; a missing folder is made).
 
     ``layout`` chooses the raw layout: flat (one (1, N, C) output, the default) or one output per
     level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.heads.Layout`).
@@ -181,6 +182,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
     """
     check_options(tol, conf, iou)
+    dst = default_output(src) if dst is None else dst
     inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
@@ -248,6 +250,12 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             result.raise_if_failed()
         files = tuple(st.commit())
     return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
+
+
+def default_output(src: str | os.PathLike) -> Path:
+    """Where ``strip`` writes without ``-o``: ``<stem>.raw.onnx`` beside the input, as onnxsim-style tools do."""
+    p = Path(src)
+    return p.with_name(p.stem + ".raw.onnx")
 
 
 def _dynamic_batch(model: onnx.ModelProto) -> str | None:

@@ -5,7 +5,8 @@
   link, a folder or special file, or that already exists without ``force``, is an
   :class:`~onnx_headcut.errors.OutputError` naming it; so is a missing or read-only folder.
   :func:`check_output_path` is that check for ``strip``'s set (:func:`strip_outputs`).
-* :class:`Staging` writes every output file into a private folder next to the destination and
+* :class:`Staging` makes a missing output folder (and removes it again if nothing is committed),
+  writes every output file into a private folder next to the destination and
   moves them into place only when :meth:`Staging.commit` is called, as one unit: under an
   exclusive lock per output name (``.<name>.headcut-lock`` beside it), after checking the set
   again, and undone if a move fails. An error, a full disk or an interrupt leaves nothing behind,
@@ -60,9 +61,7 @@ def check_outputs(targets: Iterable[str | os.PathLike], protected: Mapping[Path,
         protected = {Path(p): "an input file" for p in protected}
     folders = []
     for t in paths:
-        folder = t.parent.resolve()
-        if not folder.is_dir():
-            raise OutputError(f"{folder}: the output folder does not exist")
+        folder = _existing_ancestor(t.parent.resolve())  # a missing output folder is made by Staging
         if folder not in folders:
             folders.append(folder)
     for t in paths:
@@ -75,6 +74,17 @@ def check_outputs(targets: Iterable[str | os.PathLike], protected: Mapping[Path,
         except OSError:
             raise OutputError(f"{folder}: the output folder is not writable") from None
     return paths
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    """``folder``, or its nearest existing ancestor when it is still to be made; refuses a path
+    through a file."""
+    at = folder
+    while not at.exists():
+        at = at.parent
+    if not at.is_dir():
+        raise OutputError(f"{at}: is not a folder, so the output folder {folder} cannot be made")
+    return at
 
 
 def _check_target(t: Path, protected: Mapping[Path, str], force: bool) -> None:
@@ -138,9 +148,16 @@ class Staging:
             raise ValueError("Staging: every target must be in the destination's folder")
         self.protected, self.force = protected, force
         self._writing: str | None = None
+        self._made: list[Path] = []  # output folders made here, removed again unless the set is committed
+        self._committed = False
         try:
+            missing = [self.folder, *self.folder.parents]
+            for folder in reversed(missing[:next(i for i, f in enumerate(missing) if f.exists())]):
+                folder.mkdir()
+                self._made.append(folder)
             self.tmp = Path(tempfile.mkdtemp(prefix=".headcut-", dir=self.folder))
         except OSError as e:
+            self._remove_made()
             raise OutputError(f"{self.folder}: cannot write there ({e.strerror})") from None
 
     def path(self, name: str) -> Path:
@@ -178,13 +195,21 @@ class Staging:
                     raise OutputError(f"{self.folder / name}: cannot be moved into place ({e.strerror}); "
                                       "nothing written") from None
                 raise
+        self._committed = True
         return sorted(self.folder / n for n in staged)
+
+    def _remove_made(self) -> None:
+        for folder in reversed(self._made):
+            with contextlib.suppress(OSError):  # only ever empty folders headcut made
+                folder.rmdir()
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, typ, exc, tb) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self._committed:
+            self._remove_made()
         if isinstance(exc, OSError) and exc.errno in _FULL:
             name = Path(exc.filename).name if exc.filename and str(exc.filename).startswith(str(self.tmp)) \
                 else self._writing or self.destination.name

@@ -100,8 +100,9 @@ def _case(name, tmp_path, write):
         return tmp_path / "raw.onnx", tmp_path / "o.onnx"
     if name == "out-is-in":
         return good, good
-    if name == "out-folder-missing":
-        return good, tmp_path / "missing" / "o.onnx"
+    if name == "out-folder-through-file":
+        (tmp_path / "afile").write_text("x")
+        return good, tmp_path / "afile" / "o.onnx"
     if name == "out-folder-unwritable":
         return good, Path("/proc/o.onnx")
     if name == "out-exists":
@@ -123,7 +124,7 @@ CASES = {
     "missing-level": (2, "does not match the levels"), "grid-mismatch": (2, "grid constant"),
     "stride-not-dividing": (2, "does not divide the 330x330 input"),
     "already-raw": (4, "already raw (written by headcut)"),
-    "out-is-in": (2, "the output is the input"), "out-folder-missing": (2, "does not exist"),
+    "out-is-in": (2, "the output is the input"), "out-folder-through-file": (2, "is not a folder"),
     "out-folder-unwritable": (2, "not writable"), "out-exists": (2, "already exists (use --force"),
 }
 
@@ -189,3 +190,22 @@ def test_interrupted_run_leaves_nothing(sig, tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted; nothing written" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+def test_output_folders_are_made_and_removed_again_on_failure(write, tmp_path):
+    src = write("legacy")
+    code, _, err = headcut("strip", src, "-o", tmp_path / "new" / "deeper" / "raw.onnx")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "new" / "deeper").iterdir()) == ["raw.head.json", "raw.onnx"]
+    code, _, err = headcut("strip", src, "-o", tmp_path / "other" / "raw.onnx", "--tol", "1e-12")
+    assert code == 3 and not (tmp_path / "other").exists()  # nothing written: not even the folder
+
+
+def test_strip_without_output_writes_stem_raw_onnx_beside_the_input(write, tmp_path):
+    src = write("legacy")
+    code, out, err = headcut("strip", src)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.raw.head.json", "in.raw.onnx"]
+    assert "in.raw.onnx" in out.splitlines()[-1]
+    code, _, err = headcut("strip", src)  # the default output is never overwritten without --force
+    assert code == 2 and "already exists" in err
