@@ -14,7 +14,7 @@ import onnx
 
 from . import __version__
 from .cut import CutReport, cut
-from .errors import HeadcutError, NoHeadError, TooLargeError
+from .errors import HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
 from .metadata import embed, embedded
@@ -28,6 +28,10 @@ from .simplify import fold, needs_folding, simplify as onnxsim_simplify
 from .surgery import RewriteReport, rewrite_5d
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options, verify as run_verify
 
+
+
+#: the raw output's name for an end-to-end export with several outputs (YOLOv6's name for its decoded output)
+RAW_OUTPUT_NAME = "outputs"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class StripResult:
     files: tuple[Path, ...]
     metadata: dict
     layout: Layout = Layout()
+    batch: int | str = 1  # 1, or the symbolic batch axis kept (``keep_dynamic_batch``)
 
     @property
     def head(self) -> Head:
@@ -149,10 +154,11 @@ def inspect(path: str | os.PathLike) -> Inspection:
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
-                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None):
+                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None,
+                output_name: str | None = None):
     shapes = shapes if shapes is not None else infer_shapes(work)
     ops = dict(sorted(decode_region(GraphIndex(work), head.output_name).ops.items()))
-    raw, report = cut(work, head, layout, batch, inplace=inplace)
+    raw, report = cut(work, head, layout, batch, inplace=inplace, output_name=output_name)
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
@@ -184,6 +190,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
     model = load(src)
     found = _locate_file(model, src)
     head = found.head
+    head.check_layout(layout)
+    if keep_dynamic_batch and _dynamic_batch(model) is None:
+        raise UsageError(f"--keep-dynamic-batch does not apply: the input '{head.input_name}' of {src} has a "
+                         "static batch")
     if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
         try:
             check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
@@ -201,12 +211,18 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
                                                      f"is static{why}",))
     n_source = len(model.graph.node)
+    out_name = None
+    if found.reference is not None:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+        outs = [o.name for o in model.graph.output]
+        out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
+        head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "
+                                                 f"'{head.output_name}' that fed the NMS is internal to the export)",))
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):
         conv_source = work.SerializeToString()  # before the cut, which is made in place
     insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
-                            shapes=found.shapes if work is found.work else None)
+                            shapes=found.shapes if work is found.work else None, output_name=out_name)
     reference = found.reference if found.reference is not None else src
     del model, found, work
 
@@ -238,7 +254,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike, *, layout: Layout = La
                                 batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
             result.raise_if_failed()
         files = tuple(st.commit())
-    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
+    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout), batch)
 
 
 def _dynamic_batch(model: onnx.ModelProto) -> str | None:

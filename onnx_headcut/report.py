@@ -50,11 +50,13 @@ def head_table(insp: Inspection) -> list[str]:
 def inspect_text(insp: Inspection) -> str:
     h = insp.head
     removed = insp.cut.removed
-    lines = [f"model     {insp.path}"] + head_table(insp) + [
+    folded = [f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape plumbing "
+              "(batch pinned to 1) before locating; the counts below are on the folded graph"] if insp.folded else []
+    lines = [f"model     {insp.path}"] + folded + head_table(insp) + [
         f"decode    {_ops(insp.decode_ops)}",
         f"would cut {removed} nodes from output '{h.output_name}' {list(h.output_shape)}; "
         f"raw output (1, {h.rows}, {h.width()}) = " + _blocks(h.blocks()),
-        f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
+        f"max rank  {insp.max_rank}",
     ] + [f"note      {n}" for n in h.notes] + ["why:"] + [f"  - {r}" for r in h.reasons]
     return printable_lines(lines)
 
@@ -67,12 +69,16 @@ def strip_text(res: StripResult) -> str:
         f"added     {_ops(insp.cut.added_ops)} -> {_outputs(insp.cut.outputs)}",
         f"layout    {res.layout.kind}: " + _blocks(h.blocks(res.layout))
         + ("; DFL kept in the graph" if h.dfl and res.layout.keep_dfl else
-           f"; DFL bins (reg_max {h.reg_max}) left to the decode" if h.dfl else ""),
+           f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
+           if h.dfl else ""),
     ]
     lines += [f"note      {n}" for n in h.notes]
-    if insp.folded:
-        lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the "
-                     "shape plumbing before locating (batch pinned to 1); counts below are on the folded graph")
+    if insp.folded and res.batch == 1:  # first: it happened before the head was located
+        lines.insert(0, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape "
+                     "plumbing (batch pinned to 1) before locating; the counts below are on the folded graph")
+    elif insp.folded:
+        lines.insert(0, f"folded    onnxsim folded the shape plumbing of a copy to locate the head; the cut is made on "
+                     f"the unfolded graph ({insp.source_nodes} nodes), dynamic batch '{res.batch}' kept")
     rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
     if res.rewrite is not None:
         rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"
