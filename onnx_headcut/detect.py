@@ -23,7 +23,7 @@ from .names import class_names
 from .convert import param_blobs
 from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .io import dependencies, load
-from .pipeline import inspect
+from .pipeline import decoded_head
 from .staging import Staging, check_outputs
 
 
@@ -58,7 +58,7 @@ def _decoded_input(model: Path):
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
-    return inspect(model).head
+    return decoded_head(model, "a model without a head record")
 
 
 def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,

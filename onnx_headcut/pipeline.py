@@ -14,7 +14,7 @@ import onnx
 
 from . import __version__
 from .cut import CutReport, cut
-from .errors import HeadcutError, NoHeadError, TooLargeError, UsageError
+from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
 from .metadata import embed, embedded
@@ -57,6 +57,25 @@ class Inspection:
             "folded_with_onnxsim": self.folded,
             "source_nodes": self.source_nodes,
         }
+
+
+@dataclass(frozen=True)
+class RawInspection:
+    """``inspect`` on a model that is already raw: why, its outputs, and its head record if headcut wrote it."""
+
+    path: str
+    reason: str  # the one line ``strip`` refuses it with (exit 4)
+    outputs: tuple[tuple[str, tuple], ...]  # (name, shape) of each graph output
+    record: dict | None = None  # the checked headcut record (None: raw by structure, no record)
+
+    @property
+    def written_by_headcut(self) -> bool:
+        return self.record is not None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "raw": True, "written_by_headcut": self.written_by_headcut,
+                "reason": self.reason, "outputs": [{"name": n, "shape": list(s)} for n, s in self.outputs],
+                "head": self.record}
 
 
 @dataclass(frozen=True)
@@ -145,12 +164,27 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
-def inspect(path: str | os.PathLike) -> Inspection:
-    """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
+def inspect(path: str | os.PathLike) -> Inspection | RawInspection:
+    """Find the head of the model at ``path`` and describe the cut ``strip`` would make; for a model
+    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`."""
     model = load(path)
-    found = _locate_file(model, path)
+    outs = tuple((o.name, tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                for d in o.type.tensor_type.shape.dim)) for o in model.graph.output)
+    try:
+        found = _locate_file(model, path)
+    except AlreadyRawError as e:
+        return RawInspection(str(path), str(e), outs, embedded(model, str(path)))
     return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
+
+
+def decoded_head(path: str | os.PathLike, role: str = "the model") -> Head:
+    """The head of the decoded export at ``path``; :class:`UsageError` when it is already raw (``role``
+    names what the command expected, e.g. "ORIGINAL")."""
+    insp = inspect(path)
+    if isinstance(insp, RawInspection):
+        raise UsageError(f"{path}: {role} must be a decoded export, but it is {insp.reason.split(';')[0]}")
+    return insp.head
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,

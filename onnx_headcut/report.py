@@ -6,7 +6,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 
 from __future__ import annotations
 
-from .pipeline import Inspection, StripResult
+from .pipeline import Inspection, RawInspection, StripResult
 from .text import printable, printable_lines
 
 
@@ -47,7 +47,35 @@ def head_table(insp: Inspection) -> list[str]:
     return lines
 
 
-def inspect_text(insp: Inspection) -> str:
+def raw_inspect_text(ri: RawInspection) -> str:
+    """``headcut inspect`` on a raw model: why it is raw and, for one headcut wrote, its head record."""
+    lines = [f"model     {ri.path}", f"raw       {ri.reason}"]
+    m = ri.record
+    if m is not None:
+        lines.append(f"head      {m.get('family', '?')} {m.get('version', '')}  decode={m['decode']}  "
+                     f"classes={m['num_classes']}  input '{m['input']['name']}' {list(m['input']['shape'])}")
+        lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
+        for i, lv in enumerate(m["levels"]):
+            first = lv.get("first_row", 0)
+            rows = f"{first}..{first + lv.get('rows', lv['grid'][0] * lv['grid'][1]) - 1}"
+            grid = f"{lv['grid'][0]}x{lv['grid'][1]}"
+            lines.append(f"{i:>5} {lv['stride']:>6} {grid:>9} {rows:>11}")
+        dfl = (f"; DFL {m['dfl_bins']} bins per side left to the decode" if m.get("dfl_bins") else
+               "; DFL kept in the graph" if m.get("dfl_in_graph") else "")
+        lines.append(f"layout    {m.get('layout', 'flat')}: " + " + ".join(
+            f"{c['name']} {c['size']}" + (" (sigmoid)" if c.get("sigmoid") else "") for c in m["channels"]) + dfl)
+        if "original_output" in m:
+            o = m["original_output"]
+            lines.append(f"cut from  '{o.get('name', '?')}' {o.get('shape', '?')}"
+                         + (f", {m['removed']['nodes']} nodes removed" if isinstance(m.get("removed"), dict) else ""))
+    lines.append("outputs   " + ", ".join(f"'{n}' {tuple(s)}" for n, s in ri.outputs))
+    lines += [f"note      {n}" for n in (m or {}).get("notes", []) if isinstance(n, str)]
+    return printable_lines(lines)
+
+
+def inspect_text(insp: Inspection | RawInspection) -> str:
+    if isinstance(insp, RawInspection):
+        return raw_inspect_text(insp)
     h = insp.head
     removed = insp.cut.removed
     folded = [f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape plumbing "

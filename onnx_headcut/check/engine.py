@@ -16,7 +16,7 @@ from ..convert import param_blobs
 from ..decode import canonical
 from ..engines import engine_for, run
 from ..heads import Geometry
-from ..pipeline import inspect
+from ..pipeline import decoded_head
 from ..metadata import head_for
 from . import (DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Check, check_options, check_outputs,
                      conv_outputs, deterministic_input, gap_threshold, image_input, reference_session)
@@ -31,7 +31,7 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
     (:func:`~onnx_headcut.check.gap_threshold`): for comparing models with random weights, whose
     scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
 
-    head = inspect(original).head
+    head = decoded_head(original, "ORIGINAL")
     s = reference_session(original, conv_outputs(head)[:1])
     y = s.run([head.output_name], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
     rows = canonical(y, Geometry.of(head))[0]
@@ -52,7 +52,7 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     check_options(tol, conf, iou)
     engine = engine or engine_for(candidate)
     meta = head_for(candidate)
-    head = inspect(original).head
+    head = decoded_head(original, "ORIGINAL")
     extra = conv_outputs(head)
     s = reference_session(original, extra if meta is not None else extra[:1])
     names = [o.name for o in extra[1:]] if meta is not None else []
