@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 
 from .engines import EngineError, _need, pnnx_binary, worker
-from .errors import OutputError
+from .errors import HeadcutError, OutputError, VerificationError
 from .metadata import embedded
 from .io import dependencies, load
 from .staging import Staging, check_outputs
@@ -87,10 +87,59 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
         else:
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx(src, _input_shape(model), st.path(names[0]), st.path(names[1]))
+        check_converted(src, model, to, st.path(names[0]), inputs, outputs)
         if side in targets:
             st.path(side.name).write_text(head)
         files = tuple(st.commit())
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs))
+
+
+#: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
+CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
+
+
+def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs) -> None:
+    """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
+    same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
+    cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
+    times the value (float16 models: 4e-3 each, ort computing in half precision)."""
+    import numpy as np
+
+    from .check import deterministic_input, session
+    from .engines import run
+
+    inits = {t.name for t in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type or onnx.TensorProto.FLOAT)
+    x = deterministic_input(_input_shape(model), np.float32, 0)
+    names = [o.name for o in model.graph.output]
+    refs = session(str(src)).run(names, {inp.name: x.astype(dtype)})
+    if engine == "ncnn":
+        in_name, out_names = inputs[0], list(outputs)
+    else:
+        in_name, out_names = inp.name, names
+    try:
+        (ys,) = run(converted, [x], engine, in_name, out_names)
+    except HeadcutError as e:
+        raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine} ({e}); "
+                                "nothing written") from None
+    atol = rtol = 4e-3 if dtype == np.float16 else None
+    atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
+    if len(ys) != len(refs):
+        raise VerificationError(f"the {engine} conversion of {src.name} has {len(ys)} outputs, the ONNX model "
+                                f"{len(refs)}; nothing written")
+    for name, ref, y in zip(names, refs, ys):
+        ref = np.asarray(ref, np.float32)
+        if y.size != ref.size:
+            raise VerificationError(f"the {engine} conversion of {src.name}: output '{name}' has shape "
+                                    f"{list(y.shape)}, the ONNX model {list(ref.shape)}; nothing written")
+        y = np.asarray(y, np.float32).reshape(ref.shape)
+        err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
+        if not np.isfinite(y).all() or (err > 0).any():
+            k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))
+            raise VerificationError(f"the {engine} conversion of {src.name} does not match onnxruntime: output "
+                                    f"'{name}' element {k}: {engine} {y.flat[k]:.6g}, onnxruntime {ref.flat[k]:.6g} "
+                                    f"(allowed {atol:g} + {rtol:g}·|value|); nothing written")
 
 
 def _pnnx(src: Path, shape: list[int], param: Path, binary: Path) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .decode import canonical, decode, letterbox, postprocess, scale_boxes, to_input
 from .metadata import head_for
-from .engines import engine_for, run
+from .engines import check_engine, engine_for, run
 from .errors import InputError
 from .heads import Geometry
 from .images import image_format, read_rgb
@@ -68,6 +68,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     if not model.exists():
         raise InputError(f"{model}: no such file")
     engine = engine or engine_for(model)
+    check_engine(model, engine)
     rgb = read_rgb(image)
     head = head_for(model)
     if head is not None:

@@ -55,6 +55,27 @@ def engine_for(path: str | os.PathLike) -> str:
     return {".onnx": "ort", ".mnn": "mnn", ".param": "ncnn"}.get(suffix) or _bad_model(path)
 
 
+#: the model file each engine runs
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param"}
+
+
+def check_engine(path: str | os.PathLike, engine: str, convertible: bool = False) -> None:
+    """:class:`UsageError` (one line) when ``engine`` cannot run the file at ``path``. With
+    ``convertible`` an ``.onnx`` is accepted for MNN and ncnn (the caller converts it first)."""
+    from ..errors import UsageError
+
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    suffix = Path(path).suffix.lower()
+    own = engine_for(path)
+    if own == engine or (convertible and suffix == ".onnx"):
+        return
+    hint = (f"convert it first: headcut convert {Path(path).name} --to {engine}" if suffix == ".onnx" else
+            f"give the .onnx model, or run it with --engine {own}")
+    raise UsageError(f"{path}: --engine {engine} runs {SUFFIX[engine]} files, and this is {'an' if own != 'ncnn' else 'a'} "
+                     f"{ {'ort': 'ONNX', 'mnn': 'MNN', 'ncnn': 'ncnn'}[own]} model ({suffix}); {hint}")
+
+
 def _bad_model(path) -> str:
     raise EngineError(f"{path}: unknown model type (expected .onnx, .mnn or .param)")
 
