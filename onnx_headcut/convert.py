@@ -121,8 +121,8 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
     try:
         (ys,) = run(converted, [x], engine, in_name, out_names)
     except HeadcutError as e:
-        raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine} ({e}); "
-                                "nothing written") from None
+        raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine}, nothing written: "
+                                f"{e}") from None
     atol = rtol = 4e-3 if dtype == np.float16 else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
