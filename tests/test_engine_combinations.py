@@ -95,7 +95,7 @@ def _focus(tmp_path):
     inits = [numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 12, 1, 1)).astype(np.float32), "w")]
     nodes, parts = [], []
     for k, (r, c) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
-        for nm, v in (("s", [r, c]), ("e", [32, 32]), ("a", [2, 3]), ("t", [2, 2])):
+        for nm, v in (("s", [r, c]), ("e", [2 ** 63 - 1] * 2), ("a", [2, 3]), ("t", [2, 2])):  # as torch exports ::2
             inits.append(numpy_helper.from_array(np.array(v, np.int64), f"{nm}{k}"))
         nodes.append(helper.make_node("Slice", ["images", f"s{k}", f"e{k}", f"a{k}", f"t{k}"], [f"p{k}"]))
         parts.append(f"p{k}")
@@ -109,13 +109,36 @@ def _focus(tmp_path):
 
 @needs_engines
 def test_convert_refuses_what_ncnn_cannot_load_exit_3_nothing_written(tmp_path):
-    src = _focus(tmp_path)
+    src = tmp_path / "orig.onnx"
+    onnx.save(yolov6_v1(width=8, inplace=True), str(src))  # its ScatterND decode has no ncnn layer
     out = tmp_path / "out"
     out.mkdir()
     code, _, err = headcut("convert", src, "--to", "ncnn", "-o", out)
     line = one_line(err)
-    assert code == 3 and "does not run on ncnn, nothing written: " in line and "Tensor.slice" in line, line
+    assert code == 3 and "does not run on ncnn, nothing written: " in line and "ScatterND" in line, line
     assert list(out.iterdir()) == []
+
+
+@needs_engines
+def test_yolox_focus_converts_to_ncnn(tmp_path):
+    """pnnx turns YOLOX's Focus slices into Tensor.slice, which ncnn lacks; convert hands pnnx the
+    equivalent SpaceToDepth (ncnn Reorg) with the next conv's channels permuted, then checks the result."""
+    from onnx_headcut.convert import convert, focus_to_space_to_depth
+    from onnx_headcut.check import deterministic_input, session
+
+    src = _focus(tmp_path)
+    m = onnx.load(str(src))
+    fixed = focus_to_space_to_depth(m)
+    assert [n.op_type for n in fixed.graph.node] == ["SpaceToDepth", "Conv"]
+    x = deterministic_input((1, 3, 32, 32))
+    a = session(str(src)).run(None, {"images": x})[0]
+    b = session(fixed.SerializeToString()).run(None, {"images": x})[0]
+    assert np.abs(a - b).max() <= 1e-5 and np.abs(a).max() > 0.1
+    assert focus_to_space_to_depth(yolov6_v1(width=8)) is None
+    res = convert(src, "ncnn", tmp_path)
+    text = res.model.read_text()
+    assert "Reorg" in text and "Tensor.slice" not in text
+    assert onnx.load(str(src)) == m  # the ONNX file is not changed
 
 
 @needs_engines
