@@ -9,13 +9,68 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
+
+
+class _Command(TyperCommand):
+    """Plain click help: arguments as ``MODEL`` (not ``{model}`` / ``<path>``), options with their metavar."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                name = (p.metavar or p.name).upper()
+                pieces.append(name + ("..." if p.nargs != 1 else "") if p.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter):
+        args = [((p.metavar or p.name).upper(), p.help or "") for p in self.get_params(ctx)
+                if p.param_type_name == "argument" and not p.hidden]
+        opts = [r for p in self.get_params(ctx) if p.param_type_name == "option" and (r := p.get_help_record(ctx))]
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        if opts:
+            with formatter.section("Options"):
+                formatter.write_dl(opts)
+
+
+class LayoutChoice(str, Enum):
+    flat = "flat"
+    levels = "levels"
+
+
+class Target(str, Enum):
+    mnn = "mnn"
+    ncnn = "ncnn"
+
+
+class EngineChoice(str, Enum):
+    ort = "ort"
+    mnn = "mnn"
+    ncnn = "ncnn"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Cut the decode off ONNX YOLO detectors and prove the cut exact.")
+                  rich_markup_mode=None, help="Cut the decode off ONNX YOLO detectors and prove the cut exact.")
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True,
+                                      callback=_version)) -> None:
+    """Cut the decode off ONNX YOLO detectors and prove the cut exact."""
 
 
 def _fit(text: str) -> str:
@@ -67,23 +122,24 @@ def _run(fn):
         raise typer.Exit(1) from None
 
 
-@app.command()
+@app.command(cls=_Command, short_help="cut the decode off, verify, write the raw model")
 def strip(
-    model: Path = typer.Argument(..., help="decoded ONNX export (for example yolov6s.onnx)"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="where to write the raw model (.onnx; default: IN.raw.onnx beside it)"),
+    model: Path = typer.Argument(..., metavar="MODEL", help="decoded ONNX export (for example yolov6s.onnx)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="OUT.onnx",
+                                          help="where to write the raw model (default: MODEL.raw.onnx beside it)"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
     lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
     simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
-    layout: str = typer.Option("flat", "--layout",
-                               help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
+    layout: LayoutChoice = typer.Option("flat", "--layout", metavar="[flat|levels]",
+                                      help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
     keep_dfl: bool = typer.Option(False, "--keep-dfl", help="keep the DFL expectation in the graph (4 distances)"),
     keep_sigmoid: bool = typer.Option(False, "--keep-sigmoid", help="emit scores (sigmoid applied) instead of logits"),
-    image: Optional[list[Path]] = typer.Option(None, "--image", help="also verify on this image (letterboxed)"),
-    tol: float = typer.Option(1e-3, "--tol",
+    image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
+                                               help="also verify on this image (letterboxed; repeatable)"),
+    tol: float = typer.Option(1e-3, "--tol", metavar="TOL",
                               help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
-    conf: float = typer.Option(0.25, "--conf", help="score threshold of the detection check"),
-    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold of the detection check"),
+    conf: float = typer.Option(0.25, "--conf", metavar="CONF", help="score threshold of the detection check"),
+    iou: float = typer.Option(0.45, "--iou", metavar="IOU", help="NMS IoU threshold of the detection check"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
     keep_dynamic_batch: bool = typer.Option(False, "--keep-dynamic-batch",
                                             help="keep a dynamic batch axis (default: static batch 1)"),
@@ -95,7 +151,7 @@ def strip(
         from .report import strip_text
 
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
-            res = pipeline.strip(model, output, layout=Layout(layout, keep_dfl, keep_sigmoid), verify=verify,
+            res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
                                  force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou)
         return strip_text(res)
@@ -103,9 +159,9 @@ def strip(
     typer.echo(_fit(_run(run)))
 
 
-@app.command()
+@app.command(cls=_Command, short_help="show the head and what strip would cut")
 def inspect(
-    model: Path = typer.Argument(..., help="decoded ONNX export"),
+    model: Path = typer.Argument(..., metavar="MODEL", help="decoded ONNX export or raw model"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Show what strip would find and cut in MODEL, without writing anything."""
@@ -120,11 +176,11 @@ def inspect(
     typer.echo(_run(run))
 
 
-@app.command()
+@app.command(cls=_Command, short_help="convert for MNN or ncnn, run once, check")
 def convert(
-    model: Path = typer.Argument(..., help="raw (or decoded) ONNX model"),
-    to: str = typer.Option(..., "--to", help="mnn or ncnn"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
+    model: Path = typer.Argument(..., metavar="MODEL", help="raw (or decoded) ONNX model"),
+    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn]", help="the engine to convert for"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="DIR",
                                           help="folder for the converted files (default: beside MODEL)"),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
 ) -> None:
@@ -132,23 +188,26 @@ def convert(
     def run():
         from .convert import convert as run_convert
 
-        with _status(f"converting {model.name} for {to}"):
-            return run_convert(model, to, output, force=force)
+        with _status(f"converting {model.name} for {to.value}"):
+            return run_convert(model, to.value, output, force=force)
 
     from .report import convert_text
 
     typer.echo(convert_text(_run(run)))
 
 
-@app.command()
+@app.command(cls=_Command, short_help="run a raw/converted model, compare with the original")
 def verify(
-    original: Path = typer.Argument(..., help="the original decoded ONNX export"),
-    candidate: Path = typer.Argument(..., help="raw model (.onnx, .mnn or .param), or a converted original"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="ort, mnn or ncnn (default: from the file type)"),
-    image: Optional[list[Path]] = typer.Option(None, "--image", help="also compare on this image (letterboxed)"),
-    conf: float = typer.Option(0.25, "--conf", help="score threshold for the detection comparison"),
-    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
-    tol: float = typer.Option(1e-3, "--tol",
+    original: Path = typer.Argument(..., metavar="ORIGINAL", help="the original decoded ONNX export"),
+    candidate: Path = typer.Argument(..., metavar="CANDIDATE",
+                                     help="raw model (.onnx, .mnn or .param), or a converted original"),
+    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar="[ort|mnn|ncnn]",
+                                                help="engine to run on (default: from the file type)"),
+    image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
+                                               help="also compare on this image (letterboxed; repeatable)"),
+    conf: float = typer.Option(0.25, "--conf", metavar="CONF", help="score threshold for the detection comparison"),
+    iou: float = typer.Option(0.45, "--iou", metavar="IOU", help="NMS IoU threshold"),
+    tol: float = typer.Option(1e-3, "--tol", metavar="TOL",
                               help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
 ) -> None:
     """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections)."""
@@ -158,7 +217,7 @@ def verify(
         from .report import verify_text
 
         with _status(f"running {candidate.name} and {original.name}"):
-            checks = verify_engine(original, candidate, engine, tuple(image or ()), conf, iou, tol)
+            checks = verify_engine(original, candidate, engine and engine.value, tuple(image or ()), conf, iou, tol)
         typer.echo(_fit(verify_text(checks)))
         bad = next((c for c in checks if not c.ok), None)
         if bad is not None:
@@ -167,16 +226,20 @@ def verify(
     _run(run)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="detect objects in an image")
 def detect(
-    model: Path = typer.Argument(..., help="original decoded export or raw model (.onnx, .mnn, .param)"),
-    image: Path = typer.Argument(..., help="image file"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="ort, mnn or ncnn (default: from the file type)"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the image with boxes drawn (.png/.jpg)"),
-    conf: float = typer.Option(0.25, "--conf", help="score threshold"),
-    iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold"),
-    names: Optional[Path] = typer.Option(None, "--names", help="class names: one per line, JSON, or a YAML names: "
-                                         "mapping (default: the model's own, else COCO)"),
+    model: Path = typer.Argument(..., metavar="MODEL",
+                                 help="original decoded export or raw model (.onnx, .mnn, .param)"),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="image file"),
+    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar="[ort|mnn|ncnn]",
+                                                help="engine to run on (default: from the file type)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="OUT.png",
+                                          help="write the image with boxes drawn (.png/.jpg)"),
+    conf: float = typer.Option(0.25, "--conf", metavar="CONF", help="score threshold"),
+    iou: float = typer.Option(0.45, "--iou", metavar="IOU", help="NMS IoU threshold"),
+    names: Optional[Path] = typer.Option(None, "--names", metavar="FILE",
+                                         help="class names: one per line, JSON, or a YAML names: mapping "
+                                              "(default: the model's own, else COCO)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output image"),
 ) -> None:
@@ -191,7 +254,7 @@ def detect(
             image_format(output)  # an unknown extension fails before the model runs
             check_output(model, image, output, names, force)
         with _status(f"running {model.name}"):
-            res = run_detect(model, image, engine, conf, iou, names)
+            res = run_detect(model, image, engine and engine.value, conf, iou, names)
         if output is not None:
             draw(image, res, output, force=force, names=names)
         return res
@@ -214,14 +277,16 @@ def detect(
         console.print(Text(printable(f"wrote {output}")))
 
 
-@app.command()
+@app.command(cls=_Command, short_help="regenerate the bundled sample models")
 def sample(
-    output: Path = typer.Option(Path("samples"), "-o", "--output", help="folder to write the sample models into"),
-    family: Optional[str] = typer.Option(None, "--family", help="only this family: yolov6-0.1.0, yolov6-anchor-free, "
-                                         "yolov6-dfl, yolov6-lite, yolox, yolov5, yolov7, yolov8"),
+    output: Path = typer.Option(Path("samples"), "-o", "--output", metavar="DIR",
+                                help="folder to write the sample models into"),
+    family: Optional[str] = typer.Option(None, "--family", metavar="FAMILY",
+                                         help="only this family: yolov6-0.1.0, yolov6-anchor-free, "
+                                              "yolov6-dfl, yolov6-lite, yolox, yolov5, yolov7, yolov8"),
     force: bool = typer.Option(False, "--force", help="overwrite existing sample files"),
 ) -> None:
-    """Regenerate the bundled sample models (decoded YOLOv6 0.1.0 exports, random weights)."""
+    """Regenerate the bundled sample models (decoded exports of each family, random weights)."""
     def run():
         from .errors import OutputError
         from .synth import write_samples
@@ -236,7 +301,7 @@ def sample(
         typer.echo(printable(f"wrote {p}"))
 
 
-@app.command()
+@app.command(cls=_Command, short_help="print the version")
 def version() -> None:
     """Print the version."""
     from . import __version__

@@ -16,10 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
-from .engines import EngineError, _need, pnnx_binary, worker
-from .errors import OutputError
+from .check import deterministic_input, session
+from .engines import EngineError, _need, pnnx_binary, run, worker
+from .errors import HeadcutError, OutputError, VerificationError
+from .graph import GraphIndex
 from .io import dependencies, load
 from .metadata import embedded
 from .staging import Staging, check_outputs
@@ -86,19 +90,166 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
             inputs, outputs = res["inputs"], res["outputs"]
         else:
             _need("ncnn", "ncnn")
-            inputs, outputs = _pnnx(src, _input_shape(model), st.path(names[0]), st.path(names[1]))
+            inputs, outputs = _pnnx_checked(src, model, st.path(names[0]), st.path(names[1]))
+        if to == "mnn":  # (ncnn: checked by _pnnx_checked)
+            check_converted(src, model, to, st.path(names[0]), inputs, outputs)
         if side in targets and head is not None:  # side is a target only with head metadata
             st.path(side.name).write_text(head)
         files = tuple(st.commit())
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs))
 
 
-def _pnnx(src: Path, shape: list[int], param: Path, binary: Path) -> tuple[list[str], list[str]]:
-    """Run the pnnx binary in a scratch folder (it writes a dozen files); keep the ncnn pair only."""
+#: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
+CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
+
+
+def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs) -> None:
+    """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
+    same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
+    cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
+    times the value (float16 models: 4e-3 each, ort computing in half precision)."""
+
+
+    inits = {t.name for t in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type or onnx.TensorProto.FLOAT)
+    x = deterministic_input(_input_shape(model), np.float32, 0)
+    names = [o.name for o in model.graph.output]
+    refs = session(str(src)).run(names, {inp.name: x.astype(dtype)})
+    if engine == "ncnn":
+        in_name, out_names = inputs[0], list(outputs)
+    else:
+        in_name, out_names = inp.name, names
+    try:
+        (ys,) = run(converted, [x], engine, in_name, out_names)
+    except HeadcutError as e:
+        raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine}, nothing written: "
+                                f"{e}") from None
+    atol = rtol = 4e-3 if dtype == np.float16 else None
+    atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
+    if len(ys) != len(refs):
+        raise VerificationError(f"the {engine} conversion of {src.name} has {len(ys)} outputs, the ONNX model "
+                                f"{len(refs)}; nothing written")
+    for name, ref, y in zip(names, refs, ys):
+        ref = np.asarray(ref, np.float32)
+        if y.size != ref.size:
+            raise VerificationError(f"the {engine} conversion of {src.name}: output '{name}' has shape "
+                                    f"{list(y.shape)}, the ONNX model {list(ref.shape)}; nothing written")
+        y = np.asarray(y, np.float32).reshape(ref.shape)
+        err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
+        if not np.isfinite(y).all() or (err > 0).any():
+            k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))
+            raise VerificationError(f"the {engine} conversion of {src.name} does not match onnxruntime: output "
+                                    f"'{name}' element {k}: {engine} {y.flat[k]:.6g}, onnxruntime {ref.flat[k]:.6g} "
+                                    f"(allowed {atol:g} + {rtol:g}·|value|); nothing written")
+
+
+def _pnnx_checked(src: Path, model: onnx.ModelProto, param: Path, binary: Path) -> tuple[list[str], list[str]]:
+    """pnnx, then :func:`check_converted`. A model with a YOLOX Focus stem is handed to pnnx rewritten
+    (:func:`focus_to_space_to_depth`): measured with pnnx 20261020, the SpaceToDepth it reads becomes an
+    ncnn Reorg whose channel order is sometimes ONNX's (block, channel) and sometimes PyTorch
+    pixel_unshuffle's (channel, block), so both conv permutations are tried and the one whose ncnn
+    outputs match onnxruntime is kept; neither matching is a refusal like any other."""
+    shape = _input_shape(model)
+    copies = [focus_to_space_to_depth(model, order) for order in ("DCR", "CRD")]
+    if copies[0] is None:
+        inputs, outputs = _pnnx(src, shape, param, binary)
+        check_converted(src, model, "ncnn", param, inputs, outputs)
+        return inputs, outputs
+    failure = None
+    for copy in copies:
+        inputs, outputs = _pnnx(src, shape, param, binary, copy)
+        try:
+            check_converted(src, model, "ncnn", param, inputs, outputs)
+            return inputs, outputs
+        except VerificationError as e:
+            failure = failure or e
+    assert failure is not None  # both copies were tried
+    raise failure
+
+
+def focus_to_space_to_depth(model: onnx.ModelProto, order: str = "DCR") -> onnx.ModelProto | None:
+    """A copy of ``model`` with each YOLOX ``Focus`` stem rewritten for ncnn, or None when it has none.
+
+    Focus is space-to-depth by four stepped Slices (``x[..., ::2, ::2]``, ``x[..., 1::2, ::2]``,
+    ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``) and a channel Concat; pnnx writes the stepped slices as
+    ``Tensor.slice`` layers, which ncnn does not have, so the .param it writes cannot be loaded. The same
+    values come from ``SpaceToDepth(2)`` (ncnn ``Reorg``) whose channels are in another order: the conv
+    that reads the Concat gets its input channels permuted to match ``order`` (``DCR``: ONNX's
+    (block, channel); ``CRD``: pixel_unshuffle's (channel, block)). Only the
+    copy handed to pnnx changes (the raw model is untouched); :func:`check_converted` then compares the
+    ncnn model with the unchanged ONNX model in onnxruntime.
+    """
+    ix = GraphIndex(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    rewrites = []
+    for cat in model.graph.node:
+        channel_axis = any(a.name == "axis" and a.i == 1 for a in cat.attribute)
+        if cat.op_type != "Concat" or len(cat.input) != 4 or not channel_axis:
+            continue
+        offsets, source = [], None
+        for t in cat.input:
+            sl = ix.producer.get(t)
+            if sl is None or sl.op_type != "Slice" or len(sl.input) != 5 or len(ix.consumers.get(t, [])) != 1:
+                break
+            values = [ix.const_value(i) for i in sl.input[1:]]
+            if any(v is None for v in values):
+                break
+            starts, ends, axes, steps = (np.asarray(v) for v in values)
+            if list(axes.reshape(-1)) != [2, 3] or \
+                    list(steps.reshape(-1)) != [2, 2] or min(ends.reshape(-1)) < 1 << 30:
+                break
+            offsets.append(tuple(int(v) for v in starts.reshape(-1)))
+            source = source or sl.input[0]
+            if sl.input[0] != source:
+                break
+        else:
+            users = ix.consumers.get(cat.output[0], [])
+            if sorted(offsets) != [(0, 0), (0, 1), (1, 0), (1, 1)] or len(users) != 1 or users[0].op_type != "Conv" or \
+                    users[0].input[1] not in inits or len(ix.consumers.get(users[0].input[1], [])) != 1 or \
+                    any(a.name == "group" and a.i != 1 for a in users[0].attribute):
+                continue
+            rewrites.append((cat, users[0], offsets, source))
+    if not rewrites:
+        return None
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = list(out.graph.node)
+    inits = {t.name: t for t in out.graph.initializer}
+    drop = set()
+    for cat, conv, offsets, source in rewrites:
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        c = w.shape[1] // 4
+        permuted = np.empty_like(w)
+        for k, (r, col) in enumerate(offsets):  # Concat block k holds offset (r, col); SpaceToDepth puts it at 2r + col
+            j = 2 * r + col
+            if order == "DCR":  # ONNX: channel (2r + col) * C + ch
+                permuted[:, j * c:(j + 1) * c] = w[:, k * c:(k + 1) * c]
+            else:  # pixel_unshuffle: channel ch * 4 + 2r + col
+                permuted[:, j::4] = w[:, k * c:(k + 1) * c]
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(permuted, conv.input[1]))
+        drop |= {cat.output[0], *cat.input}
+        at = next(i for i, n in enumerate(nodes) if n.output and n.output[0] == cat.input[0])
+        assert source is not None  # four Slices of one tensor were matched
+        nodes.insert(at, onnx.helper.make_node("SpaceToDepth", [source], [cat.output[0]], blocksize=2,
+                                               name=f"headcut/focus/{cat.name}"))
+    kept = [n for n in nodes if not (n.op_type in ("Slice", "Concat") and n.output[0] in drop)]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
+def _pnnx(src: Path, shape: list[int], param: Path, binary: Path,
+          model: onnx.ModelProto | None = None) -> tuple[list[str], list[str]]:
+    """Run the pnnx binary in a scratch folder (it writes a dozen files); keep the ncnn pair only.
+    ``model``, when given, is converted instead of the file (a rewritten copy of it)."""
     exe = pnnx_binary()
     with tempfile.TemporaryDirectory(prefix="headcut-pnnx-") as d:
         local = Path(d, "model.onnx")
-        shutil.copy(src, local)
+        if model is not None:
+            onnx.save(model, str(local))
+        else:
+            shutil.copy(src, local)
         for side in src.parent.glob(src.name + "*.data"):
             shutil.copy(side, Path(d, side.name))
         args = [str(exe), local.name, f"inputshape=[{','.join(map(str, shape))}]", "fp16=0", "optlevel=2"]

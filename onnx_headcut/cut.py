@@ -100,7 +100,7 @@ class _Tail:
                        (1, 4, h, w))
 
 
-def _anchor_levels(tail: _Tail, head: Head, layout: Layout) -> list[str]:
+def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[str]:
     """YOLOv5/v7: (1, na·no, h, w) → rows (1, na·h·w, no) ordered anchor, y, x; levels: the conv itself.
 
         Conv (1,na·no,h,w) ─► Reshape (1,na,no,h·w) ─► Transpose(0,1,3,2) ─► Reshape (1,na·h·w,no)
@@ -116,7 +116,7 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout) -> list[str]:
                 raise HeadcutError("--keep-sigmoid with --layout levels is not available for anchor heads "
                                    "(the sigmoid would reach the box columns); use the flat layout")
             out.append(tail.op("Identity", f"l{i}/level", [conv], (1, na * no, h, w),
-                               out=f"{head.output_name}_s{lv.stride}"))
+                               out=f"{base}_s{lv.stride}"))
             continue
         y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, h * w)],
                     (1, na, no, h * w))
@@ -138,12 +138,13 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout) -> list[str]:
 
 
 def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: int | str = 1,
-        inplace: bool = False) -> tuple[onnx.ModelProto, CutReport]:
+        inplace: bool = False, output_name: str | None = None) -> tuple[onnx.ModelProto, CutReport]:
     """Return a model whose outputs are the raw head of ``head``.
 
     ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic. With
     ``inplace`` the cut is made on ``model`` itself (no copy of the weights: what ``strip`` does);
-    otherwise ``model`` is left unchanged.
+    otherwise ``model`` is left unchanged. The raw output takes ``output_name`` (default: the
+    decoded output's name; ``<name>_s<stride>`` per level with the levels layout).
     """
     if not inplace:
         copy = onnx.ModelProto()
@@ -165,9 +166,11 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
                 n.input[k] = hidden
 
     tail = _Tail(elem, batch, taken)
+    base = output_name or head.output_name
+    keep = base == head.output_name  # the decoded output's name was freed above; any other must be unique
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
-    per_level = _anchor_levels(tail, head, layout) if head.kind is ANCHOR_GRID else []
+    per_level = _anchor_levels(tail, head, layout, base) if head.kind is ANCHOR_GRID else []
     for i, lv in enumerate(head.levels if head.kind is not ANCHOR_GRID else ()):
         h, w = lv.grid
         by_role = {b.role: b for b in lv.branches}
@@ -183,7 +186,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
             parts.append(t)
         if layout.kind == "levels":
             per_level.append(tail.op("Concat", f"l{i}/level", parts, (1, width, h, w),
-                                     out=f"{head.output_name}_s{lv.stride}", axis=1))
+                                     out=f"{base}_s{lv.stride}", axis=1))
             continue
         cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
         flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, h * w)],
@@ -192,8 +195,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     if layout.kind == "levels":
         outputs = per_level
     else:
-        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=head.output_name, keep_name=True,
-                           axis=1)]
+        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=base, keep_name=keep, axis=1)]
     out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
     g.node.extend(tail.nodes)
     g.initializer.extend(tail.inits)

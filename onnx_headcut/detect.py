@@ -15,7 +15,7 @@ import numpy as np
 
 from .convert import param_blobs
 from .decode import canonical, decode, postprocess
-from .engines import engine_for, run
+from .engines import check_engine, engine_for, run
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .heads import Geometry
@@ -23,7 +23,7 @@ from .images import image_format, read_rgb
 from .io import dependencies, load
 from .metadata import head_for, model_names
 from .names import class_names
-from .pipeline import inspect
+from .pipeline import decoded_head
 from .preprocess import Preprocess, letterbox, scale_boxes, to_input
 from .staging import Staging, check_outputs
 
@@ -59,7 +59,7 @@ def _decoded_input(model: Path):
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
-    return inspect(model).head
+    return decoded_head(model, "a model without a head record")
 
 
 def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,
@@ -75,6 +75,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     if not model.exists():
         raise InputError(f"{model}: no such file")
     engine = engine or engine_for(model)
+    check_engine(model, engine)
     rgb = read_rgb(image)
     head = head_for(model)
     if head is not None:

@@ -26,7 +26,7 @@ from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
 from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
 from .metadata import METADATA_KEY
-from .region import LAYOUT_OPS, decode_region
+from .region import LAYOUT_OPS, RAW_OPS, decode_region
 
 
 def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> Head:
@@ -35,6 +35,9 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
     Raises :class:`AlreadyRawError` when the outputs come from the prediction convs through layout
     ops only (for example a model ``strip`` already wrote).
     """
+    record = next((p for p in model.metadata_props if p.key == METADATA_KEY), None)
+    if record is not None:  # a model carrying a headcut record is raw by definition
+        raise AlreadyRawError(already_raw_written(record.value, model))
     ix = GraphIndex(model)
     if shapes is None:
         shapes = infer_shapes(model)
@@ -50,17 +53,24 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
     if seg:
         raise NoHeadError(seg)
     if len(outputs) != 1:
+        regions = [decode_region(ix, o) for o in outputs]
+        if all(r.frontier and not r.blockers and set(r.ops) <= RAW_OPS for r in regions):
+            raise AlreadyRawError(f"already raw: {len(outputs)} outputs ({', '.join(repr(o) for o in outputs[:6])}) "
+                                  f"come from {sum(len(r.frontier) for r in regions)} convs through layout ops "
+                                  f"only (one per level); there is no decode to cut")
         raise NoHeadError(f"no YOLO head: expected one decoded output, found {len(outputs)} "
                           f"({', '.join(outputs)}); {LOOKED_FOR}")
     region = decode_region(ix, outputs[0])
+    extra = refusals.extra_branch(ix, shapes, region, tuple(in_shape), shapes.get(outputs[0]))
+    if extra:
+        raise NoHeadError(extra)
     if region.blockers:
         raise NoHeadError(f"no YOLO head: output '{outputs[0]}' depends on ops outside a decode "
                           f"({'; '.join(region.blockers[:3])}); {LOOKED_FOR}")
     if not region.frontier:
         raise NoHeadError(f"no YOLO head: no conv feeds output '{outputs[0]}'; {LOOKED_FOR}")
     if set(region.ops) <= LAYOUT_OPS:
-        tag = " (written by headcut)" if any(p.key == METADATA_KEY for p in model.metadata_props) else ""
-        raise AlreadyRawError(f"already raw{tag}: output '{outputs[0]}' comes from {len(region.frontier)} "
+        raise AlreadyRawError(f"already raw: output '{outputs[0]}' comes from {len(region.frontier)} "
                               f"convs through layout ops only; there is no decode to cut")
     ctx = MatchContext(ix, shapes, region, inp.name, tuple(in_shape), group_levels(shapes, region, in_shape))
     face = refusals.face(ctx)
@@ -72,4 +82,23 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
         if isinstance(r, Head):
             return r
         rejections.append(r)
+    if set(region.ops) <= RAW_OPS:  # no decode matched, and nothing but a raw layout's own ops
+        raise AlreadyRawError(f"already raw: output '{outputs[0]}' comes from {len(region.frontier)} convs through "
+                              f"layout ops and at most sigmoid / the DFL expectation "
+                              f"({', '.join(sorted(set(region.ops) - LAYOUT_OPS)) or 'none'}); "
+                              "there is no decode to cut")
     raise NoHeadError("no YOLO head recognised (" + LOOKED_FOR + "): " + "; ".join(map(str, rejections)))
+
+
+def already_raw_written(record: str, model: onnx.ModelProto) -> str:
+    """The one-line refusal of a model carrying a headcut record (it is raw by definition)."""
+    import json
+
+    try:
+        meta = json.loads(record)
+        what = (f"{meta.get('family', '?')} {meta.get('version', '')}".strip()
+                + f", {meta.get('layout', 'flat')} layout, headcut {meta.get('headcut_version', '?')}")
+    except (ValueError, AttributeError):
+        what = "unreadable record"
+    outs = ", ".join(f"'{o.name}'" for o in model.graph.output[:6])
+    return f"already raw: written by headcut ({what}; outputs {outs}); there is no decode to cut"

@@ -209,6 +209,10 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
         if meta.get("layout", "flat") not in ("flat", "levels"):
             raise _Bad(f"layout must be 'flat' or 'levels', not {meta.get('layout')!r}"[:200])
         _int(meta.get("reg_max", 0), "reg_max", 0, 1 << 10)
+        bins = _int(meta.get("dfl_bins", 0), "dfl_bins", 0, 1 << 10)
+        dfl = [c["size"] for c in meta["channels"] if c.get("name") == "dfl"]
+        if dfl and (bins < 2 or dfl[0] != 4 * bins):
+            raise _Bad(f"dfl_bins {bins} does not match the dfl block of {dfl[0]} channels (4 * dfl_bins)")
         for key in ("ones_column",):
             if key in meta and not isinstance(meta[key], bool):
                 raise _Bad(f"{key} must be true or false")

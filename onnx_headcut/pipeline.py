@@ -16,7 +16,7 @@ from . import __version__
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
-from .errors import HeadcutError, NoHeadError, TooLargeError
+from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
 from .io import dependencies, load, save
@@ -28,6 +28,9 @@ from .simplify import simplify as onnxsim_simplify
 from .staging import Staging, check_output_path, strip_outputs
 from .surgery import RewriteReport, rewrite_5d
 from .wrappers import find_nms, nms_candidates
+
+#: the raw output's name for an end-to-end export with several outputs (YOLOv6's name for its decoded output)
+RAW_OUTPUT_NAME = "outputs"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,25 @@ class Inspection:
 
 
 @dataclass(frozen=True)
+class RawInspection:
+    """``inspect`` on a model that is already raw: why, its outputs, and its head record if headcut wrote it."""
+
+    path: str
+    reason: str  # the one line ``strip`` refuses it with (exit 4)
+    outputs: tuple[tuple[str, tuple], ...]  # (name, shape) of each graph output
+    record: dict | None = None  # the checked headcut record (None: raw by structure, no record)
+
+    @property
+    def written_by_headcut(self) -> bool:
+        return self.record is not None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "raw": True, "written_by_headcut": self.written_by_headcut,
+                "reason": self.reason, "outputs": [{"name": n, "shape": list(s)} for n, s in self.outputs],
+                "head": self.record}
+
+
+@dataclass(frozen=True)
 class StripResult:
     """What ``strip`` did: the head, the cut, the rank rewrite, the check and the files written."""
 
@@ -67,6 +89,7 @@ class StripResult:
     files: tuple[Path, ...]
     metadata: dict
     layout: Layout = Layout()
+    batch: int | str = 1  # 1, or the symbolic batch axis kept (``keep_dynamic_batch``)
 
     @property
     def head(self) -> Head:
@@ -140,24 +163,40 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
-def inspect(path: str | os.PathLike) -> Inspection:
-    """Find the head of the model at ``path`` and describe the cut ``strip`` would make."""
+def inspect(path: str | os.PathLike) -> Inspection | RawInspection:
+    """Find the head of the model at ``path`` and describe the cut ``strip`` would make; for a model
+    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`."""
     model = load(path)
-    found = _locate_file(model, path)
+    outs = tuple((o.name, tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                for d in o.type.tensor_type.shape.dim)) for o in model.graph.output)
+    try:
+        found = _locate_file(model, path)
+    except AlreadyRawError as e:
+        return RawInspection(str(path), str(e), outs, embedded(model, str(path)))
     return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
 
 
+def decoded_head(path: str | os.PathLike, role: str = "the model") -> Head:
+    """The head of the decoded export at ``path``; :class:`UsageError` when it is already raw (``role``
+    names what the command expected, e.g. "ORIGINAL")."""
+    insp = inspect(path)
+    if isinstance(insp, RawInspection):
+        raise UsageError(f"{path}: {role} must be a decoded export, but it is {insp.reason.split(';')[0]}")
+    return insp.head
+
+
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,
-                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None):
+                layout: Layout = Layout(), batch: int | str = 1, inplace: bool = False, shapes: dict | None = None,
+                output_name: str | None = None):
     shapes = shapes if shapes is not None else infer_shapes(work)
     ops = dict(sorted(decode_region(GraphIndex(work), head.output_name).ops.items()))
-    raw, report = cut(work, head, layout, batch, inplace=inplace)
+    raw, report = cut(work, head, layout, batch, inplace=inplace, output_name=output_name)
     return Inspection(str(path), head, report, ops, max_rank(shapes), folded, source_nodes), raw
 
 
-def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(), verify: bool = True,
-          lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
+def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(),
+          verify: bool = True, lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
           force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
           iou: float = DEFAULT_IOU) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``
@@ -188,6 +227,10 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     model = load(src)
     found = _locate_file(model, src)
     head = found.head
+    head.check_layout(layout)
+    if keep_dynamic_batch and _dynamic_batch(model) is None:
+        raise UsageError(f"--keep-dynamic-batch does not apply: the input '{head.input_name}' of {src} has a "
+                         "static batch")
     if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
         try:
             check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
@@ -209,12 +252,18 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     own, own_notes = source_metadata(model, head.num_classes)  # names, imgsz, ... the export records
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
+    out_name = None
+    if found.reference is not None:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+        outs = [o.name for o in model.graph.output]
+        out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
+        head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "
+                                                 f"'{head.output_name}' that fed the NMS is internal to the export)",))
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):
         conv_source = work.SerializeToString()  # before the cut, which is made in place
     insp, raw = _inspection(src, work, head, found.folded, n_source, layout, batch, inplace=True,
-                            shapes=found.shapes if work is found.work else None)
+                            shapes=found.shapes if work is found.work else None, output_name=out_name)
     reference = found.reference if found.reference is not None else src
     del model, found, work
 
@@ -249,7 +298,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
                                 batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
             result.raise_if_failed()
         files = tuple(st.commit())
-    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout))
+    return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout), batch)
 
 
 def default_output(src: str | os.PathLike) -> Path:

@@ -25,6 +25,9 @@ DECODE_OPS = frozenset({
 #: ops that only move data; a region made of these alone is already raw.
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Identity",
                         "Constant", "Shape", "Gather", "Cast", "Slice", "Split"})
+#: what a raw layout ``strip`` writes may add to them: sigmoid scores (``--keep-sigmoid``, the anchor-free
+#: ``levels`` layout) and the DFL expectation as Softmax + MatMul by 0..R-1 (``--keep-dfl``)
+RAW_OPS = LAYOUT_OPS | {"Sigmoid", "Softmax", "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,15 @@ def _is_fixed_dfl_conv(ix: GraphIndex, node: onnx.NodeProto) -> bool:
     return bool(np.array_equal(w.reshape(-1), np.arange(w.shape[1], dtype=w.dtype)))
 
 
+def _is_dfl_matmul(ix: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A MatMul by the constant column 0, 1, ..., R-1: the DFL expectation ``strip --keep-dfl`` writes."""
+    if len(node.input) != 2:
+        return False
+    w = ix.const_value(node.input[1])
+    return w is not None and w.ndim == 2 and w.shape[1] == 1 and \
+        bool(np.array_equal(w.reshape(-1), np.arange(w.shape[0], dtype=w.dtype)))
+
+
 def decode_region(ix: GraphIndex, output: str) -> Region:
     """Walk back from ``output`` through :data:`DECODE_OPS`, stopping at learned Conv nodes."""
     seen_t: set[str] = set()
@@ -88,7 +100,8 @@ def decode_region(ix: GraphIndex, output: str) -> Region:
         if node.op_type == "Conv" and not _is_fixed_dfl_conv(ix, node):
             frontier.append(t)
             continue
-        if node.op_type in DECODE_OPS or node.op_type == "Conv":
+        dfl_matmul = node.op_type == "MatMul" and _is_dfl_matmul(ix, node)
+        if node.op_type in DECODE_OPS or node.op_type == "Conv" or dfl_matmul:
             if id(node) not in seen_n:
                 seen_n.add(id(node))
                 stack.extend(reversed(node.input))

@@ -6,7 +6,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 
 from __future__ import annotations
 
-from .pipeline import Inspection, StripResult
+from .pipeline import Inspection, RawInspection, StripResult
 from .text import printable, printable_lines
 
 
@@ -47,14 +47,44 @@ def head_table(insp: Inspection) -> list[str]:
     return lines
 
 
-def inspect_text(insp: Inspection) -> str:
+def raw_inspect_text(ri: RawInspection) -> str:
+    """``headcut inspect`` on a raw model: why it is raw and, for one headcut wrote, its head record."""
+    lines = [f"model     {ri.path}", f"raw       {ri.reason}"]
+    m = ri.record
+    if m is not None:
+        lines.append(f"head      {m.get('family', '?')} {m.get('version', '')}  decode={m['decode']}  "
+                     f"classes={m['num_classes']}  input '{m['input']['name']}' {list(m['input']['shape'])}")
+        lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
+        for i, lv in enumerate(m["levels"]):
+            first = lv.get("first_row", 0)
+            rows = f"{first}..{first + lv.get('rows', lv['grid'][0] * lv['grid'][1]) - 1}"
+            grid = f"{lv['grid'][0]}x{lv['grid'][1]}"
+            lines.append(f"{i:>5} {lv['stride']:>6} {grid:>9} {rows:>11}")
+        dfl = (f"; DFL {m['dfl_bins']} bins per side left to the decode" if m.get("dfl_bins") else
+               "; DFL kept in the graph" if m.get("dfl_in_graph") else "")
+        lines.append(f"layout    {m.get('layout', 'flat')}: " + " + ".join(
+            f"{c['name']} {c['size']}" + (" (sigmoid)" if c.get("sigmoid") else "") for c in m["channels"]) + dfl)
+        if "original_output" in m:
+            o = m["original_output"]
+            lines.append(f"cut from  '{o.get('name', '?')}' {o.get('shape', '?')}"
+                         + (f", {m['removed']['nodes']} nodes removed" if isinstance(m.get("removed"), dict) else ""))
+    lines.append("outputs   " + ", ".join(f"'{n}' {tuple(s)}" for n, s in ri.outputs))
+    lines += [f"note      {n}" for n in (m or {}).get("notes", []) if isinstance(n, str)]
+    return printable_lines(lines)
+
+
+def inspect_text(insp: Inspection | RawInspection) -> str:
+    if isinstance(insp, RawInspection):
+        return raw_inspect_text(insp)
     h = insp.head
     removed = insp.cut.removed
-    lines = [f"model     {insp.path}"] + head_table(insp) + [
+    folded = [f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape plumbing "
+              "(batch pinned to 1) before locating; the counts below are on the folded graph"] if insp.folded else []
+    lines = [f"model     {insp.path}"] + folded + head_table(insp) + [
         f"decode    {_ops(insp.decode_ops)}",
         f"would cut {removed} nodes from output '{h.output_name}' {list(h.output_shape)}; "
         f"raw output (1, {h.rows}, {h.width()}) = " + _blocks(h.blocks()),
-        f"max rank  {insp.max_rank}" + ("   (shape plumbing folded with onnxsim to read it)" if insp.folded else ""),
+        f"max rank  {insp.max_rank}",
     ] + [f"note      {n}" for n in h.notes] + ["why:"] + [f"  - {r}" for r in h.reasons]
     return printable_lines(lines)
 
@@ -67,13 +97,16 @@ def strip_text(res: StripResult) -> str:
         f"added     {_ops(insp.cut.added_ops)} -> {_outputs(insp.cut.outputs)}",
         f"layout    {res.layout.kind}: " + _blocks(h.blocks(res.layout))
         + ("; DFL kept in the graph" if h.dfl and res.layout.keep_dfl else
-           f"; DFL bins (reg_max {h.reg_max}) left to the decode" if h.dfl else ""),
+           f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
+           if h.dfl else ""),
     ]
     lines += [f"note      {n}" for n in h.notes]
-    if insp.folded:
-        lines.insert(len(lines) - 2, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: "
-                     "onnxsim folded the shape plumbing before locating (batch pinned to 1); "
-                     "counts below are on the folded graph")
+    if insp.folded and res.batch == 1:  # first: it happened before the head was located
+        lines.insert(0, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape "
+                     "plumbing (batch pinned to 1) before locating; the counts below are on the folded graph")
+    elif insp.folded:
+        lines.insert(0, f"folded    onnxsim folded the shape plumbing of a copy to locate the head; the cut is made on "
+                     f"the unfolded graph ({insp.source_nodes} nodes), dynamic batch '{res.batch}' kept")
     rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
     if res.rewrite is not None:
         rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"

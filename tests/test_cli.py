@@ -123,7 +123,7 @@ CASES = {
     "no-outputs": (2, "has no outputs"), "no-head": (2, "looked for"),
     "missing-level": (2, "does not match the levels"), "grid-mismatch": (2, "grid constant"),
     "stride-not-dividing": (2, "does not divide the 330x330 input"),
-    "already-raw": (4, "already raw (written by headcut)"),
+    "already-raw": (4, "already raw: written by headcut (YOLOv6 0.1.0, flat layout"),
     "out-is-in": (2, "the output is the input"), "out-folder-through-file": (2, "is not a folder"),
     "out-folder-unwritable": (2, "not writable"), "out-exists": (2, "already exists (use --force"),
 }

@@ -9,15 +9,19 @@ output is compared directly. The layers are those of :mod:`onnx_headcut.check`.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from ..convert import param_blobs
+from ..convert import convert, param_blobs
 from ..decode import canonical
-from ..engines import engine_for, run
+from ..engines import check_engine, engine_for, run
+from ..errors import UsageError
 from ..heads import Geometry
+from ..io import load
 from ..metadata import head_for
-from ..pipeline import inspect
+from ..pipeline import decoded_head
 from ..preprocess import Preprocess
 from . import (
     DEFAULT_CONF,
@@ -44,11 +48,39 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
     (:func:`~onnx_headcut.check.gap_threshold`): for comparing models with random weights, whose
     scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
 
-    head = inspect(original).head
+    head = decoded_head(original, "ORIGINAL")
     s = reference_session(original, conv_outputs(head)[:1])
     y = s.run([head.output_name], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
     rows = canonical(y, Geometry.of(head))[0]
     return gap_threshold(rows[:, 4] * rows[:, 5:].max(1), k=k)
+
+
+def _same_model(original, head, candidate, meta) -> None:
+    """:class:`UsageError` when ``candidate`` cannot be a cut or conversion of ``original`` (input size,
+    class count or rows differ): a comparison of two different models is a user mistake, not a failure."""
+    if meta is not None:
+        theirs = tuple(meta["input"]["shape"])
+        why = []
+        if meta["decode"] != head.decode:
+            why.append(f"decode {head.decode} vs {meta['decode']}")
+        if tuple(theirs[-2:]) != tuple(head.input_shape[-2:]):
+            why.append(f"input {list(head.input_shape[-2:])} vs {list(theirs[-2:])}")
+        if meta["num_classes"] != head.num_classes:
+            why.append(f"{head.num_classes} vs {meta['num_classes']} classes")
+        if "rows" in meta and meta["rows"] != head.rows:
+            why.append(f"{head.rows} vs {meta['rows']} rows")
+    elif Path(candidate).suffix.lower() == ".onnx":
+
+        m = load(candidate)
+        inits = {t.name for t in m.graph.initializer}
+        ins = [i for i in m.graph.input if i.name not in inits]
+        dims = tuple(d.dim_value for d in ins[0].type.tensor_type.shape.dim) if ins else ()
+        why = [f"input {list(head.input_shape[-2:])} vs {list(dims[-2:])}"] if len(dims) == 4 and \
+            all(dims[-2:]) and tuple(dims[-2:]) != tuple(head.input_shape[-2:]) else []
+    else:
+        why = []
+    if why:
+        raise UsageError(f"{candidate} is not a cut or conversion of {original}: {', '.join(why)}")
 
 
 def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, engine: str | None = None,
@@ -64,8 +96,16 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     """
     check_options(tol, conf, iou)
     engine = engine or engine_for(candidate)
+    check_engine(candidate, engine, convertible=True)
+    if engine != "ort" and Path(candidate).suffix.lower() == ".onnx":
+        # an ONNX candidate for MNN/ncnn: what the user means is "convert it and run that"
+
+        with tempfile.TemporaryDirectory(prefix="headcut-verify-") as d:
+            converted = convert(candidate, engine, d)
+            return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed)
     meta = head_for(candidate)
-    head = inspect(original).head
+    head = decoded_head(original, "ORIGINAL")
+    _same_model(original, head, candidate, meta)
     extra = conv_outputs(head)
     s = reference_session(original, extra if meta is not None else extra[:1])
     names = [o.name for o in extra[1:]] if meta is not None else []

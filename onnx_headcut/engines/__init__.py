@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..check import session
-from ..errors import HeadcutError
+from ..errors import HeadcutError, UsageError
 
 ENGINES = ("ort", "mnn", "ncnn")
 EXTRA_HINT = 'pip install "onnx_headcut[engines]" && pip install --no-deps pnnx'
@@ -53,6 +53,27 @@ def engine_for(path: str | os.PathLike) -> str:
     """The engine a model file runs on, from its extension."""
     suffix = Path(path).suffix.lower()
     return {".onnx": "ort", ".mnn": "mnn", ".param": "ncnn"}.get(suffix) or _bad_model(path)
+
+
+#: the model file each engine runs
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param"}
+
+
+def check_engine(path: str | os.PathLike, engine: str, convertible: bool = False) -> None:
+    """:class:`UsageError` (one line) when ``engine`` cannot run the file at ``path``. With
+    ``convertible`` an ``.onnx`` is accepted for MNN and ncnn (the caller converts it first)."""
+
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    suffix = Path(path).suffix.lower()
+    own = engine_for(path)
+    if own == engine or (convertible and suffix == ".onnx"):
+        return
+    hint = (f"convert it first: headcut convert {Path(path).name} --to {engine}" if suffix == ".onnx" else
+            f"give the .onnx model, or run it with --engine {own}")
+    kind = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn"}[own]
+    raise UsageError(f"{path}: --engine {engine} runs {SUFFIX[engine]} files, and this is {kind} model ({suffix}); "
+                     f"{hint}")
 
 
 def _bad_model(path) -> str:

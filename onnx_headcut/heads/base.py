@@ -20,8 +20,9 @@ import numpy as np
 from ..errors import UsageError
 from ..preprocess import Preprocess
 
-#: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`)
-SCHEMA = 2
+#: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`).
+#: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``
+SCHEMA = 3
 
 #: what the columns of a block hold: (as logits, with sigmoid applied in the graph)
 COLUMNS = {
@@ -93,7 +94,7 @@ class Geometry:
     input_shape: tuple[int, ...]
     channels: tuple[tuple[str, int, bool], ...]  # (role, size, sigmoid applied)
     layout: str = "flat"
-    reg_max: int = 0  # DFL bins - 1 left to the decode; 0 without DFL (or DFL kept in the graph)
+    reg_max: int = 0  # DFL bins - 1 left to the decode (read from ``dfl_bins``); 0 without DFL (or DFL kept)
     anchors: tuple = ()  # per level, per anchor (w, h) pixels (anchor_grid)
     ones_column: bool = True
     channel_first: bool = False
@@ -137,7 +138,8 @@ class Geometry:
                        tuple((int(lv["grid"][0]), int(lv["grid"][1])) for lv in levels),
                        tuple(int(d) for d in meta["input"]["shape"]),
                        tuple((str(c["name"]), int(c["size"]), bool(c.get("sigmoid", False))) for c in meta["channels"]),
-                       str(meta.get("layout", "flat")), int(meta.get("reg_max", 0)),
+                       str(meta.get("layout", "flat")),
+                       int(meta["dfl_bins"]) - 1 if int(meta.get("dfl_bins", 0)) > 0 else 0,
                        tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in levels
                              if "anchors" in lv),
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
@@ -185,7 +187,7 @@ class Head:
     num_classes: int
     levels: tuple[Level, ...]
     reasons: tuple[str, ...] = ()
-    reg_max: int = 0  # DFL bins - 1; 0 without DFL
+    reg_max: int = 0  # DFL bins - 1 (internal; :attr:`upstream_reg_max` is the family's own); 0 without DFL
     notes: tuple[str, ...] = ()  # things the user should know (NMS removed, batch pinned, ...)
     anchors: tuple = ()  # anchor_grid: per level, per anchor (w, h) in pixels
     ones_column: bool = True  # dist_anchor: the decoded output has a constant 1 at column 4 (YOLOv6)
@@ -218,8 +220,34 @@ class Head:
         """The image preprocessing of this family's own predict (letterbox, channel order, scale)."""
         return Preprocess.for_family(self.family)
 
+    @property
+    def dfl_bins(self) -> int:
+        """DFL bins per box side (0 without DFL)."""
+        return self.reg_max + 1 if self.dfl else 0
+
+    @property
+    def upstream_reg_max(self) -> int:
+        """``reg_max`` as the family defines it: Ultralytics' is the bin count (16), YOLOv6's the bin
+        count - 1 (16 for 17 bins: 4*(reg_max+1) = 68 channels)."""
+        return self.dfl_bins if self.version == "Ultralytics" else self.reg_max
+
+    @property
+    def reg_max_meaning(self) -> str:
+        return "DFL bins (Ultralytics)" if self.version == "Ultralytics" else "DFL bins - 1 (YOLOv6)"
+
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
         return self.kind.blocks(self, layout)
+
+    def check_layout(self, layout: Layout) -> None:
+        """:class:`UsageError` (one line) when an option of ``layout`` does not apply to this head."""
+        name = f"the {self.family} {self.version} head"
+        if layout.keep_dfl and not self.dfl:
+            box = next((b.channels for b in self.levels[0].branches if b.role in ("box", "reg", "pred")), "?")
+            raise UsageError(f"--keep-dfl does not apply: {name} has no DFL (box branch of {box} channels), "
+                             "there is nothing to keep")
+        if layout.keep_sigmoid and layout.kind == "levels" and self.decode == "anchor_grid":
+            raise UsageError(f"--keep-sigmoid with --layout levels does not apply to {name} (the sigmoid would "
+                             "reach the box columns); use the flat layout")
 
     def effective(self, layout: Layout) -> Layout:
         return self.kind.effective(self, layout)
@@ -250,8 +278,8 @@ class Head:
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
             "preprocess": self.preprocess.to_json(),
             "num_classes": self.num_classes,
-            "reg_max": self.reg_max if left else 0,
-            "dfl_bins": self.reg_max + 1 if left else 0,
+            "reg_max": self.upstream_reg_max if left else 0,  # the family's own meaning, see reg_max_meaning
+            "dfl_bins": self.dfl_bins if left else 0,  # what the decode uses
             "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
             "layout": layout.kind,
             "rows": self.rows,
@@ -269,6 +297,8 @@ class Head:
         }
         if self.decode == "dist_anchor":
             d["ones_column"] = self.ones_column
+            if left:
+                d["reg_max_meaning"] = self.reg_max_meaning
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)

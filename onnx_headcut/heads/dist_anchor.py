@@ -39,7 +39,8 @@ class DistAnchor(Kind):
     gate = "cls"
     formula = (
         "per row [l, t, r, b, cls*nc] of a level with stride s at cell (gx, gy) (with DFL each of "
-        "l, t, r, b is sum_i softmax(bins)_i * i over reg_max+1 bin logits): ax = gx + 0.5, ay = gy + 0.5, "
+        "l, t, r, b is sum_i softmax(bins)_i * i over dfl_bins bin logits, i = 0 .. dfl_bins - 1): "
+        "ax = gx + 0.5, ay = gy + 0.5, "
         "x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b; cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, "
         "w = (x2 - x1) * s, h = (y2 - y1) * s; decoded row = [cx, cy, w, h, 1, sigmoid(cls)*nc]; "
         "score = max(sigmoid(cls)); without a ones column (YOLOv8/11) the decoded row is [cx, cy, w, h, "

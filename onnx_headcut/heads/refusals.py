@@ -7,7 +7,10 @@ recognised variant is never reported as "no YOLO head" with every matcher's reas
 from __future__ import annotations
 
 from ..graph import Shape
-from ._match import MatchContext
+from ._match import MatchContext, group_levels
+
+#: Ultralytics' box branch: 4 sides x 16 DFL bins
+_ULTRALYTICS_BOX = 64
 
 
 def face(ctx: MatchContext) -> str | None:
@@ -32,3 +35,41 @@ def segmentation(outputs: list[str], shapes: dict[str, Shape]) -> str | None:
         return None
     desc = ", ".join(f"'{n}' {list(shapes.get(n) or [])}" for n in outputs)
     return f"segmentation export ({desc}: mask prototypes beside the detections): headcut strips detection heads only"
+
+
+def extra_branch(ix, shapes: dict[str, Shape], region, input_shape, out_shape) -> str | None:
+    """Ultralytics pose and OBB exports: a third prediction conv per level beside the 64-channel DFL box
+    conv and the cls conv, feeding the one channel-first output ``(1, 4 + nc + extra, N)``.
+
+    Pose: a keypoint branch of nk x 3 (or x 2) channels (17 x 3 = 51 upstream, output (1, 56, N));
+    OBB: an angle branch of 1 channel, with Sin/Cos in the decode (rotating the boxes): told by the Sin/Cos.
+    """
+    trig = sorted({n.op_type for n in ix.graph.node if n.op_type in ("Sin", "Cos")})
+    groups = group_levels(shapes, region, input_shape)
+    if isinstance(groups, str) or not groups:
+        return None
+    per_level = {tuple(sorted(shapes[t][1] for t in convs)) for _, _, convs in groups}
+    if len(per_level) != 1:
+        return None
+    channels = list(per_level.pop())
+    if len(channels) != 3 or _ULTRALYTICS_BOX not in channels:
+        return None
+    channels.remove(_ULTRALYTICS_BOX)
+    a, b = channels
+    out = tuple(out_shape or ())
+    shown = f"output {list(out)}" if out else "one output"
+    if len(out) != 3 or out[1] != 4 + a + b:
+        return None
+    if trig:  # upstream OBB rotates its boxes with Sin/Cos of the angle
+        nc = b if a == 1 else a if b == 1 else max(a, b)
+        return (f"Ultralytics OBB export (an angle branch of 1 channel per level beside box 64 and cls {nc}"
+                + (f", {'/'.join(trig)} in the decode" if trig else "") + f", {shown}): "
+                "headcut does not strip oriented-box heads")
+    kpt = max((c for c in (a, b) if c % 3 == 0 and c >= 6), default=None) or \
+        max((c for c in (a, b) if c % 2 == 0 and c >= 4), default=None)
+    if kpt is None:
+        return None
+    nc = b if kpt == a else a
+    per = 3 if kpt % 3 == 0 else 2
+    return (f"Ultralytics pose export (a keypoint branch of {kpt} channels = {kpt // per} keypoints x {per} per level "
+            f"beside box 64 and cls {nc}, {shown}): headcut does not strip pose heads")
