@@ -72,6 +72,10 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
     if set(region.ops) <= LAYOUT_OPS:
         raise AlreadyRawError(f"already raw: output '{outputs[0]}' comes from {len(region.frontier)} "
                               f"convs through layout ops only; there is no decode to cut")
+    branch = region.branching()
+    if branch:
+        raise NoHeadError(f"no YOLO head: the decode of output '{outputs[0]}' branches on its values ({branch}), "
+                          "so no single recorded formula reproduces it; headcut does not cut such a decode")
     ctx = MatchContext(ix, shapes, region, inp.name, tuple(in_shape), group_levels(shapes, region, in_shape))
     face = refusals.face(ctx)
     if face:

@@ -30,6 +30,12 @@ LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze
 RAW_OPS = LAYOUT_OPS | {"Sigmoid", "Softmax", "MatMul"}
 
 
+_COMPARISONS = frozenset({"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor",
+                          "ArgMax", "ArgMin", "Round", "Floor", "Ceil", "Sign", "Mod"})
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.BFLOAT16})
+
+
 @dataclass(frozen=True)
 class Region:
     """The result of walking back from one output."""
@@ -49,6 +55,36 @@ class Region:
                 live.update(n.output)
                 out.append(n)
         return tuple(out)
+
+    def value_nodes(self) -> tuple[tuple[onnx.NodeProto, ...], frozenset[str]]:
+        """(nodes, tensors) that depend on the *values* of the prediction convs: a Shape's output
+        depends on their shape only, so it does not carry the dependence on."""
+        live = set(self.frontier)
+        out = []
+        for n in self.nodes:
+            if n.op_type != "Shape" and any(i in live for i in n.input):
+                live.update(n.output)
+                out.append(n)
+        return tuple(out), frozenset(live)
+
+    def branching(self) -> str | None:
+        """Why the decode computes something other than one formula of the head's values, or None.
+
+        A decode headcut records is arithmetic and layout on the conv values. A comparison of those
+        values, a Where whose condition depends on them, or a cast to an integer type makes the result
+        depend on which branch each value takes: a check on one input cannot prove it for every input.
+        """
+        nodes, live = self.value_nodes()
+        for n in nodes:
+            if n.op_type in _COMPARISONS:
+                return f"{n.op_type} compares the head's values"
+            if n.op_type == "Where" and n.input[0] in live:
+                return "a Where chooses by the head's values"
+            if n.op_type == "Cast":
+                to = next((a.i for a in n.attribute if a.name == "to"), None)
+                if to not in _FLOAT_TYPES:
+                    return f"a Cast turns the head's values into {onnx.TensorProto.DataType.Name(to or 0).lower()}"
+        return None
 
     @property
     def ops(self) -> Counter:

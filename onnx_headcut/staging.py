@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -88,6 +90,9 @@ def _existing_ancestor(folder: Path) -> Path:
 
 
 def _check_target(t: Path, protected: Mapping[Path, str], force: bool) -> None:
+    if _foreign(lock_path(t)):
+        raise OutputError(f"{lock_path(t)}: exists and is not a headcut lock file; headcut needs that name to lock "
+                          f"{t.name} while writing it (rename the file)")
     what = _collision(t, protected)
     if what is not None:
         raise OutputError(f"{t}: the output is {what}; choose another output path")
@@ -243,47 +248,77 @@ def locked(targets: Iterable[str | os.PathLike], what: str | os.PathLike):
     """Hold an exclusive lock on every target's name, or raise :class:`OutputError` at once.
 
     A second headcut writing any of the same names gets "another headcut is writing <what>". The
-    lock is a ``flock`` on :func:`lock_path` (released by the kernel if the process dies); the file
-    is removed on release.
+    lock is a ``flock`` on :func:`lock_path` (released by the kernel if the process dies). headcut
+    only ever removes a lock file it created itself, and never writes into or removes a file of
+    that name it did not make: one that is not an (empty or pid-only) lock file is refused.
     """
-    held: list[tuple[Path, int]] = []
+    held: list[tuple[Path, int, bool]] = []
     try:
         for t in sorted({Path(t).parent.resolve() / Path(t).name for t in targets}):
             held.append(_acquire(lock_path(t), what))
         yield
     finally:
-        for path, fd in reversed(held):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for path, fd, created in reversed(held):
+            if created and _same_file(fd, path):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             os.close(fd)
 
 
-def _acquire(path: Path, what) -> tuple[Path, int]:
+def _same_file(fd: int, path: Path) -> bool:
+    mine = os.fstat(fd)
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _foreign(path: Path) -> bool:
+    """True when ``path`` exists and is not a lock file headcut could have left (empty, or a pid)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 32:
+        return True
+    with open(path, "rb") as f:
+        return re.fullmatch(rb"\d*\n?", f.read(33)) is None
+
+
+def _acquire(path: Path, what) -> tuple[Path, int, bool]:
+    """(path, fd, created) of the lock held on ``path``; ``created``: this process made the file."""
     busy = OutputError(f"another headcut is writing {what}; try again when it has finished")
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    base = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
+        if _foreign(path):
+            raise OutputError(f"{path}: exists and is not a headcut lock file; headcut needs that name to lock "
+                              f"{what} while writing it (rename the file)")
         try:
-            fd = os.open(path, flags if fcntl is not None else flags | os.O_EXCL, 0o600)
+            fd, created = os.open(path, base | os.O_CREAT | os.O_EXCL, 0o600), True
         except FileExistsError:
-            raise busy from None
+            if fcntl is None:
+                raise busy from None
+            try:  # a lock file left by a process that died, or one another headcut holds: flock it as it is
+                fd, created = os.open(path, base), False
+            except FileNotFoundError:
+                continue  # its holder removed it meanwhile: try again
+            except OSError as e:
+                raise OutputError(f"{path}: cannot open the lock file ({e.strerror})") from None
         except OSError as e:
             raise OutputError(f"{path.parent}: the output folder is not writable ({e.strerror})") from None
         if fcntl is None:
-            return path, fd
+            return path, fd, created
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise busy from None
-        except OSError:  # a file system without flock (ENOLCK, some FUSE mounts): the O_EXCL-free file is all
-            return path, fd
-        mine = os.fstat(fd)
-        try:
-            now = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            now = None
-        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-            with contextlib.suppress(OSError):  # who holds it, for a curious user; not needed
-                os.write(fd, f"{os.getpid()}\n".encode())
-            return path, fd
+        except OSError:  # a file system without flock (ENOLCK, some FUSE mounts): the file is all
+            return path, fd, created
+        if _same_file(fd, path):
+            if created:
+                with contextlib.suppress(OSError):  # who holds it, for a curious user; not needed
+                    os.write(fd, f"{os.getpid()}\n".encode())
+            return path, fd, created
         os.close(fd)  # the previous holder removed the file between our open and flock: take the new one

@@ -110,9 +110,11 @@ def shifted_grid(model):
     return model
 
 
-#: mutation: exit code strip must give (3: the verification catches it; 2: the locator already refuses)
-WRONG = {"doubled-stride": (doubled_stride, 3), "swapped-levels": (swapped_levels, 3), "add-to-sub": (add_to_sub, 3),
-         "exp-to-sigmoid": (exp_to_sigmoid, 3), "shifted-grid": (shifted_grid, 2)}
+#: mutation: exit code strip must give (3: the verification catches it; 2: the locator already refuses,
+#: with what its one line must say)
+WRONG = {"doubled-stride": (doubled_stride, 3), "swapped-levels": (swapped_levels, 3),
+         "add-to-sub": (add_to_sub, 2), "exp-to-sigmoid": (exp_to_sigmoid, 3), "shifted-grid": (shifted_grid, 2)}
+REFUSAL = {"add-to-sub": "the decode has Sub on the head's values", "shifted-grid": "grid constant"}
 
 
 @pytest.mark.parametrize("case", list(WRONG))
@@ -128,12 +130,12 @@ def test_a_wrong_cut_is_never_written(case, tmp_path):
         assert "verification failed" in line[0] and "nothing written" in line[0]
         assert "layer 2 (decode = original)" in line[0] and "worst at row" in line[0] and "level" in line[0]
     else:
-        assert "grid constant" in line[0]
+        assert REFUSAL[case] in line[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"] and digest(tmp_path / "in.onnx") == before
 
 
 @pytest.mark.parametrize("case", [c for c, (_, e) in WRONG.items() if e == 3])
-def test_headcut_verify_says_different(case, tmp_path):
+def test_headcut_verify_says_different(case, tmp_path):  # (refused cases have no raw model to verify)
     """A raw model written without the check (--no-verify) is caught by ``headcut verify``."""
     mutate, _ = WRONG[case]
     onnx.save(mutate(big_logit(yolov6_v1(width=8))), str(tmp_path / "in.onnx"))
@@ -242,3 +244,74 @@ def test_layer_1_reads_the_convs_from_the_located_graph_when_the_original_rename
 
     with pytest.raises(VerificationError, match="cannot run the original"):
         verify(tmp_path / "original.onnx", tmp_path / "raw.onnx", head, meta)  # the tensors are not there
+
+
+def _insert_after(model, node, new_nodes):
+    i = list(model.graph.node).index(node)
+    for j, n in enumerate(new_nodes):
+        model.graph.node.insert(i + 1 + j, n)
+
+
+def branch_on_values(model):
+    """Level 0's wh uses stride 16 where trunc(dw) == 1: a branch verify's random input never takes
+    (its level-0 dw logits lie in (-0.1, 0)), common with trained weights."""
+    h = onnx.helper
+    exp0 = _exps(model)[0]
+    mul0 = _consumers(model, exp0.output[0])[0]
+    old = mul0.output[0]
+    mul0.output[0] = old + "_s8"
+    _insert_after(model, mul0, [
+        h.make_node("Constant", [], ["k16"], value=numpy_helper.from_array(np.array(16.0, np.float32))),
+        h.make_node("Mul", [exp0.output[0], "k16"], ["wh16"]),
+        h.make_node("Cast", [exp0.input[0]], ["dw_int"], to=onnx.TensorProto.INT32),
+        h.make_node("Constant", [], ["k1"], value=numpy_helper.from_array(np.array(1, np.int32))),
+        h.make_node("Equal", ["dw_int", "k1"], ["cond"]),
+        h.make_node("Where", ["cond", "wh16", old + "_s8"], [old])])
+    return model
+
+
+def shifted_boxes(model, shift=0.9):
+    """Level 0's box centres minus 0.9 px: under float16's rounding tolerance at 320 px (1 px)."""
+    add0 = next(n for n in model.graph.node if n.op_type == "Add" and _const(model, n.input[1]).shape[2:4] == (40, 40))
+    mul0 = _consumers(model, add0.output[0])[0]
+    old = mul0.output[0]
+    mul0.output[0] = old + "_pre"
+    _insert_after(model, mul0, [
+        onnx.helper.make_node("Constant", [], ["kshift"], value=numpy_helper.from_array(np.array(shift, np.float32))),
+        onnx.helper.make_node("Sub", [old + "_pre", "kshift"], [old])])
+    return model
+
+
+def test_a_decode_that_branches_on_the_head_values_is_refused(tmp_path):
+    onnx.save(branch_on_values(yolov6_v1(width=4, nc=3, size=(128, 128))), str(tmp_path / "in.onnx"))
+    code, _, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx")
+    assert code == 2 and "branches on its values" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def test_an_offset_the_formula_does_not_have_is_refused_even_under_the_fp16_tolerance(tmp_path):
+    from onnx_headcut.synth.builder import to_half
+
+    m = shifted_boxes(yolov6_v1(width=4, nc=3))
+    to_half(m)
+    onnx.save(m, str(tmp_path / "in.onnx"))
+    code, _, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx")
+    assert code == 2 and "the decode has Sub on the head's values" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def test_an_anchor_free_decode_with_an_extra_scale_is_refused(tmp_path):
+    """YOLOv6 anchor-free: the boxes scaled by 1.001 before the output; only anchor points, strides,
+    /2 and the DFL weights may appear on the data path."""
+    from onnx_headcut.synth import yolov6_af
+
+    m = yolov6_af(width=8)
+    out = m.graph.output[0].name
+    final = next(n for n in m.graph.node if out in n.output)
+    final.output[0] = "pre_scale"
+    m.graph.node.append(onnx.helper.make_node("Constant", [], ["k"],
+                                              value=numpy_helper.from_array(np.array(1.001, np.float32))))
+    m.graph.node.append(onnx.helper.make_node("Mul", ["pre_scale", "k"], [out]))
+    onnx.save(m, str(tmp_path / "in.onnx"))
+    code, _, err = headcut("strip", tmp_path / "in.onnx", "-o", tmp_path / "raw.onnx")
+    assert code == 2 and "that the anchor-free formula does not have" in err, err

@@ -277,11 +277,15 @@ def test_a_held_lock_is_a_clear_error(tmp_path, model):
 
 
 def test_a_lock_file_left_by_a_killed_headcut_does_not_block(tmp_path, model):
-    """The lock is a flock: the kernel drops it with its process, so a leftover file is free to take."""
-    staging.lock_path(tmp_path / "raw.onnx").write_text("12345\n")
+    """The lock is a flock: the kernel drops it with its process, so a leftover file is free to take;
+    headcut locks it as it is and leaves it (it removes only lock files it made itself)."""
+    leftover = staging.lock_path(tmp_path / "raw.onnx")
+    leftover.write_text("12345\n")
     code, _, err = headcut("strip", model, "-o", tmp_path / "raw.onnx", "--no-verify")
     assert code == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "raw.head.json", "raw.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raw.onnx.headcut-lock", "in.onnx", "raw.head.json",
+                                                          "raw.onnx"]
+    assert leftover.read_text() == "12345\n"
 
 
 def test_two_concurrent_strips_leave_one_consistent_set(tmp_path, model):
@@ -425,3 +429,22 @@ def test_disk_full_on_a_real_file_system(tmp_path, model, photo, tiny_disk):
     refused(tmp_path, "detect", model, photo, "-o", tiny_disk / "boxes.png",
             says=f"{tiny_disk / 'boxes.png'}: No space left on device while writing it; nothing written")
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["keep.txt"]
+
+
+def test_a_user_file_named_like_a_lock_file_is_never_touched(tmp_path):
+    """The lock guarding OUT is .OUT.headcut-lock beside it: an input or any other file of that name
+    is refused (before any work), never taken over, written or removed."""
+    src = tmp_path / ".raw.onnx.headcut-lock"
+    onnx.save(build("legacy"), str(src))
+    notes = tmp_path / ".raw.head.json.headcut-lock"
+    notes.write_text("my notes\n")
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    p = subprocess.run([sys.executable, "-m", "onnx_headcut", "strip", str(src), "-o", str(tmp_path / "raw.onnx")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "is not a headcut lock file" in p.stderr, p.stderr
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before
+    notes.unlink()
+    p = subprocess.run([sys.executable, "-m", "onnx_headcut", "strip", str(src), "-o", str(tmp_path / "raw.onnx")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and ".raw.onnx.headcut-lock: exists and is not a headcut lock file" in p.stderr
+    assert digest(src) == before[src.name]

@@ -77,6 +77,27 @@ class DistAnchor(Kind):
 KIND = DistAnchor()
 
 
+def unexplained(node, v: np.ndarray) -> str | None:
+    """Why a float constant of the decode is none of what the anchor-free formula uses, or None.
+
+    Anchor points and strides are matched by the callers; besides them the decode halves (Div by 2
+    or Mul by 0.5) and the DFL expectation's fixed 1x1 conv weights 0..R-1 appear. Any other offset
+    or scale would change the boxes by an amount the verification's tolerance might not see.
+    """
+    flat = v.reshape(-1)
+    if node.op_type == "Div" and flat.size == 1 and float(flat[0]) == 2.0:
+        return None
+    if node.op_type == "Mul" and flat.size == 1 and float(flat[0]) == 0.5:
+        return None
+    if node.op_type == "Conv" and np.array_equal(flat, np.arange(flat.size, dtype=flat.dtype)):
+        return None
+    if node.op_type in ("Concat", "Expand", "ConstantOfShape", "Reshape", "Unsqueeze") and bool((flat == 1).all()):
+        return None  # the ones column of YOLOv6's output and its plumbing
+    shown = flat[:3].tolist()
+    return (f"a {node.op_type} in the decode uses a constant {list(v.shape)} {shown}{'...' if flat.size > 3 else ''} "
+            "that the anchor-free formula does not have (only anchor points, strides, /2 and the DFL weights)")
+
+
 @matcher("YOLOv6 anchor-free (l, t, r, b from cell centres; DFL or not)")
 def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
     """YOLOv6 0.2.0 … main: per level a ``reg`` conv (4, or 4·(reg_max+1) with DFL) and a ``cls`` conv.
@@ -118,6 +139,7 @@ def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels])
     row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
     anchors_ok = ones_ok = False
+    on_values = {id(x) for x in region.value_nodes()[0]}  # the data path, not the constant plumbing
     for n, _, v in region_consts(ix, region):
         if v.size == 2 * n_rows and v.shape[-1] == 2:
             if not np.array_equal(v.reshape(-1, 2), cells + 0.5):
@@ -129,6 +151,8 @@ def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
                           f"{[lv.stride for lv in levels]}")
         elif v.size == n_rows and n.op_type == "Concat":
             ones_ok = bool((v == 1).all())
+        elif id(n) in on_values and (why := unexplained(n, v)) is not None:
+            return no(why)
     if not anchors_ok:
         return no("no anchor-point constant (cell + 0.5) found in the decode")
     if not ones_ok:
@@ -188,12 +212,20 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
     assert reg_ch is not None  # locate() refuses a decode without prediction convs
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels]) + 0.5
     anchors_ok = False
-    for _, _, v in region_consts(ix, region):
+    row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
+    on_values = {id(x) for x in region.value_nodes()[0]}  # the data path, not the constant plumbing
+    for n, _, v in region_consts(ix, region):
         if v.size == 2 * n_rows and 2 in v.shape:
             a = v.reshape(-1, n_rows).T if v.shape[-1] == n_rows else v.reshape(-1, 2)
             if not np.array_equal(a, cells):
                 return no(f"anchor-point constant of shape {v.shape} does not match the cell centres")
             anchors_ok = True
+        elif v.size == n_rows and n.op_type == "Mul":
+            if not np.array_equal(v.reshape(-1), row_strides):
+                return no(f"stride constant of shape {v.shape} does not match the level strides "
+                          f"{[lv.stride for lv in levels]}")
+        elif id(n) in on_values and (why := unexplained(n, v)) is not None:
+            return no(why)
     if not anchors_ok:
         return no("no anchor-point constant (cell + 0.5) found in the decode")
     dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1

@@ -45,6 +45,9 @@ class GridExpObj(Kind):
 
 KIND = GridExpObj()
 
+#: ops on the head's values that YOLOv6 0.1.0's and YOLOX's decodes never use
+_NOT_IN_THIS_DECODE = frozenset({"Sub", "Div", "Pow", "Softmax", "ReduceSum", "Tile"})
+
 
 @matcher("YOLOv6 0.1.0 / YOLOX (grid + exp decode with objectness)")
 def match_grid_exp_obj(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
@@ -94,6 +97,10 @@ def match_grid_exp_obj(ctx: MatchContext, groups: list[Group], no: Reject) -> He
     n_rows = sum(lv.rows for lv in levels)
     if out_shape[1:] != (n_rows, 5 + nc):
         return no(f"output shape {out_shape} does not match the levels: expected (1, {n_rows}, {5 + nc})")
+    foreign = {n.op_type for n in region.value_nodes()[0]} & _NOT_IN_THIS_DECODE
+    if foreign:  # an offset or scale the formula does not have would be hidden only by the tolerance
+        return no(f"the decode has {', '.join(sorted(foreign))} on the head's values, which the grid + exp decode "
+                  "does not use")
     n_exp = region.ops.get("Exp", 0)
     if n_exp == 0 and set(region.ops) <= LAYOUT_OPS | {"Sigmoid"}:
         reasons: tuple[str, ...] = (
