@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -45,7 +46,7 @@ class Region:
     frontier: tuple[str, ...]  # outputs of the prediction convs, in first-seen order
     blockers: tuple[str, ...]  # descriptions of what stopped the walk elsewhere
 
-    @property
+    @cached_property
     def data_nodes(self) -> tuple[onnx.NodeProto, ...]:
         """Region nodes that depend on the prediction convs (constant plumbing left out)."""
         live = set(self.frontier)
@@ -56,7 +57,8 @@ class Region:
                 out.append(n)
         return tuple(out)
 
-    def value_nodes(self) -> tuple[tuple[onnx.NodeProto, ...], frozenset[str]]:
+    @cached_property
+    def _values(self) -> tuple[tuple[onnx.NodeProto, ...], frozenset[str]]:
         """(nodes, tensors) that depend on the *values* of the prediction convs: a Shape's output
         depends on their shape only, so it does not carry the dependence on."""
         live = set(self.frontier)
@@ -66,6 +68,10 @@ class Region:
                 live.update(n.output)
                 out.append(n)
         return tuple(out), frozenset(live)
+
+    def value_nodes(self) -> tuple[tuple[onnx.NodeProto, ...], frozenset[str]]:
+        """(nodes, tensors) that depend on the *values* of the prediction convs (computed once)."""
+        return self._values
 
     def branching(self) -> str | None:
         """Why the decode computes something other than one formula of the head's values, or None.
@@ -86,7 +92,7 @@ class Region:
                     return f"a Cast turns the head's values into {onnx.TensorProto.DataType.Name(to or 0).lower()}"
         return None
 
-    @property
+    @cached_property
     def ops(self) -> Counter:
         """Histogram of the decode's data ops, as the reference tables count them."""
         return Counter(n.op_type for n in self.data_nodes)

@@ -69,6 +69,20 @@ def base_models() -> dict[str, bytes]:
     return {k: f().SerializeToString() for k, f in makers.items()}
 
 
+def _change_element(tensors: list, rng: random.Random, new_value):
+    """Set one element of one of ``tensors`` to ``new_value(old, floating)``; (name, index, value), or
+    None for an empty tensor."""
+    t = rng.choice(tensors)
+    a = numpy_helper.to_array(t).copy()
+    if a.size == 0:
+        return None
+    flat = a.reshape(-1)
+    j = rng.randrange(flat.size)
+    flat[j] = new_value(flat[j], np.issubdtype(a.dtype, np.floating))
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+    return t.name or "Constant", j, flat[j]
+
+
 def mutate(model: onnx.ModelProto, rng: random.Random) -> list[str]:
     """Apply 1-3 random mutations in place; returns their descriptions."""
     done = []
@@ -84,18 +98,11 @@ def mutate(model: onnx.ModelProto, rng: random.Random) -> list[str]:
                                              if a.type == onnx.AttributeProto.TENSOR]
             if not tensors:
                 continue
-            t = rng.choice(tensors)
-            a = numpy_helper.to_array(t).copy()
-            if a.size == 0:
+            changed = _change_element(tensors, rng, lambda v, floating: rng.choice(
+                [v * rng.uniform(-3, 3), v + 0.5, 0.0, np.inf] if floating else [v + 1, v - 1, 0, -1]))
+            if changed is None:
                 continue
-            flat = a.reshape(-1)
-            j = rng.randrange(flat.size)
-            if np.issubdtype(a.dtype, np.floating):
-                flat[j] = rng.choice([flat[j] * rng.uniform(-3, 3), flat[j] + 0.5, 0.0, np.inf])
-            else:
-                flat[j] = rng.choice([flat[j] + 1, flat[j] - 1, 0, -1])
-            done.append(f"change {t.name or 'constant'}[{j}]")
-            t.CopyFrom(numpy_helper.from_array(a, t.name))
+            done.append(f"change {changed[0]}[{changed[1]}]")
         elif kind == "alter_shape":
             vis = list(g.input) + list(g.output) + list(g.value_info)
             dims = [(v, d) for v in vis for d in v.type.tensor_type.shape.dim]
@@ -112,15 +119,10 @@ def mutate(model: onnx.ModelProto, rng: random.Random) -> list[str]:
             tensors = _constant_tensors(model, _decode_nodes(model))
             if not tensors:
                 continue
-            t = rng.choice(tensors)
-            a = numpy_helper.to_array(t).copy()
-            if a.size == 0:
+            changed = _change_element(tensors, rng, lambda v, _: rng.choice([v * 2, v / 2, v + 1, v - 0.5, -v]))
+            if changed is None:
                 continue
-            flat = a.reshape(-1)
-            j = rng.randrange(flat.size)
-            flat[j] = rng.choice([flat[j] * 2, flat[j] / 2, flat[j] + 1, flat[j] - 0.5, -flat[j]])
-            done.append(f"change decode constant {t.name or 'Constant'}[{j}] -> {flat[j]:g}")
-            t.CopyFrom(numpy_helper.from_array(a, t.name))
+            done.append(f"change decode constant {changed[0]}[{changed[1]}] -> {changed[2]:g}")
         elif kind == "decode_op":  # an op of the decode turned into another of the same arity
             nodes = [n for n in _decode_nodes(model) if n.op_type in SWAPS]
             if not nodes:

@@ -77,6 +77,14 @@ class DistAnchor(Kind):
 KIND = DistAnchor()
 
 
+def stride_mismatch(v: np.ndarray, levels) -> str | None:
+    """Why a per-row constant multiplied into the boxes is not each row's level stride, or None."""
+    strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
+    if np.array_equal(v.reshape(-1), strides):
+        return None
+    return f"stride constant of shape {v.shape} does not match the level strides {[lv.stride for lv in levels]}"
+
+
 def unexplained(node, v: np.ndarray) -> str | None:
     """Why a float constant of the decode is none of what the anchor-free formula uses, or None.
 
@@ -137,7 +145,6 @@ def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
         return no("the decode has an Exp, which the anchor-free decode does not use")
 
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels])
-    row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
     anchors_ok = ones_ok = False
     on_values = {id(x) for x in region.value_nodes()[0]}  # the data path, not the constant plumbing
     for n, _, v in region_consts(ix, region):
@@ -146,9 +153,8 @@ def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
                 return no(f"anchor-point constant of shape {v.shape} does not match the cell centres of the levels")
             anchors_ok = True
         elif v.size == n_rows and n.op_type == "Mul":
-            if not np.array_equal(v.reshape(-1), row_strides):
-                return no(f"stride constant of shape {v.shape} does not match the level strides "
-                          f"{[lv.stride for lv in levels]}")
+            if (why := stride_mismatch(v, levels)) is not None:
+                return no(why)
         elif v.size == n_rows and n.op_type == "Concat":
             ones_ok = bool((v == 1).all())
         elif id(n) in on_values and (why := unexplained(n, v)) is not None:
@@ -212,7 +218,6 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
     assert reg_ch is not None  # locate() refuses a decode without prediction convs
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels]) + 0.5
     anchors_ok = False
-    row_strides = np.concatenate([np.full(lv.rows, lv.stride, np.float32) for lv in levels])
     on_values = {id(x) for x in region.value_nodes()[0]}  # the data path, not the constant plumbing
     for n, _, v in region_consts(ix, region):
         if v.size == 2 * n_rows and 2 in v.shape:
@@ -221,9 +226,8 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
                 return no(f"anchor-point constant of shape {v.shape} does not match the cell centres")
             anchors_ok = True
         elif v.size == n_rows and n.op_type == "Mul":
-            if not np.array_equal(v.reshape(-1), row_strides):
-                return no(f"stride constant of shape {v.shape} does not match the level strides "
-                          f"{[lv.stride for lv in levels]}")
+            if (why := stride_mismatch(v, levels)) is not None:
+                return no(why)
         elif id(n) in on_values and (why := unexplained(n, v)) is not None:
             return no(why)
     if not anchors_ok:

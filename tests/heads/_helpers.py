@@ -47,6 +47,26 @@ def check_strip(src, dst, family, version, cols, na):
     return res
 
 
+def check_generated(cases: dict, name: str, tmp_path: Path):
+    """:func:`check_strip` on ``cases[name]`` = (model builder, family, version, raw columns, rows per cell)."""
+    make, family, version, cols, na = cases[name]
+    onnx.save(make(), str(tmp_path / "in.onnx"))
+    return check_strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", family, version, cols, na)
+
+
+def check_torch_export(cases: dict, name: str, tmp_path: Path):
+    """:func:`check_strip` on a ``torch_families`` export, ``cases[name]`` = (exporter name, keywords, family,
+    version, raw columns, rows per cell); dynamic exports (named ``*dynamic*``) are folded first."""
+    needs_torch()
+    import torch_families
+
+    fn, kw, family, version, cols, na = cases[name]
+    src = getattr(torch_families, fn)(tmp_path / "in.onnx", **kw)
+    res = check_strip(src, tmp_path / "raw.onnx", family, version, cols, na)
+    assert res.inspection.folded == ("dynamic" in name)
+    return res
+
+
 def check_inspect_names(generated: dict, tmp_path):
     """``generated``: name -> (builder, family, version, ...); inspect names each one and says why."""
     for name, (make, family, version, *_) in generated.items():

@@ -11,7 +11,15 @@ import numpy as np
 import onnx
 import pytest
 import torch_families
-from _helpers import assert_dynamo, check_dynamo_export, check_inspect_names, check_strip, dynamo_export, needs_torch
+from _helpers import (
+    assert_dynamo,
+    check_dynamo_export,
+    check_generated,
+    check_inspect_names,
+    check_torch_export,
+    dynamo_export,
+    needs_torch,
+)
 
 from onnx_headcut.decode import decode
 from onnx_headcut.graph import GraphIndex
@@ -34,9 +42,8 @@ GENERATED = {  # name: (model builder, family, version, raw columns, rows per ce
 
 @pytest.mark.parametrize("name", list(GENERATED))
 def test_generated_families(name, tmp_path):
-    make, family, version, cols, na = GENERATED[name]
-    onnx.save(make(), str(tmp_path / "in.onnx"))
-    res = check_strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", family, version, cols, na)
+    res = check_generated(GENERATED, name, tmp_path)
+    family, version = GENERATED[name][1:3]
     meta = res.metadata
     if family == "YOLOv5":
         assert [lv["anchors"] for lv in meta["levels"]] == V5_ANCHORS
@@ -85,15 +92,12 @@ torch_cases = {
 
 @pytest.mark.parametrize("name", list(torch_cases))
 def test_torch_exports(name, tmp_path):
-    needs_torch()
-    fn, kw, family, version, cols, na = torch_cases[name]
-    src = getattr(torch_families, fn)(tmp_path / "in.onnx", **kw)
-    res = check_strip(src, tmp_path / "raw.onnx", family, version, cols, na)
+    res = check_torch_export(torch_cases, name, tmp_path)
+    family = torch_cases[name][2]
     if family == "YOLOv5":
         assert [lv["anchors"] for lv in res.metadata["levels"]] == V5_ANCHORS
     if family == "YOLOv7":
         assert [lv["anchors"] for lv in res.metadata["levels"]] == V7_ANCHORS
-    assert res.inspection.folded == ("dynamic" in name)
 
 
 def test_generated_v5_matches_the_torch_export_decode(tmp_path):

@@ -13,7 +13,13 @@ import numpy as np
 import onnx
 import pytest
 import torch_families
-from _helpers import check_dynamo_export, check_inspect_names, check_strip, needs_torch
+from _helpers import (
+    check_dynamo_export,
+    check_generated,
+    check_inspect_names,
+    check_torch_export,
+    needs_torch,
+)
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import decode, dfl_expectation
@@ -223,9 +229,8 @@ GENERATED = {  # name: (model builder, family, version, raw columns, rows per ce
 
 @pytest.mark.parametrize("name", list(GENERATED))
 def test_generated_families(name, tmp_path):
-    make, family, version, cols, na = GENERATED[name]
-    onnx.save(make(), str(tmp_path / "in.onnx"))
-    res = check_strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", family, version, cols, na)
+    res = check_generated(GENERATED, name, tmp_path)
+    family, version = GENERATED[name][1:3]
     meta = res.metadata
     if version == "Ultralytics":
         assert meta["original_output"]["layout"] == "channels" and meta["ones_column"] is False
@@ -257,11 +262,7 @@ torch_cases = {
 
 @pytest.mark.parametrize("name", list(torch_cases))
 def test_torch_exports(name, tmp_path):
-    needs_torch()
-    fn, kw, family, version, cols, na = torch_cases[name]
-    src = getattr(torch_families, fn)(tmp_path / "in.onnx", **kw)
-    res = check_strip(src, tmp_path / "raw.onnx", family, version, cols, na)
-    assert res.inspection.folded == ("dynamic" in name)
+    check_torch_export(torch_cases, name, tmp_path)
 
 
 # --- both: torch's dynamo exporter (see ``_helpers.py``) ---------------------------------------------------

@@ -14,7 +14,14 @@ import numpy as np
 import onnx
 import pytest
 import torch_families
-from _helpers import STRIDES, check_dynamo_export, check_inspect_names, check_strip, needs_torch
+from _helpers import (
+    STRIDES,
+    check_dynamo_export,
+    check_generated,
+    check_inspect_names,
+    check_torch_export,
+    needs_torch,
+)
 from conftest import VARIANTS, build
 from onnx import numpy_helper
 from torch_fixtures import export_yolov6_v1
@@ -311,9 +318,8 @@ GENERATED = {  # name: (model builder, family, version, raw columns, rows per ce
 
 @pytest.mark.parametrize("name", list(GENERATED))
 def test_generated_families(name, tmp_path):
-    make, family, version, cols, na = GENERATED[name]
-    onnx.save(make(), str(tmp_path / "in.onnx"))
-    res = check_strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", family, version, cols, na)
+    res = check_generated(GENERATED, name, tmp_path)
+    family, version = GENERATED[name][1:3]
     meta = res.metadata
     if version == "undecoded":
         assert meta["original_output"]["decoded"] is False
@@ -335,11 +341,7 @@ torch_cases = {
 
 @pytest.mark.parametrize("name", list(torch_cases))
 def test_torch_exports(name, tmp_path):
-    needs_torch()
-    fn, kw, family, version, cols, na = torch_cases[name]
-    src = getattr(torch_families, fn)(tmp_path / "in.onnx", **kw)
-    res = check_strip(src, tmp_path / "raw.onnx", family, version, cols, na)
-    assert res.inspection.folded == ("dynamic" in name)
+    check_torch_export(torch_cases, name, tmp_path)
 
 
 # --- both: torch's dynamo exporter (see ``_helpers.py``) ---------------------------------------------------
