@@ -150,9 +150,11 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
                (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255)]
     for det in result.detections:
         color = palette[det.cls % len(palette)]
-        d.rectangle(det.box, outline=color, width=2)
+        x1, y1, x2, y2 = det.box  # an untrained head can predict x2 < x1: draw the box it spans
+        box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        d.rectangle(box, outline=color, width=2)
         label = f"{det.name} {det.score:.2f}" if det.score >= 0.01 else f"{det.name} {det.score:.1e}"
-        tx, ty = det.box[0], max(0.0, det.box[1] - 11)
+        tx, ty = box[0], max(0.0, box[1] - 11)
         d.rectangle((tx, ty, tx + 6 * len(label) + 4, ty + 11), fill=color)
         d.text((tx + 2, ty), label, fill=(255, 255, 255))
     out = Path(out)
