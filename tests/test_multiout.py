@@ -197,3 +197,16 @@ def test_convert_and_verify_on_engine(engine, src, tmp_path):
     for c in checks:
         assert c.ok and c.engine == engine and c.layout.max_abs_err < 1e-3 and c.outputs.max_abs_err < 1e-3
         assert c.not_checked() == ("decode", "detections")
+
+
+def test_verify_command_reads_the_anchors_from_the_raw_record(src, tmp_path):
+    """``headcut verify ORIGINAL RAW`` needs no --anchors: the raw model records them; it runs layer 1 only
+    and says so (exit 0), and a raw model that differs from the original is caught (exit 3)."""
+    strip(src, tmp_path / "raw.onnx", anchors=parse_anchors(ANCHORS))
+    code, out, err = headcut("verify", src, tmp_path / "raw.onnx")
+    assert code == 0, err
+    assert "layer 1 only" in out and "outputs 535500 values = the original's 3 raw outputs" in out
+    other = tmp_path / "other.onnx"
+    onnx.save(yolov7_raw(width=8, seed=1), str(other))  # same geometry, other weights
+    code, out, err = headcut("verify", other, tmp_path / "raw.onnx")
+    assert code == 3 and "layer 1" in err and "DIFFERENT" in out
