@@ -48,7 +48,7 @@ def _original_rows(path, x):
     ys = session(str(path)).run(None, {"images": x})
     assert [y.ndim for y in ys] == [5, 5, 5]
     ys = sorted(ys, key=lambda y: -y.shape[2])  # stride ascending
-    return np.concatenate([y.reshape(1, -1, y.shape[-1]) for y in ys], 1), ys
+    return np.concatenate([y.reshape(y.shape[0], -1, y.shape[-1]) for y in ys], 1), ys
 
 
 def check_split_strip(path, dst, layout=Layout()):
@@ -210,3 +210,23 @@ def test_verify_command_reads_the_anchors_from_the_raw_record(src, tmp_path):
     onnx.save(yolov7_raw(width=8, seed=1), str(other))  # same geometry, other weights
     code, out, err = headcut("verify", other, tmp_path / "raw.onnx")
     assert code == 3 and "layer 1" in err and "DIFFERENT" in out
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["pinned", "kept"])
+def test_torch_export_without_grid_dynamic_batch(keep, tmp_path):
+    """``--dynamic-batch`` without ``--grid``: folded (batch pinned) to locate; the batch pinned to 1 by
+    default, or kept and layer 1 run at batch 1 and 2."""
+    pytest.importorskip("torch")
+    import torch_multiout
+
+    path = torch_multiout.export_yolov7_raw(tmp_path / "v7.onnx", dynamic_batch=True)
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    res = strip(path, tmp_path / "raw.onnx", anchors=parse_anchors(ANCHORS), keep_dynamic_batch=keep)
+    assert [c.input for c in res.verification.checks] == ["random(seed=0)"] + (["random(seed=0), batch 2"] * keep)
+    for c in res.verification.checks:
+        assert c.ok and c.layout.max_abs_err == 0 and c.outputs.max_abs_err == 0 and c.decode is None
+    out = onnx.load(str(tmp_path / "raw.onnx")).graph.output[0].type.tensor_type.shape.dim
+    assert (out[0].dim_param if keep else out[0].dim_value) == ("batch" if keep else 1)
+    x = deterministic_input((2 if keep else 1, 3, 320, 320), seed=4)
+    rows, _ = _original_rows(path, x)
+    assert np.array_equal(session(str(tmp_path / "raw.onnx")).run(None, {"images": x})[0], rows)

@@ -30,8 +30,10 @@ def _dynamo(model, img, path, output_names, opset=18):
                       input_names=["images"], output_names=output_names, opset_version=max(opset, 18))
 
 
-def export_yolov7_raw(path, *, size=(320, 320), nc: int = 80, opset: int = 12, dynamo: bool = False) -> Path:
-    """``export.py`` without ``--grid``: three 5-D raw outputs, the first named 'output'."""
+def export_yolov7_raw(path, *, size=(320, 320), nc: int = 80, opset: int = 12, dynamo: bool = False,
+                      dynamic_batch: bool = False) -> Path:
+    """``export.py`` without ``--grid``: three 5-D raw outputs, the first named 'output'; ``dynamic_batch``:
+    ``--dynamic-batch`` (axis 0 of 'images' and 'output' labelled 'batch'; legacy exporter only)."""
     import onnx
     import torch
 
@@ -45,8 +47,9 @@ def export_yolov7_raw(path, *, size=(320, 320), nc: int = 80, opset: int = 12, d
         if dynamo:
             _dynamo(model, img, path, ["output"], opset)
         else:
+            axes = {"images": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
             torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset, input_names=["images"],
-                              output_names=["output"], dynamic_axes=None, dynamo=False)
+                              output_names=["output"], dynamic_axes=axes, dynamo=False)
     onnx.checker.check_model(str(path))
     return path
 
