@@ -100,7 +100,7 @@ def match_split_raw(ix: GraphIndex, shapes: dict[str, Shape], outputs: list[str]
     shape_text = ", ".join(f"'{by_stride[s][0]}' {tuple(shapes[by_stride[s][0]])}" for s in strides)
     if anchors is None:
         raise NoHeadError(f"raw anchor head split over {len(outputs)} 5-D outputs ({shape_text}; YOLOv7 exported "
-                          f"without --grid): the graph holds no anchors; give them with --anchors, "
+                          f"without --grid): the graph holds no anchors; give them with --anchors (strip, inspect), "
                           f"e.g. --anchors {ANCHORS_EXAMPLE} (pixels, one level per '/', stride ascending)")
     if len(anchors) != len(strides) or any(len(a) != na for a in anchors):
         raise UsageError(f"--anchors gives {len(anchors)} level(s) of {[len(a) for a in anchors]} anchors; the "
