@@ -25,11 +25,18 @@ def _outputs(outputs) -> str:
 def check_lines(c) -> list[str]:
     """The three verification layers on one input (:class:`onnx_headcut.check.Check`), one line each."""
     layout = ("decoded candidate: no raw layout to check" if c.layout is None else str(c.layout))
-    return [
-        f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}",
+    skipped = ("NOT CHECKED: the original has no decoded output (its outputs are the raw head), so there is "
+               "nothing to compare with; the recorded anchors and decode are unproven")
+    lines = [
+        f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}"
+        + (f" (layer 1 only; {' and '.join(c.not_checked())} not checked)" if c.not_checked() else ""),
         f"  layout  {layout}",
-        f"  decode  {c.decode}",
-        f"  detect  {c.detections}",
+    ]
+    if c.outputs is not None:
+        lines.append(f"  outputs {c.outputs}")
+    return lines + [
+        f"  decode  {skipped if c.decode is None else c.decode}",
+        f"  detect  {skipped.split(';')[0] if c.detections is None else c.detections}",
     ]
 
 
@@ -41,7 +48,7 @@ def head_table(insp: Inspection) -> list[str]:
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
     for i, lv in enumerate(h.levels):
-        rows = f"{lv.first_row}..{lv.first_row + lv.rows - 1}"
+        rows = f"{lv.first_row}..{lv.first_row + lv.rows * h.na - 1}"
         br = " ".join(f"{b.role}:{b.channels}" for b in lv.branches)
         lines.append(f"{i:>5} {lv.stride:>6} {f'{lv.grid[0]}x{lv.grid[1]}':>9} {rows:>11}  {br}")
     return lines

@@ -193,6 +193,10 @@ class Head:
     ones_column: bool = True  # dist_anchor: the decoded output has a constant 1 at column 4 (YOLOv6)
     channel_first: bool = False  # the decoded output is (1, C, N) (Ultralytics) rather than (1, N, C)
     original_decoded: bool = True  # False: the original output is the raw head with sigmoids (YOLOX undecoded)
+    #: the original's outputs when they already are the raw head, split per level and 5-D (YOLOv7 without
+    #: ``--grid``): ((name, shape), ...) in level order; there is no decoded output to compare with
+    split_outputs: tuple = ()
+    anchors_from: str = "graph"  # where the anchors came from: "graph" or "--anchors"
 
     @property
     def decode(self) -> str:
@@ -295,6 +299,11 @@ class Head:
                                 "decoded": self.original_decoded,
                                 "layout": "channels" if self.channel_first else "rows"},
         }
+        if self.split_outputs:  # the original was the raw head already, one 5-D output per level
+            d["original_output"] |= {"decoded": False, "layout": "5-D per level (1, na, h, w, 5+nc)",
+                                     "outputs": [{"name": n, "shape": list(s)} for n, s in self.split_outputs]}
+        if self.anchors:
+            d["anchors_from"] = self.anchors_from
         if self.decode == "dist_anchor":
             d["ones_column"] = self.ones_column
             if left:
