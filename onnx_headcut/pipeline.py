@@ -172,7 +172,7 @@ def _locate_before_topk(model: onnx.ModelProto, shapes: dict) -> _Located:
     for truncated, t, s in topk.candidates(model, shapes):
         try:
             inner = _locate(truncated)
-        except NoHeadError as e:
+        except (NoHeadError, AlreadyRawError) as e:  # a tensor past the decode (the class scores) is raw-looking
             tried.append(f"'{t}' {list(s)}: {e}")
             continue
         head = inner.head
