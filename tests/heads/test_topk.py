@@ -334,3 +334,18 @@ def test_raw_model_converts_and_matches_on_engine(name, engine, tmp_path):
     assert det.n_ref == det.n_got == det.matched >= 5 and det.min_iou >= 0.99
     assert det.nms is (name == "yolo26")
     assert check.ok
+
+
+def test_a_tail_that_is_not_the_selection_fails_verification(tmp_path):
+    """Class and score columns swapped in the output Concat: structurally a selection, but the original's
+    (1, 300, 6) is not the recorded selection of its own decoded tensor, so layer 2 fails (exit 3)."""
+    from onnx_headcut.errors import VerificationError
+
+    def swap(m):
+        cat = next(n for n in m.graph.node if n.output[0] == "output0")
+        cat.input[1], cat.input[2] = cat.input[2], cat.input[1]
+
+    onnx.save(_edit(yolo26(end2end=True), swap), str(tmp_path / "in.onnx"))
+    with pytest.raises(VerificationError, match="layer 2.*not the recorded selection"):
+        strip(tmp_path / "in.onnx", tmp_path / "raw.onnx")
+    assert not (tmp_path / "raw.onnx").exists()
