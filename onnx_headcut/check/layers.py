@@ -4,7 +4,6 @@ decode against the original's output (2), detections after NMS on both sides (3)
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -269,8 +268,10 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
     prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output."""
     g_orig = Geometry.of(head)
     if g_orig.topk:
-        return _check_topk(label, ref_out, convs, raw, head, meta, allowed, conf, iou, engine, layout_atol,
-                           layout_rtol)
+        from .topk import check_topk  # it builds on this module's layers
+
+        return check_topk(label, ref_out, convs, raw, head, meta, allowed, conf, iou, engine, layout_atol,
+                          layout_rtol)
     with np.errstate(all="ignore"):  # inf/nan in a broken model's output is reported, not warned about
         if convs is None:  # a decoded candidate (an original converted as is): compare directly
             got = raw[0].reshape(ref_out.shape) if raw[0].size == ref_out.size else raw[0]
@@ -292,30 +293,3 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
             det = DetectionCheck(conf, iou, 0, 0, 0, 0.0)
     return Check(label, lay, dec, det, engine)
 
-
-def _check_topk(label: str, ref_out, convs, raw, head: Head, meta, allowed: Allowed, conf: float, iou: float,
-                engine: str, layout_atol: float, layout_rtol: float) -> Check:
-    """:func:`check_outputs` for an NMS-free export: ``ref_out`` is (its (1, k, 6) output, its decoded tensor)."""
-    from ..decode import corners
-    from .topk import decode_topk, detections_topk
-
-    original, decoded = ref_out
-    g_orig = Geometry.of(head)
-    with np.errstate(all="ignore"):
-        if convs is None:  # a converted original: its (1, k, 6) output against the original's
-            got = raw[0].reshape(original.shape) if raw[0].size == original.size else raw[0]
-            dec = decode_check(original, got, allowed, replace(g_orig, channel_first=False))
-            return Check(label, None, dec, DetectionCheck(conf, iou, 0, 0, 0, 1.0, nms=False), engine)
-        g = Geometry.of(meta)
-        expected, exact = expected_raw(convs, head, g)
-        raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
-        lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
-        try:
-            rows = corners(raw if g.layout == "levels" else raw[0], g)
-        except ValueError as e:
-            lay = LayoutCheck(math.inf, 0, 0, str(e), False)
-            return Check(label, lay, DecodeCheck(math.inf, math.inf, allowed, str(e), False),
-                         DetectionCheck(conf, iou, 0, 0, 0, 0.0, nms=False), engine)
-        dec, anchors, classes = decode_topk(original, decoded, rows, allowed, g_orig)
-        det = detections_topk(original, anchors, classes, rows, g_orig.topk, conf, iou, allowed.score_atol)
-    return Check(label, lay, dec, det, engine)

@@ -14,14 +14,15 @@ output ``O``; ``D_np`` is the numpy decode of the raw outputs (:func:`~onnx_head
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
 
-from ..decode import select_topk
-from ..heads import Geometry
-from .layers import _iou_one, decode_check
-from .results import MIN_IOU, Allowed, DecodeCheck, DetectionCheck
+from ..decode import corners, select_topk
+from ..heads import Geometry, Head
+from .layers import _iou_one, decode_check, expected_raw, layout_check
+from .results import MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck, LayoutCheck
 
 
 def _tail_check(original: np.ndarray, selected: np.ndarray, allowed: Allowed) -> DecodeCheck | None:
@@ -77,3 +78,28 @@ def detections_topk(original: np.ndarray, anchors: np.ndarray, classes: np.ndarr
                      for key in both])
     good = int((ious >= MIN_IOU).sum()) if len(both) else 0
     return DetectionCheck(conf, iou, len(pr), len(pg), good, float(ious.min(initial=1.0)), len(edge), nms=False)
+
+
+def check_topk(label: str, ref_out, convs, raw, head: Head, meta, allowed: Allowed, conf: float, iou: float,
+                engine: str, layout_atol: float, layout_rtol: float) -> Check:
+    """:func:`check_outputs` for an NMS-free export: ``ref_out`` is (its (1, k, 6) output, its decoded tensor)."""
+    original, decoded = ref_out
+    g_orig = Geometry.of(head)
+    with np.errstate(all="ignore"):
+        if convs is None:  # a converted original: its (1, k, 6) output against the original's
+            got = raw[0].reshape(original.shape) if raw[0].size == original.size else raw[0]
+            dec = decode_check(original, got, allowed, replace(g_orig, channel_first=False))
+            return Check(label, None, dec, DetectionCheck(conf, iou, 0, 0, 0, 1.0, nms=False), engine)
+        g = Geometry.of(meta)
+        expected, exact = expected_raw(convs, head, g)
+        raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
+        lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
+        try:
+            rows = corners(raw if g.layout == "levels" else raw[0], g)
+        except ValueError as e:
+            lay = LayoutCheck(math.inf, 0, 0, str(e), False)
+            return Check(label, lay, DecodeCheck(math.inf, math.inf, allowed, str(e), False),
+                         DetectionCheck(conf, iou, 0, 0, 0, 0.0, nms=False), engine)
+        dec, anchors, classes = decode_topk(original, decoded, rows, allowed, g_orig)
+        det = detections_topk(original, anchors, classes, rows, g_orig.topk, conf, iou, allowed.score_atol)
+    return Check(label, lay, dec, det, engine)

@@ -176,6 +176,11 @@ class Kind:
         whose cells (gx, gy), strides and anchor sizes are given."""
         raise NotImplementedError
 
+    def corners(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+        """Decoded rows ``(B, K, 4 + nc)`` = ``[x1, y1, x2, y2, cls scores]``: only kinds whose originals may
+        end in a top-k selection (``dist_anchor``) have it."""
+        raise NotImplementedError(f"the {self.name} decode has no x1, y1, x2, y2 form")
+
     def __repr__(self) -> str:
         return f"<head kind {self.name}>"
 

@@ -16,4 +16,5 @@ from .yolov6 import yolov6_af, yolov6_v1
 from .yolov8 import yolov8
 from .yolox import yolox
 
-__all__ = ["FAMILIES", "SAMPLES", "end2end", "write_samples", "yolo26", "yolov10", "yolov5", "yolov6_af", "yolov6_v1", "yolov8", "yolox"]
+__all__ = ["FAMILIES", "SAMPLES", "end2end", "write_samples", "yolo26", "yolov10",
+           "yolov5", "yolov6_af", "yolov6_v1", "yolov8", "yolox"]

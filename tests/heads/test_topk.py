@@ -23,6 +23,7 @@ from onnx_headcut.decode import _topk, corners, select_topk, selected
 from onnx_headcut.detect import detect
 from onnx_headcut.errors import InputError, NoHeadError
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
+from onnx_headcut.heads import Layout
 from onnx_headcut.metadata import check_metadata
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import inspect, read_metadata, strip
@@ -186,8 +187,9 @@ def test_detections_without_nms_and_detect_on_the_raw_model(tmp_path):
 
 def test_detect_applies_no_nms(tmp_path, monkeypatch):
     """``detect`` on an NMS-free raw model or original never reaches the NMS postprocess."""
-    import onnx_headcut.detect as det
     from PIL import Image
+
+    import onnx_headcut.detect as det
 
     onnx.save(yolov10(), str(tmp_path / "in.onnx"))
     strip(tmp_path / "in.onnx", tmp_path / "raw.onnx")
@@ -349,3 +351,15 @@ def test_a_tail_that_is_not_the_selection_fails_verification(tmp_path):
     with pytest.raises(VerificationError, match="layer 2.*not the recorded selection"):
         strip(tmp_path / "in.onnx", tmp_path / "raw.onnx")
     assert not (tmp_path / "raw.onnx").exists()
+
+
+@pytest.mark.parametrize("layout", [Layout("levels"), Layout(keep_dfl=True), Layout(keep_sigmoid=True)])
+def test_layout_options_on_a_top_k_head(layout, tmp_path):
+    """The layout options apply to the head before the selection; the selection is reproduced from each."""
+    onnx.save(yolov10(), str(tmp_path / "in.onnx"))
+    res = strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", layout=layout)
+    (c,) = res.verification.checks
+    assert res.verification.ok and c.layout.ok and c.decode.max_abs_err <= 1e-3
+    assert res.metadata["selection"]["k"] == 300 and res.metadata["layout"] == layout.kind
+    outs = onnx.load(str(tmp_path / "raw.onnx")).graph.output
+    assert len(outs) == (3 if layout.kind == "levels" else 1)
