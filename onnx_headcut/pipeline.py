@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from . import __version__
+from . import __version__, topk
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
@@ -132,6 +132,8 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple |
     nms = find_nms(model)
     if nms:
         return _locate_before_nms(model, nms[0].op_type, shapes)
+    if topk.find_topk(model):
+        return _locate_before_topk(model, shapes)
     if needs_folding(model):
         try:
             return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
@@ -167,6 +169,36 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                         truncated.SerializeToString())
     raise NoHeadError(f"end-to-end export with {nms}: no decoded (1, N, C) tensor with a known decode found "
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
+
+
+def _locate_before_topk(model: onnx.ModelProto, shapes: dict) -> _Located:
+    """An NMS-free export: the head feeding its top-k selection, located in the model truncated there;
+    the selection is checked node for node (:func:`onnx_headcut.topk.check_tail`) and recorded."""
+    tried = []
+    for truncated, t, s in topk.candidates(model, shapes):
+        try:
+            inner = _locate(truncated)
+        except (NoHeadError, AlreadyRawError) as e:  # a tensor past the decode (the class scores) is raw-looking
+            tried.append(f"'{t}' {list(s)}: {e}")
+            continue
+        head = inner.head
+        if head.decode != "dist_anchor" or not head.xyxy or not head.channel_first:
+            raise NoHeadError(f"NMS-free (top-k) export: the decode before the selection is {head.family} "
+                              f"{head.decode} with {'x1, y1, x2, y2' if head.xyxy else 'cx, cy, w, h'} boxes; headcut "
+                              "records a top-k selection only after Ultralytics' x1, y1, x2, y2 decode")
+        sel = topk.check_tail(model, shapes, t, head.num_classes)
+        family = "YOLOv10" if head.dfl else "YOLO26"
+        why = (f"NMS-free top-k tail after the decoded '{t}' {list(s)}: TopK({sel.k}) of the best class score, "
+               f"TopK({sel.k}) of the flattened scores, class = index % {head.num_classes}; no NMS")
+        label = ("DFL with NMS-free top-k selection: YOLOv10 (v10Detect)" if head.dfl
+                 else "reg_max 1 with NMS-free top-k selection: YOLO26 (one-to-one head)")
+        note = (f"NMS-free export: the top-{sel.k} selection ({len(model.graph.node) - len(truncated.graph.node)} "
+                "nodes) was removed with the decode and is recorded as 'selection'; the decode reproduces it")
+        head = replace(head, family=family, selection=sel, reasons=head.reasons + (why, label),
+                       notes=head.notes + (note,))
+        return _Located(inner.work, head, inner.folded, shapes=inner.shapes)
+    raise NoHeadError("NMS-free (top-k) export: no decoded (1, 4+nc, N) tensor with a known decode found before "
+                      "the TopK" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
 def inspect(path: str | os.PathLike, anchors: tuple | None = None) -> Inspection | RawInspection:
@@ -266,11 +298,13 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
     out_name = None
-    if found.reference is not None:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+    if found.reference is not None or head.selection is not None:  # end-to-end: name the raw output after the model's
         outs = [o.name for o in model.graph.output]
         out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
         head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "
-                                                 f"'{head.output_name}' that fed the NMS is internal to the export)",))
+                                                 f"'{head.output_name}' that fed the "
+                                                 f"{'top-k selection' if head.selection else 'NMS'} is internal "
+                                                 "to the export)",))
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):

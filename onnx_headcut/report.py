@@ -75,6 +75,9 @@ def raw_inspect_text(ri: RawInspection) -> str:
             o = m["original_output"]
             lines.append(f"cut from  '{o.get('name', '?')}' {o.get('shape', '?')}"
                          + (f", {m['removed']['nodes']} nodes removed" if isinstance(m.get("removed"), dict) else ""))
+    sel = (m or {}).get("selection")
+    if isinstance(sel, dict):
+        lines.append(f"select    top {sel.get('k')} (anchor, class) scores, no NMS (the original's NMS-free output)")
     lines.append("outputs   " + ", ".join(f"'{n}' {tuple(s)}" for n, s in ri.outputs))
     lines += [f"note      {n}" for n in (m or {}).get("notes", []) if isinstance(n, str)]
     return printable_lines(lines)
@@ -107,6 +110,9 @@ def strip_text(res: StripResult) -> str:
            f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
            if h.dfl else ""),
     ]
+    if h.selection is not None:
+        lines.append(f"select    top {h.selection.k} (anchor, class) scores of the x1, y1, x2, y2 rows, no NMS -> "
+                     f"'{h.selection.output}' {tuple(h.selection.shape)} (recorded; the decode reproduces it)")
     lines += [f"note      {n}" for n in h.notes]
     if insp.folded and res.batch == 1:  # first: it happened before the head was located
         lines.insert(0, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape "

@@ -51,7 +51,9 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
 
     head = decoded_head(original, "ORIGINAL")
     s = reference_session(original, conv_outputs(head)[:1])
-    y = s.run([head.output_name], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
+    y = s.run([head.final_output], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
+    if head.selection is not None:  # NMS-free: the selected rows' scores
+        return gap_threshold(y[0][:, 4], k=k)
     rows = canonical(y, Geometry.of(head))[0]
     return gap_threshold(rows[:, 4] * rows[:, 5:].max(1), k=k)
 
@@ -125,6 +127,8 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     xs = [x for _, x in feeds]
     out_names = [n for n, _ in head.split_outputs] or [head.output_name]
     refs = [s.run([*out_names, *names], {inp.name: x}) for x in xs]
+    if head.selection is not None:  # an NMS-free export: layer 2 compares its (1, k, 6) output too
+        refs = [[(s.run([head.final_output], {inp.name: x})[0], r[0]), *r[1:]] for x, r in zip(xs, refs)]
     raw_names: list[str] | None
     if meta is not None:
         in_name = meta["input"]["name"]

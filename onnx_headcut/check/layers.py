@@ -268,6 +268,11 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
     """The three layers for one input: ``raw`` are the candidate's outputs, ``convs`` the original's
     prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output."""
     g_orig = Geometry.of(head)
+    if g_orig.topk:
+        from .topk import check_topk  # it builds on this module's layers
+
+        return check_topk(label, ref_out, convs, raw, head, meta, allowed, conf, iou, engine, layout_atol,
+                          layout_rtol)
     with np.errstate(all="ignore"):  # inf/nan in a broken model's output is reported, not warned about
         if convs is None:  # a decoded candidate (an original converted as is): compare directly
             got = raw[0].reshape(ref_out.shape) if raw[0].size == ref_out.size else raw[0]

@@ -175,13 +175,17 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
     pre = Preprocess.of(meta)
     feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype, pre)) for p in images]
     out_names = [n for n, _ in head.split_outputs] or [head.output_name]
+    final = [head.final_output] if head.selection is not None else []  # an NMS-free export: also its (1, k, 6)
     checks = []
     for label, x in feeds:
         try:
             if s_conv is None:
-                ys = s_orig.run([*out_names, *names], {inp.name: x})
+                ys = s_orig.run([*final, *out_names, *names], {inp.name: x})
             else:
-                ys = s_orig.run(out_names, {inp.name: x}) + s_conv.run(names, {s_conv.get_inputs()[0].name: x})
+                ys = (s_orig.run([*final, *out_names], {inp.name: x})
+                      + s_conv.run(names, {s_conv.get_inputs()[0].name: x}))
+            if final:  # the decoded tensor goes to layer 2 beside the selected output
+                ys = [(ys[0], ys[1]), *ys[2:]]
         except Exception as e:  # the input file is not a runnable model
             raise VerificationError(f"onnxruntime cannot run the original model on {label} ({_first_line(e)}); "
                                     "nothing written") from None

@@ -104,13 +104,15 @@ class DetectionCheck:
     matched: int  # kept on both sides from the same anchor row, same class, IoU >= MIN_IOU
     min_iou: float  # over the matched pairs (1.0 when there are none)
     borderline: int = 0  # rows whose score is within the score tolerance of conf on one side only
+    nms: bool = True  # False: an NMS-free (top-k) export, whose detections are its rows above conf
 
     @property
     def ok(self) -> bool:
         return self.n_ref == self.n_got == self.matched
 
     def __str__(self) -> str:
-        head = f"conf {self.conf:g}, NMS IoU {self.iou:g}: {self.n_ref} vs {self.n_got} detections"
+        how = f"NMS IoU {self.iou:g}" if self.nms else "top-k, no NMS"
+        head = f"conf {self.conf:g}, {how}: {self.n_ref} vs {self.n_got} detections"
         edge = (f"; {self.borderline} row(s) within the score tolerance of conf on one side only left out"
                 if self.borderline else "")
         if self.n_ref == self.n_got == 0:
