@@ -143,6 +143,9 @@ def strip(
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
     keep_dynamic_batch: bool = typer.Option(False, "--keep-dynamic-batch",
                                             help="keep a dynamic batch axis (default: static batch 1)"),
+    input_size: Optional[str] = typer.Option(None, "--input-size", metavar="HxW",
+                                             help="pin a symbolic height and width (and batch 1) to HxW: a static "
+                                                  "raw model (default: kept symbolic when the decode allows)"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     def run():
@@ -153,7 +156,8 @@ def strip(
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
             res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
-                                 force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou)
+                                 force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou,
+                                 input_size=input_size)
         return strip_text(res)
 
     typer.echo(_fit(_run(run)))
