@@ -136,6 +136,13 @@ def locate_dynamic(model: onnx.ModelProto, locate) -> DynamicLocate:
     locator), at its probe size and again at :func:`second_size`; see the module docstring."""
     axes = symbolic_hw(model)
     assert axes is not None
+    inp = image_input(model)
+    assert inp is not None  # symbolic_hw found it
+    fixed = [d.dim_value for d in inp.type.tensor_type.shape.dim[2:] if d.HasField("dim_value") and d.dim_value > 0]
+    if fixed:
+        free, pinned = ("width", "height") if axes[0].isdigit() else ("height", "width")
+        raise NoHeadError(f"no YOLO head: input '{inp.name}' has a symbolic {free} but a fixed {pinned} ({fixed[0]}); "
+                          "headcut keeps both symbolic or neither: use --input-size HxW")
     size = probe_size(model)
     try:
         work, shapes, head = _pinned(model, size, locate)

@@ -16,7 +16,7 @@ from . import __version__
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
-from .dynamic import DynamicLocate, check_multiple, locate_dynamic, parse_size, symbolic_hw
+from .dynamic import DynamicLocate, check_multiple, image_input, locate_dynamic, parse_size, symbolic_hw
 from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
@@ -121,12 +121,16 @@ def _locate_file(model: onnx.ModelProto, path, input_size: tuple[int, int] | Non
 
 def _locate_pinned(model: onnx.ModelProto, path, size: tuple[int, int]) -> _Located:
     """``--input-size``: the model with its symbolic height and width (and batch) pinned by onnxsim, located."""
-    axes = symbolic_hw(model)
-    if axes is None:
-        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] if model.graph.input else []
+    axes, image = symbolic_hw(model), image_input(model)
+    if axes is None or image is None:
+        dims = [d.dim_value for d in image.type.tensor_type.shape.dim] if image is not None else []
         raise UsageError(f"--input-size does not apply: the input of {path} has a static size "
                          f"{'x'.join(map(str, dims[2:])) or '?'}")
     check_constant_sizes(model, infer_shapes(model))
+    inp = image.type.tensor_type.shape.dim
+    for k, name in ((2, "height"), (3, "width")):
+        if inp[k].HasField("dim_value") and inp[k].dim_value > 0 and inp[k].dim_value != size[k - 2]:
+            raise UsageError(f"--input-size {size[0]}x{size[1]}: the input's {name} is fixed at {inp[k].dim_value}")
     try:
         pinned = fold(model, size)
         inner = _locate(pinned)

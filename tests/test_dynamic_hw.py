@@ -220,3 +220,37 @@ def test_metadata_of_a_dynamic_record_is_checked(exported, tmp_path):
     broken(lambda m: m["dynamic_hw"].pop("height"))
     broken(lambda m: m.update(input={"name": "images", "shape": [1, 3, "height", "width"]}))
     broken(lambda m: (m.pop("dynamic_hw"), m.update(input={"name": "images", "shape": [1, 3, "h", 320]})))
+
+
+@pytest.mark.parametrize("reg_max", [0, 16])
+def test_generated_dynamic_export_equals_the_static_one_and_is_kept(reg_max, tmp_path):
+    """``yolov6_af(dynamic_hw=True)``: the Shape → Gather → Range anchors of the legacy exporter; at each size the
+    same output as the static generator at that size, and strip keeps the size symbolic."""
+    m = yolov6_af(width=8, nc=5, reg_max=reg_max, dynamic_hw=True)
+    ops = {n.op_type for n in m.graph.node}
+    assert {"Shape", "Gather", "Range", "ConstantOfShape"} <= ops
+    src = tmp_path / "dyn.onnx"
+    onnx.save(m, str(src))
+    for hw in ((320, 320), THIRD):
+        x = deterministic_input((1, 3, *hw), seed=6)
+        static = yolov6_af(width=8, nc=5, reg_max=reg_max, size=hw)
+        assert np.array_equal(_run(src, x)[0], session(static.SerializeToString()).run(None, {"images": x})[0])
+    res = strip(src, tmp_path / "raw.onnx")
+    assert res.head.dynamic_hw is not None and all(c.layout.max_abs_err == 0.0 for c in res.verification.checks)
+    assert len(res.verification.checks) == 2
+    x = deterministic_input((1, 3, *THIRD), seed=7)
+    got = original_output(_run(tmp_path / "raw.onnx", x)[0], res.metadata, input_size=THIRD)
+    assert np.abs(got - _run(src, x)[0]).max() <= 1e-3
+
+
+def test_a_symbolic_height_with_a_fixed_width(tmp_path):
+    m = yolov6_af(width=8, nc=5, dynamic_hw=True)
+    m.graph.input[0].type.tensor_type.shape.dim[3].dim_value = 320
+    p = tmp_path / "half.onnx"
+    onnx.save(m, str(p))
+    code, err = _cli("strip", p, "-o", tmp_path / "raw.onnx")
+    assert code == 2 and "a symbolic height but a fixed width (320)" in err and "--input-size" in err
+    code, err = _cli("strip", p, "-o", tmp_path / "raw.onnx", "--input-size", "320x256")
+    assert code == 2 and "the input's width is fixed at 320" in err
+    res = strip(p, tmp_path / "raw.onnx", input_size=(256, 320))
+    assert _dims(onnx.load(str(tmp_path / "raw.onnx")).graph.input[0]) == [1, 3, 256, 320] and res.verification.ok
