@@ -195,14 +195,16 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     x2y2 = b.node("Add", [anchors, lt_rb.output[1]])
     c_xy = b.node("Div", [b.node("Add", [x1y1, x2y2]), b.const(np.array(2.0, np.float32))])
     wh = b.node("Sub", [x2y2, x1y1])
+    cat = b.node("Concat", [c_xy, wh], axis=-1)
     if dynamic_hw:  # torch.full((h * w, 1), stride) per level
         col = b.const(np.array([1], np.int64))
         stride_c = b.node("Concat", [b.node("ConstantOfShape", [b.node("Concat", [hw_, col], axis=0)],
                                             value=numpy_helper.from_array(np.array([float(s)], np.float32)))
                                      for s, hw_ in zip(strides, level_hw)], axis=0)
     else:
-        stride_c = b.const(np.concatenate([np.full((h * w, 1), s, np.float32) for s, (h, w) in zip(strides, grids)]))
-    boxes = b.node("Mul", [b.node("Concat", [c_xy, wh], axis=-1), stride_c])
+        stride_t = np.concatenate([np.full((h * w, 1), s, np.float32) for s, (h, w) in zip(strides, grids)])
+        stride_c = b.const(stride_t)
+    boxes = b.node("Mul", [cat, stride_c])
     if dynamic_hw:  # torch.ones((b, pred_bboxes.shape[1], 1))
         assert batch is not None  # dynamic_hw implies the symbolic batch
         rows = unsqueeze(b.node("Gather", [b.node("Shape", [boxes]), b.const(np.array(1, np.int64))], axis=0), 0)
@@ -218,7 +220,7 @@ def yolov6_af(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, 
     if landmarks:  # lmk = (raw + anchor point) * stride, for each of the 5 points
         lmk_all = b.node("Transpose", [b.node("Concat", lmk_list, axis=-1)], perm=[0, 2, 1])
         ap5 = np.tile(np.concatenate([(cells(h, w) + 0.5) for h, w in grids]), (1, 5)).astype(np.float32)
-        middle = [b.node("Mul", [b.node("Add", [lmk_all, b.const(ap5)]), stride_c]), ones]
+        middle = [b.node("Mul", [b.node("Add", [lmk_all, b.const(ap5)]), b.const(stride_t)]), ones]
     b.nodes.append(helper.make_node("Concat", [boxes, *middle, cls_all], [output_name], name="/detect/Concat_out",
                                     axis=-1))
     in_dims = ["batch" if dynamic_batch else 1, 3, *(("height", "width") if dynamic_hw else (H, W))]
