@@ -254,3 +254,19 @@ def test_a_symbolic_height_with_a_fixed_width(tmp_path):
     assert code == 2 and "the input's width is fixed at 320" in err
     res = strip(p, tmp_path / "raw.onnx", input_size=(256, 320))
     assert _dims(onnx.load(str(tmp_path / "raw.onnx")).graph.input[0]) == [1, 3, 256, 320] and res.verification.ok
+
+
+def test_a_grid_read_from_the_wrong_axis_is_caught_by_the_second_size(tmp_path):
+    """x cells built from the height: right on a square input (the probe), wrong elsewhere, so the head is not
+    kept symbolic: pinned to the probe size, said why, and verified there."""
+    m = yolov6_af(width=8, nc=5, dynamic_hw=True)
+    ranges = [n for n in m.graph.node if n.op_type == "Range"]
+    for x_range, y_range in zip(ranges[0::2], ranges[1::2]):  # per level: Range(0, w) then Range(0, h)
+        x_range.input[1] = y_range.input[1]
+    p = tmp_path / "wrong_axis.onnx"
+    onnx.save(m, str(p))
+    res = strip(p, tmp_path / "raw.onnx")
+    assert res.head.dynamic_hw is None and "dynamic_hw" not in res.metadata and res.verification.ok
+    note = next(n for n in res.metadata["notes"] if "symbolic height and width" in n)
+    assert "pinned to 640x640" in note and "at 320x480" in note
+    assert _dims(onnx.load(str(tmp_path / "raw.onnx")).graph.input[0]) == [1, 3, 640, 640]
