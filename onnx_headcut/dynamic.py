@@ -158,6 +158,7 @@ def locate_dynamic(model: onnx.ModelProto, locate) -> DynamicLocate:
     try:
         why = _same_head(head, _pinned(model, other, locate)[2], other)
     except HeadcutError as e:  # NoHeadError included: the decode reads differently at another size
-        why = f"at {other[0]}x{other[1]} {str(e)[:200]}"
+        reason = str(e).split("): ", 1)[-1]  # the matchers' reasons, without the list of what was looked for
+        why = f"at {other[0]}x{other[1]}: {reason[:200]}{'...' if len(reason) > 200 else ''}"
     dyn = None if why else DynamicHW(axes, m, (size, other))
     return DynamicLocate(work, shapes, head, size, dyn, why)
