@@ -154,6 +154,9 @@ def strip(
                                           help="anchors (pixels) of a raw anchor head split over 5-D outputs "
                                                "(YOLOv7 without --grid), whose graph holds none: w,h pairs per "
                                                "level, levels stride ascending separated by '/'"),
+    input_size: Optional[str] = typer.Option(None, "--input-size", metavar="HxW",
+                                             help="pin a symbolic height and width (and batch 1) to HxW: a static "
+                                                  "raw model (default: kept symbolic when the decode allows)"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     def run():
@@ -165,7 +168,7 @@ def strip(
             res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
                                  force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou,
-                                 anchors=_anchors(anchors))
+                                 anchors=_anchors(anchors), input_size=input_size)
         return strip_text(res)
 
     typer.echo(_fit(_run(run)))

@@ -102,7 +102,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     (ys,) = run(model, [x], engine, in_name, out_names)
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
-        ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
+        ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]
         if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
             dets = selected(original_output(ys if g.layout == "levels" else ys[0], g), conf)
         else:
@@ -119,6 +119,16 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
                           labels[int(d[5])])
                 for b, d in zip(boxes, dets))
     return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
+
+
+def _restore(y: np.ndarray, shape: tuple | None) -> np.ndarray:
+    """An engine's output in the recorded raw output shape (ncnn drops the batch axis); a shape with symbolic
+    dims (a kept dynamic height and width) only gets its batch axis back."""
+    if not shape:
+        return y
+    if all(isinstance(d, int) for d in shape):
+        return y.reshape(shape) if y.size == int(np.prod(shape)) else y
+    return y[None] if y.ndim == len(shape) - 1 else y
 
 
 def _inputs(model, image, names) -> dict:

@@ -202,6 +202,10 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
                 if not anchors or not all(isinstance(a, list) and len(a) == 2 and all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors):
                     raise _Bad(f"{w}anchors must be a list of [w, h] numbers")
+        if "dynamic_hw" in meta:
+            _check_dynamic(meta, shape)
+        elif not all(isinstance(d, int) for d in shape[1:]):
+            raise _Bad(f"input.shape may name only the batch axis (a record without dynamic_hw), not {shape!r}"[:200])
         for w, c in _objects(meta, "channels"):
             _get(c, "name", w, str)
             _int(c.get("size"), w + "size", 1, _MAX_CHANNELS)
@@ -261,6 +265,27 @@ def _check_selection(sel: dict, meta: dict) -> None:
         raise _Bad("selection.nms must be false (a top-k selection applies no NMS)")
     if meta["decode"] != "dist_anchor":
         raise _Bad(f"a top-k selection is recorded only for the dist_anchor decode, not {meta['decode']!r}")
+
+
+def _check_dynamic(meta: dict, shape: list) -> None:
+    """A ``dynamic_hw`` record: its names and multiple, levels at ``input.shape`` whose strides divide the
+    multiple and whose grids are the input size / stride, and the sizes it was verified at."""
+    d = _get(meta, "dynamic_hw", "", dict)
+    _get(d, "height", "dynamic_hw.", str)
+    _get(d, "width", "dynamic_hw.", str)
+    m = _int(d.get("multiple_of"), "dynamic_hw.multiple_of", 1, _MAX_STRIDE)
+    if len(shape) != 4 or not all(isinstance(v, int) and v % m == 0 for v in shape[2:]):
+        raise _Bad(f"input.shape {shape!r} of a dynamic_hw record must end in a height and width that are multiples "
+                   f"of multiple_of ({m})"[:200])
+    for w, lv in _objects(meta, "levels"):
+        s = lv["stride"]
+        if m % s or lv["grid"] != [shape[2] // s, shape[3] // s]:
+            raise _Bad(f"{w}grid {lv['grid']!r} with stride {s} is not input.shape / stride, or the stride does not "
+                       f"divide multiple_of ({m})"[:200])
+    for k, v in enumerate(_get(d, "verified_at", "dynamic_hw.", list)):
+        if not (isinstance(v, list) and len(v) == 2 and all(_int(x, f"dynamic_hw.verified_at[{k}][]", 1, 1 << 16) % m
+                                                            == 0 for x in v)):
+            raise _Bad(f"dynamic_hw.verified_at[{k}] must be [h, w], multiples of {m}")
 
 
 def parse_metadata(text, source: str = "headcut metadata") -> dict:

@@ -16,6 +16,7 @@ from . import __version__, topk
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
+from .dynamic import DynamicLocate, check_multiple, image_input, locate_dynamic, parse_size, symbolic_hw
 from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
@@ -103,15 +104,20 @@ class _Located:
     folded: bool
     reference: bytes | None = None  # what verification compares with, when not the input file itself
     shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
+    dynamic: DynamicLocate | None = None  # symbolic height and width: how they were located
 
 
-def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None) -> _Located:
+def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None,
+                 input_size: tuple[int, int] | None = None) -> _Located:
     """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
     first; a refusal names the file. ``anchors`` (``--anchors``) must be needed: a head whose graph
-    holds its anchors, or has none, refuses them."""
+    holds its anchors, or has none, refuses them. ``input_size`` (H, W) pins a symbolic height and width first."""
     embedded(model, str(path))  # a raw model: its record must at least be well-formed
     try:
-        found = _locate(model, anchors=anchors)
+        if input_size is not None:
+            found = _locate_pinned(model, path, input_size, anchors)
+        else:
+            found = _locate(model, anchors=anchors)
     except TooLargeError as e:
         raise TooLargeError(f"{path}: {e}") from None
     if anchors is not None and found.head.anchors_from != "--anchors":
@@ -119,6 +125,33 @@ def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None) -> 
         raise UsageError(f"--anchors does not apply: the {found.head.family} {found.head.version} head of {path} "
                          f"{where}")
     return found
+
+
+def _locate_pinned(model: onnx.ModelProto, path, size: tuple[int, int], anchors: tuple | None = None) -> _Located:
+    """``--input-size``: the model with its symbolic height and width (and batch) pinned by onnxsim, located."""
+    axes, image = symbolic_hw(model), image_input(model)
+    if axes is None or image is None:
+        dims = [d.dim_value for d in image.type.tensor_type.shape.dim] if image is not None else []
+        raise UsageError(f"--input-size does not apply: the input of {path} has a static size "
+                         f"{'x'.join(map(str, dims[2:])) or '?'}")
+    check_constant_sizes(model, infer_shapes(model))
+    inp = image.type.tensor_type.shape.dim
+    for k, name in ((2, "height"), (3, "width")):
+        if inp[k].HasField("dim_value") and inp[k].dim_value > 0 and inp[k].dim_value != size[k - 2]:
+            raise UsageError(f"--input-size {size[0]}x{size[1]}: the input's {name} is fixed at {inp[k].dim_value}")
+    try:
+        pinned = fold(model, size)
+        inner = _locate(pinned, anchors=anchors)
+    except HeadcutError as e:
+        try:  # say so when the size is what is wrong
+            check_multiple(size, locate_dynamic(model, locate).head)
+        except NoHeadError:
+            pass
+        raise e from None
+    check_multiple(size, inner.head)
+    note = (f"symbolic height and width {list(axes)} pinned to {size[0]}x{size[1]} (--input-size): the raw graph "
+            "is static")
+    return replace(inner, folded=True, head=replace(inner.head, notes=inner.head.notes + (note,)))
 
 
 def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple | None = None) -> _Located:
@@ -134,16 +167,16 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple |
         return _locate_before_nms(model, nms[0].op_type, shapes)
     if topk.find_topk(model):
         return _locate_before_topk(model, shapes)
+    if symbolic_hw(model) is not None:
+        check_constant_sizes(model, _propagated(model, shapes))
+        d = locate_dynamic(model, locate)
+        return _Located(d.work, d.head, True, shapes=d.shapes, dynamic=d)
     if needs_folding(model):
         try:
             return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
         except NoHeadError as direct:
             # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
-            try:
-                propagated = infer_shapes(model, data_prop=True)
-            except Exception:  # onnx's data propagation gave up: the sizes known without it were checked above
-                propagated = shapes
-            check_constant_sizes(model, propagated)
+            check_constant_sizes(model, _propagated(model, shapes))
             try:
                 folded = fold(model)
             except HeadcutError:
@@ -151,6 +184,14 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple |
             shapes = infer_shapes(folded)
             return _Located(folded, locate(folded, shapes, anchors), True, shapes=shapes)
     return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
+
+
+def _propagated(model: onnx.ModelProto, shapes: dict) -> dict:
+    """Shapes propagated through the shape plumbing (what onnxsim will materialise), else ``shapes``."""
+    try:
+        return infer_shapes(model, data_prop=True)
+    except Exception:  # onnx's data propagation gave up: the sizes known without it were checked already
+        return shapes
 
 
 def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Located:
@@ -212,7 +253,10 @@ def inspect(path: str | os.PathLike, anchors: tuple | None = None) -> Inspection
         found = _locate_file(model, path, anchors)
     except AlreadyRawError as e:
         return RawInspection(str(path), str(e), outs, embedded(model, str(path)))
-    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
+    head = found.head
+    if found.dynamic is not None and found.dynamic.dynamic is not None:  # what strip would keep
+        head = replace(head, dynamic_hw=found.dynamic.dynamic)
+    return _inspection(path, found.work, head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
 
 
@@ -237,7 +281,8 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
 def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(),
           verify: bool = True, lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
           force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
-          iou: float = DEFAULT_IOU, anchors: tuple | None = None) -> StripResult:
+          iou: float = DEFAULT_IOU, anchors: tuple | None = None,
+          input_size: str | tuple[int, int] | None = None) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``
     (default :func:`default_output`: ``<stem>.raw.onnx`` beside ``src``; a missing folder is made).
 
@@ -245,6 +290,9 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.heads.Layout`).
     A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
+    An export with a symbolic height and width keeps them when its decode is size-independent (see
+    :mod:`onnx_headcut.dynamic`; verified at two sizes, the metadata's ``dynamic_hw`` says so);
+    ``input_size`` (``"HxW"`` or ``(h, w)``) pins them, and the batch to 1, for engines that need static shapes.
 
     The output set is ``dst``, ``dst.data`` (a model too big for protobuf) and the sidecar: an
     existing member is an error unless ``force``, and ``src``, its external data or an image never
@@ -266,33 +314,38 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     detection layers have no decoded original to compare with.
     """
     check_options(tol, conf, iou)
+    size = parse_size(input_size) if input_size is not None else None
+    if size is not None and keep_dynamic_batch:
+        raise UsageError("--input-size pins the batch to 1 too; it does not go with --keep-dynamic-batch")
     dst = default_output(src) if dst is None else dst
     inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
-    found = _locate_file(model, src, anchors)
+    found = _locate_file(model, src, anchors, size)
     head = found.head
     head.check_layout(layout)
     if keep_dynamic_batch and _dynamic_batch(model) is None:
         raise UsageError(f"--keep-dynamic-batch does not apply: the input '{head.input_name}' of {src} has a "
                          "static batch")
-    if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
+    work, head, sizes = _dynamic_hw(model, found, head, size is not None)
+    if verify:  # verification feeds inputs of these sizes (batch 2 for a kept dynamic batch)
         try:
-            check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
+            for hw in sizes or (head.input_shape[-2:],):
+                check_input_size(head.input_name, (*head.input_shape[:-2], *hw), 2 if keep_dynamic_batch else 1)
         except TooLargeError as e:
             raise TooLargeError(f"{src}: {e}") from None
-    batch: int | str  # 1, or the name of a kept dynamic batch dim
-    work, batch = found.work, 1
+    batch: int | str = 1  # 1, or the name of a kept dynamic batch dim
     if found.folded:
         batch_name = _dynamic_batch(model)
         if keep_dynamic_batch and batch_name and found.reference is None and \
+                (found.dynamic is None or work is model) and \
                 all(b.tensor in _tensor_names(model) for lv in head.levels for b in lv.branches):
             work, batch = model, batch_name
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' kept",))
         elif batch_name:
             why = "" if not keep_dynamic_batch else " (--keep-dynamic-batch is not possible for this graph)"
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
-                                                     f"is static{why}",))
+                                                     f"is {'static' if work is not model else 'batch 1'}{why}",))
     n_source = len(model.graph.node)
     own, own_notes = source_metadata(model, head.num_classes)  # names, imgsz, ... the export records
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
@@ -342,10 +395,33 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
         result = None
         if verify:
             result = run_verify(reference, staged, head, meta, images=tuple(images), tol=tol,
-                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
+                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source,
+                                sizes=sizes)
             result.raise_if_failed()
         files = tuple(st.commit())
     return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout), batch)
+
+
+def _dynamic_hw(model: onnx.ModelProto, found: _Located, head: Head, pinned: bool):
+    """(graph to cut, head, sizes to verify at) for a symbolic height and width: the original graph and a head
+    with ``dynamic_hw`` when the locator proved the decode size-independent and the convs' tensors are in
+    it; else the pinned copy, said in a note. Others: ``(found.work, head, ())``."""
+    axes = symbolic_hw(model)
+    if axes is None or pinned:
+        return found.work, head, ()
+    d = found.dynamic
+    convs = {b.tensor for lv in head.levels for b in lv.branches}
+    if d is not None and d.dynamic is not None and found.reference is None and convs <= _tensor_names(model):
+        (h0, w0), (h1, w1) = d.dynamic.verified
+        note = (f"symbolic height and width {list(axes)} kept: each level's grid is the input size / its stride "
+                f"(sides multiples of {d.dynamic.multiple}); verified at {h0}x{w0} and {h1}x{w1}")
+        return model, replace(head, dynamic_hw=d.dynamic, notes=head.notes + (note,)), d.dynamic.verified
+    at = "x".join(map(str, head.input_shape[-2:]))
+    why = (d.why if d is not None and d.why else "the decoded tensor is inside an end-to-end export" if
+           found.reference is not None else "the prediction convs' tensors are renamed once folded")
+    note = (f"symbolic height and width {list(axes)} pinned to {at}: the raw graph is static ({why}); "
+            "--input-size HxW pins another size")
+    return found.work, replace(head, notes=head.notes + (note,)), ()
 
 
 def default_output(src: str | os.PathLike) -> Path:

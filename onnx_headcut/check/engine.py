@@ -115,13 +115,21 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed)
     meta = head_for(candidate)
     head = decoded_head(original, "ORIGINAL", _given_anchors(meta))
+    if meta is not None and head.dynamic_hw is not None:  # a symbolic-size original: compare at the candidate's size
+        try:
+            head = head.at(meta["input"]["shape"][-2:])
+        except ValueError:
+            pass  # _same_model says what differs
     _same_model(original, head, candidate, meta)
     extra = conv_outputs(head)
     s = reference_session(original, extra if meta is not None else extra[:1])
     names = [o.name for o in extra[1:]] if meta is not None else []
     inp = s.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    feeds = [(f"random(seed={seed})", deterministic_input(shape, np.float32, seed))]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[:-2]] + list(head.input_shape[-2:])
+    sizes = [tuple(v) for v in meta["dynamic_hw"]["verified_at"]] if meta is not None and "dynamic_hw" in meta \
+        else [tuple(shape[-2:])]
+    feeds = [(f"random(seed={seed})" + (f" at {hw[0]}x{hw[1]}" if len(sizes) > 1 else ""),
+              deterministic_input([*shape[:-2], *hw], np.float32, seed)) for hw in sizes]
     pre = Preprocess.of(meta) if meta is not None else head.preprocess
     feeds += [(str(p), image_input(p, shape, pre=pre)) for p in images]
     xs = [x for _, x in feeds]
@@ -139,10 +147,9 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         ins, outs = param_blobs(candidate)
         in_name, raw_names = ins[0], outs
     results = run(candidate, xs, engine, in_name, raw_names)
-    allowed = Allowed.for_input(head.input_shape, np.float32, tol)
     checks = []
     k = len(out_names)
-    for (label, _), ref, ys in zip(feeds, refs, results):
+    for (label, x), ref, ys in zip(feeds, refs, results):
         if head.split_outputs:  # the original is the raw head split per level: layer 1 only (it says so)
             if meta is None:
                 raise UsageError(f"{candidate} has no head metadata, and {original} has no decoded output to "
@@ -151,6 +158,9 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
                                               engine, layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
             continue
         convs = dict(zip(names, ref[k:])) if meta is not None else None
-        checks.append(check_outputs(label, ref[0], convs, list(ys), head, meta, allowed, conf, iou, engine,
+        hw = tuple(x.shape[-2:])
+        g = Geometry.of(meta).at(hw) if meta is not None else None
+        checks.append(check_outputs(label, ref[0], convs, list(ys), head.at(hw) if g is not None else head, g,
+                                    Allowed.for_input(x.shape, np.float32, tol), conf, iou, engine,
                                     layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
     return checks

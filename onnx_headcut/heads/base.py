@@ -12,7 +12,7 @@ looks kinds up by name; :mod:`onnx_headcut.heads` holds the explicit tuple of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,33 @@ class Block:
     source: Branch | None = None  # the conv it comes from
 
 
+#: what a dynamic record says of its levels, in words (also written into it)
+DYNAMIC_RULE = ("levels[].grid and first_row are at input.shape; at an input of H x W (multiples of multiple_of) "
+                "level i has grid (H / stride_i, W / stride_i) and the rows follow level by level as at input.shape")
+
+
+@dataclass(frozen=True)
+class DynamicHW:
+    """A raw graph that keeps the input's symbolic height and width: grids follow the input size."""
+
+    axes: tuple[str, str]  # the symbolic names of the input's height and width
+    multiple: int  # every input side must be a multiple of it (the largest stride)
+    verified: tuple[tuple[int, int], ...] = ()  # the sizes the cut was verified at
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.axes[0], "width": self.axes[1], "multiple_of": self.multiple,
+                "verified_at": [list(s) for s in self.verified], "rule": DYNAMIC_RULE}
+
+
+def grids_at(strides, size, multiple: int) -> tuple[tuple[int, int], ...]:
+    """Each level's grid at input ``size`` (H, W); :class:`ValueError` unless both sides are positive
+    multiples of ``multiple``."""
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(f"input {h}x{w} is not a multiple of {multiple} (the largest stride) on both sides")
+    return tuple((h // s, w // s) for s in strides)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """What the numpy decode needs: built from a :class:`Head` and a :class:`Layout`, or read from
@@ -105,10 +132,26 @@ class Geometry:
     original_decoded: bool = True
     xyxy: bool = False  # the original decodes x1, y1, x2, y2 (an NMS-free export) rather than cx, cy, w, h
     topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
+    multiple: int = 0  # a dynamic record: input sides are multiples of it and grids follow them (0: static)
 
     @property
     def na(self) -> int:
         return len(self.anchors[0]) if self.anchors else 1
+
+    @property
+    def dynamic(self) -> bool:
+        return self.multiple > 0
+
+    def at(self, size) -> Geometry:
+        """This geometry at input ``size`` (H, W): itself when it is that size already; a dynamic one with the
+        grids of that size; :class:`ValueError` for a static one of another size or a size the strides do not divide."""
+        size = tuple(int(v) for v in size)
+        if size == tuple(self.input_shape[-2:]):
+            return self
+        if not self.dynamic:
+            raise ValueError(f"the head has a static input {list(self.input_shape[-2:])}, not {list(size)}")
+        return replace(self, grids=grids_at(self.strides, size, self.multiple),
+                       input_shape=(*self.input_shape[:-2], *size))
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -150,7 +193,8 @@ class Geometry:
                              if "anchors" in lv),
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
                        bool(orig.get("decoded", True)), orig.get("boxes") == "xyxy",
-                       int(meta["selection"]["k"]) if "selection" in meta else 0)
+                       int(meta["selection"]["k"]) if "selection" in meta else 0,
+                       int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -211,6 +255,7 @@ class Head:
     anchors_from: str = "graph"  # where the anchors came from: "graph" or "--anchors"
     xyxy: bool = False  # decoded boxes x1, y1, x2, y2 (Ultralytics end-to-end), not cx, cy, w, h
     selection: Selection | None = None  # the NMS-free top-k tail after the decode (YOLOv10 / YOLO26 end-to-end)
+    dynamic_hw: DynamicHW | None = None  # the raw graph keeps the input's symbolic height and width
 
     @property
     def decode(self) -> str:
@@ -277,6 +322,17 @@ class Head:
     def effective(self, layout: Layout) -> Layout:
         return self.kind.effective(self, layout)
 
+    def at(self, size) -> Head:
+        """This head at input ``size`` (H, W) (a dynamic one: grids and rows follow; see :meth:`Geometry.at`)."""
+        g = self.geometry().at(size)
+        if g.grids == tuple(lv.grid for lv in self.levels):
+            return self
+        levels, row = [], 0
+        for lv, grid in zip(self.levels, g.grids):
+            levels.append(replace(lv, grid=grid, first_row=row))
+            row += grid[0] * grid[1] * self.na
+        return replace(self, levels=tuple(levels), input_shape=tuple(g.input_shape))
+
     def width(self, layout: Layout = Layout()) -> int:
         return sum(b.size for b in self.blocks(layout))
 
@@ -289,7 +345,8 @@ class Head:
                         layout.kind, self.reg_max if left else 0,
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
                         self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
-                        self.selection.k if self.selection is not None else 0)
+                        self.selection.k if self.selection is not None else 0,
+                        self.dynamic_hw.multiple if self.dynamic_hw else 0)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -333,6 +390,8 @@ class Head:
             d["ones_column"] = self.ones_column
             if left:
                 d["reg_max_meaning"] = self.reg_max_meaning
+        if self.dynamic_hw is not None:
+            d["dynamic_hw"] = self.dynamic_hw.to_json()
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)
