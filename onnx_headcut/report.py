@@ -33,10 +33,15 @@ def check_lines(c) -> list[str]:
     ]
 
 
+def head_name(family: str, version: str) -> str:
+    """``family version``, or the family alone when it already names the project ("Ultralytics Detect head")."""
+    return family if version and version in family else f"{family} {version}".strip()
+
+
 def head_table(insp: Inspection) -> list[str]:
     h = insp.head
     lines = [
-        f"head      {h.family} {h.version}  decode={h.decode}  classes={h.num_classes}  "
+        f"head      {head_name(h.family, h.version)}  decode={h.decode}  classes={h.num_classes}  "
         f"input '{h.input_name}' {list(h.input_shape)}",
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
@@ -52,7 +57,7 @@ def raw_inspect_text(ri: RawInspection) -> str:
     lines = [f"model     {ri.path}", f"raw       {ri.reason}"]
     m = ri.record
     if m is not None:
-        lines.append(f"head      {m.get('family', '?')} {m.get('version', '')}  decode={m['decode']}  "
+        lines.append(f"head      {head_name(str(m.get('family', '?')), str(m.get('version', '')))}  decode={m['decode']}  "
                      f"classes={m['num_classes']}  input '{m['input']['name']}' {list(m['input']['shape'])}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
         for i, lv in enumerate(m["levels"]):

@@ -173,6 +173,10 @@ class Kind:
         return f"<head kind {self.name}>"
 
 
+#: the head versions whose ``reg_max`` is the DFL bin count (WongKinYiu's YOLOv9 took Ultralytics' DFL)
+BINS_REG_MAX = ("Ultralytics", "WongKinYiu")
+
+
 @dataclass(frozen=True)
 class Head:
     """A located head. ``reasons`` says, in words, why the matcher believes this is the head."""
@@ -229,11 +233,11 @@ class Head:
     def upstream_reg_max(self) -> int:
         """``reg_max`` as the family defines it: Ultralytics' is the bin count (16), YOLOv6's the bin
         count - 1 (16 for 17 bins: 4*(reg_max+1) = 68 channels)."""
-        return self.dfl_bins if self.version == "Ultralytics" else self.reg_max
+        return self.dfl_bins if self.version in BINS_REG_MAX else self.reg_max
 
     @property
     def reg_max_meaning(self) -> str:
-        return "DFL bins (Ultralytics)" if self.version == "Ultralytics" else "DFL bins - 1 (YOLOv6)"
+        return f"DFL bins ({self.version})" if self.version in BINS_REG_MAX else "DFL bins - 1 (YOLOv6)"
 
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
         return self.kind.blocks(self, layout)

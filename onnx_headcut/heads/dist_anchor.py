@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import attr, is_static
+from ..graph import is_static
 from ..numeric import dfl_expectation, sigmoid
 from ._match import (
     Group,
@@ -29,9 +29,9 @@ from ._match import (
     matcher,
     reaches,
     region_consts,
-    upstream,
 )
 from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
+from .families import ultralytics_family
 
 
 class DistAnchor(Kind):
@@ -232,18 +232,16 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
             return no(why)
     if not anchors_ok:
         return no("no anchor-point constant (cell + 0.5) found in the decode")
-    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1
-             for n in upstream(ix, levels[0].branches[1].tensor, 4))
-    family = "YOLO11" if dw else "YOLOv8"
+    fam = ultralytics_family(ix, levels[0].branches[0].tensor, levels[0].branches[1].tensor, reg_ch // 4)
     reasons = (
         f"{len(levels)} levels of 2 prediction convs (box {reg_ch} = 4 x {reg_ch // 4} DFL bins, cls {nc})",
         f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
         + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
         "output channel-first (1, 4+nc, N) with no objectness or ones column; anchor points at cell + 0.5",
-        ("the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"),
+        *fam.reasons,
         f"decode ops {dict(sorted(region.ops.items()))}",
     )
-    return located(ctx, KIND, family, "Ultralytics", nc, levels, reasons, reg_max=reg_ch // 4 - 1,
+    return located(ctx, KIND, fam.name, fam.version, nc, levels, reasons, reg_max=reg_ch // 4 - 1,
                    ones_column=False, channel_first=True)
 
 
