@@ -281,7 +281,7 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
     out_name = None
-    if found.reference is not None and found.internal_output:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+    if found.reference is not None and found.internal_output:  # end-to-end: name the raw output after the model's
         outs = [o.name for o in model.graph.output]
         out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
         head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "

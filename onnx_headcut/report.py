@@ -57,7 +57,8 @@ def raw_inspect_text(ri: RawInspection) -> str:
     lines = [f"model     {ri.path}", f"raw       {ri.reason}"]
     m = ri.record
     if m is not None:
-        lines.append(f"head      {head_name(str(m.get('family', '?')), str(m.get('version', '')))}  decode={m['decode']}  "
+        name = head_name(str(m.get("family", "?")), str(m.get("version", "")))
+        lines.append(f"head      {name}  decode={m['decode']}  "
                      f"classes={m['num_classes']}  input '{m['input']['name']}' {list(m['input']['shape'])}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
         for i, lv in enumerate(m["levels"]):

@@ -397,8 +397,9 @@ def build(family: str, nc: int = 80):
                 taps, ch = (2, 4, 8), (32, 48, 128)
                 head = Detect(nc, ch, legacy=False)
             elif family == "yolov10":
-                b = [m["C2f"](16, 16, 1, True), Conv(16, 32, 3, 2), m["C2f"](32, 32, 1, True), m["SCDown"](32, 48, 3, 2),
-                     m["C2f"](48, 48, 1, True), m["SCDown"](48, 128, 3, 2), m["C2f"](128, 128, 1, True),
+                b = [m["C2f"](16, 16, 1, True), Conv(16, 32, 3, 2), m["C2f"](32, 32, 1, True),
+                     m["SCDown"](32, 48, 3, 2), m["C2f"](48, 48, 1, True), m["SCDown"](48, 128, 3, 2),
+                     m["C2f"](128, 128, 1, True),
                      m["SPPF"](128, 128), m["PSA"](128, 128)]
                 taps, ch = (2, 4, 8), (32, 48, 128)
                 head = V10Detect(nc, ch)

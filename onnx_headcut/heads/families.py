@@ -15,8 +15,8 @@ YOLOv9 (GELAN)         ``ADown``/``AConv``: ``avg_pool2d(k=2, s=1)`` before a st
 YOLOv10                ``SCDown``: a 1x1 conv + SiLU, then a depthwise stride-2 3x3 conv without activation
 YOLO11                 ``C2PSA``: attention (MatMul → Softmax → MatMul) after ``SPPF`` (three chained
                        5x5 stride-1 MaxPools); no SCDown, no ADown
-YOLOv8                 ``C2f``: a 1x1 conv's output split in two halves (Split, or two Slices), both concatenated with the
-                       bottleneck outputs; no attention, no SCDown, no ADown
+YOLOv8                 ``C2f``: a 1x1 conv's output split in two halves (Split, or two Slices), both
+                       concatenated with the bottleneck outputs; no attention, no SCDown, no ADown
 YOLO26                 no DFL: 4 box channels (``reg_max`` 1)
 =====================  ====================================================================================
 
@@ -172,10 +172,11 @@ def _is_pool(n: onnx.NodeProto | None, op: str, k: tuple[int, ...], s: tuple[int
 
 def _sppf(ix: GraphIndex, n: onnx.NodeProto) -> bool:
     """The last of three chained 5x5 stride-1 MaxPools (SPPF, or YOLOv9's SPPELAN)."""
+    node: onnx.NodeProto | None = n
     for _ in range(3):
-        if not _is_pool(n, "MaxPool", (5, 5), (1, 1)):
+        if node is None or not _is_pool(node, "MaxPool", (5, 5), (1, 1)):
             return False
-        n = ix.producer.get(n.input[0])
+        node = ix.producer.get(node.input[0])
     return True
 
 

@@ -17,6 +17,7 @@ generators: what names a family from its structure (:mod:`onnx_headcut.heads.fam
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from .builder import Builder
 
@@ -28,10 +29,10 @@ def _conv_silu(b: Builder, x: str, cin: int, cout: int, k: int, prefix: str) -> 
 def _split(b: Builder, x: str, sizes: list[int], axis: int, opset: int, scope: str) -> list[str]:
     outs = [b.name(f"{scope}/Split") + f"_output_{i}" for i in range(len(sizes))]
     inputs = [x] if opset < 13 else [x, b.const(np.array(sizes, np.int64), scope=scope)]
-    attrs = {"split": sizes} if opset < 13 else {}
-    from onnx import helper
-
-    b.nodes.append(helper.make_node("Split", inputs, outs, name=outs[0][: -len("_output_0")], axis=axis, **attrs))
+    node = helper.make_node("Split", inputs, outs, name=outs[0][: -len("_output_0")], axis=axis)
+    if opset < 13:
+        node.attribute.append(helper.make_attribute("split", sizes))
+    b.nodes.append(node)
     return outs
 
 

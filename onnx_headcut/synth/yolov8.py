@@ -24,15 +24,16 @@ REG_MAX = 16
 def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yolo11: bool = False,
            opset: int = 18, seed: int = 0) -> onnx.ModelProto:
     """A YOLOv8 (or YOLO11) decoded export: 'images' → 'output0'. The backbone carries what names the family
-    (:mod:`.ultralytics_blocks`): a C2f on P3 and an SPPF on P5; YOLO11 adds C2PSA attention after the SPPF and
-    its class branch is two depthwise + pointwise conv pairs."""
+    (:mod:`.ultralytics_blocks`): a C2f on P4; YOLO11 adds an SPPF and C2PSA attention on P5 and its class
+    branch is two depthwise + pointwise conv pairs."""
     H, W = check_size(size)
     b = Builder(seed)
     (p3, c3), (p4, c4), (p5, c5) = backbone(b, "images", width)
-    p3 = c2f(b, p3, c3, "model.5", opset)  # YOLO11: C3k2 (c3k=False), the same graph
-    p5 = sppf(b, p5, c5, "model.9")
+    head_rng, b.rng = b.rng, np.random.default_rng(seed + 1)  # the blocks draw apart: head weights as before
+    p4 = c2f(b, p4, c4, "model.6", opset)  # YOLO11: C3k2 (c3k=False), the same graph
     if yolo11:
-        p5 = c2psa(b, p5, c5, (H // 32, W // 32), "model.10", opset)
+        p5 = c2psa(b, sppf(b, p5, c5, "model.9"), c5, (H // 32, W // 32), "model.10", opset)
+    b.rng = head_rng
     feats = [(p3, c3), (p4, c4), (p5, c5)]
     sc = "/model.22"
     c2 = max(16, width * 2, REG_MAX * 4)

@@ -15,8 +15,7 @@ from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import original_output
 from onnx_headcut.graph import GraphIndex
 from onnx_headcut.heads._match import upstream
-from onnx_headcut.heads.families import (DETECT_HEAD, FAMILIES, backbone, branch_convs, class_branch,
-                                         ultralytics_family)
+from onnx_headcut.heads.families import DETECT_HEAD, FAMILIES, backbone, branch_convs, class_branch, ultralytics_family
 from onnx_headcut.region import decode_region
 from onnx_headcut.strip import inspect, strip
 from onnx_headcut.synth.yolov8 import yolov8
