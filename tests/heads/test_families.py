@@ -172,3 +172,21 @@ def _two_models(a: onnx.ModelProto, b: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.helper.make_model(g, opset_imports=list(a.opset_import))
     m.ir_version = a.ir_version
     return m
+
+
+def test_detect_on_the_dual_original_reads_the_inference_branch(tmp_path):
+    """``detect`` on the dual-head original decodes output 1 (what strip kept), so it equals detect on the raw
+    (at a threshold above the tied scores of the random weights, whose NMS order is arbitrary)."""
+    from PIL import Image
+
+    from onnx_headcut.detect import detect
+
+    src = _export("dual", tmp_path, False)
+    strip(src, tmp_path / "raw.onnx")
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)).save(tmp_path / "p.png")
+    a, b = (detect(p, tmp_path / "p.png", conf=0.6) for p in (src, tmp_path / "raw.onnx"))
+    assert a.kind == "decoded" and b.kind == "raw" and len(a.detections) == len(b.detections) > 0
+    def rows(res):  # tied scores come out in either order: compare sorted rows
+        return sorted((d.cls, round(d.score, 4), *np.round(d.box, 1).tolist()) for d in res.detections)
+
+    assert rows(a) == rows(b)
