@@ -6,6 +6,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 
 from __future__ import annotations
 
+from .heads.base import head_name
 from .pipeline import Inspection, RawInspection, StripResult
 from .text import printable, printable_lines
 
@@ -31,11 +32,6 @@ def check_lines(c) -> list[str]:
         f"  decode  {c.decode}",
         f"  detect  {c.detections}",
     ]
-
-
-def head_name(family: str, version: str) -> str:
-    """``family version``, or the family alone when it already names the project ("Ultralytics Detect head")."""
-    return family if version and version in family else f"{family} {version}".strip()
 
 
 def head_table(insp: Inspection) -> list[str]:

@@ -173,6 +173,11 @@ class Kind:
         return f"<head kind {self.name}>"
 
 
+def head_name(family: str, version: str) -> str:
+    """``family version``, or the family alone when it already names the project ("Ultralytics Detect head")."""
+    return family if version and version in family else f"{family} {version}".strip()
+
+
 #: the head versions whose ``reg_max`` is the DFL bin count (WongKinYiu's YOLOv9 took Ultralytics' DFL)
 BINS_REG_MAX = ("Ultralytics", "WongKinYiu")
 
@@ -244,7 +249,7 @@ class Head:
 
     def check_layout(self, layout: Layout) -> None:
         """:class:`UsageError` (one line) when an option of ``layout`` does not apply to this head."""
-        name = f"the {self.family} {self.version} head"
+        name = f"the {head_name(self.family, self.version)}" + ("" if self.family.endswith(" head") else " head")
         if layout.keep_dfl and not self.dfl:
             box = next((b.channels for b in self.levels[0].branches if b.role in ("box", "reg", "pred")), "?")
             raise UsageError(f"--keep-dfl does not apply: {name} has no DFL (box branch of {box} channels), "
