@@ -190,3 +190,20 @@ def test_detect_on_the_dual_original_reads_the_inference_branch(tmp_path):
         return sorted((d.cls, round(d.score, 4), *np.round(d.box, 1).tolist()) for d in res.detections)
 
     assert rows(a) == rows(b)
+
+
+def test_depthwise_head_without_telling_backbone_names_only_the_head():
+    """YOLO11's class branch but no C2PSA attention (nor SCDown): YOLO11, YOLOv10, YOLO12 ... cannot be told
+    apart, so the label is the head's, and the reasons say the backbone did not decide."""
+    m = yolov8(width=8, yolo11=True)
+    for n in m.graph.node:
+        if n.op_type == "Softmax" and n.attribute[0].i == -1:  # the attention's, not the DFL's (axis 1)
+            n.op_type = "Sigmoid"
+            del n.attribute[:]
+    ix = GraphIndex(m)
+    convs = decode_region(ix, "output0").frontier
+    box = next(t for t in convs if "cv2" in ix.producer[t].input[1])
+    cls = next(t for t in convs if "cv3" in ix.producer[t].input[1])
+    fam = ultralytics_family(ix, box, cls, 16)
+    assert fam.name == DETECT_HEAD and backbone(ix).attention == 0
+    assert any("depthwise + pointwise" in r for r in fam.reasons) and any("only the head" in r for r in fam.reasons)
