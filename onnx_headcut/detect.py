@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import param_blobs
-from .decode import canonical, decode, postprocess
+from .decode import canonical, decode, original_output, postprocess, selected
 from .engines import check_engine, engine_for, run
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
@@ -108,10 +108,14 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-        decoded = decode(ys if g.layout == "levels" else ys[0], g)
+        if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
+            dets = selected(original_output(ys if g.layout == "levels" else ys[0], g), conf)
+        else:
+            dets = postprocess(decode(ys if g.layout == "levels" else ys[0], g), conf, iou)
+    elif located.selection is not None:
+        dets = selected(ys[0], conf)
     else:
-        decoded = canonical(ys[0], Geometry.of(located))
-    dets = postprocess(decoded, conf, iou)
+        dets = postprocess(canonical(ys[0], Geometry.of(located)), conf, iou)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
@@ -155,9 +159,11 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
                (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255)]
     for det in result.detections:
         color = palette[det.cls % len(palette)]
-        d.rectangle(det.box, outline=color, width=2)
+        x1, y1, x2, y2 = det.box  # an untrained head can predict x2 < x1: draw the box it spans
+        box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        d.rectangle(box, outline=color, width=2)
         label = f"{det.name} {det.score:.2f}" if det.score >= 0.01 else f"{det.name} {det.score:.1e}"
-        tx, ty = det.box[0], max(0.0, det.box[1] - 11)
+        tx, ty = box[0], max(0.0, box[1] - 11)
         d.rectangle((tx, ty, tx + 6 * len(label) + 4, ty + 11), fill=color)
         d.text((tx + 2, ty), label, fill=(255, 255, 255))
     out = Path(out)

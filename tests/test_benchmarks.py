@@ -24,3 +24,18 @@ def test_candidates_first_equals_naive():
 def test_fresh_process_probe_reports_time_and_peak_rss():
     r = fresh("t = time.perf_counter()\nx = bytearray(50 * 2**20)\nRESULT = {'seconds': time.perf_counter() - t}")
     assert r["seconds"] >= 0 and r["peak_rss_mb"] >= 50
+
+
+def test_run_all_only_reruns_one_part_and_keeps_the_others_text(monkeypatch):
+    import run_all
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    previous = readme.split(run_all.START, 1)[1].split(run_all.END, 1)[0]
+    monkeypatch.setattr(run_all.bench_startup, "main", lambda: "| command | seconds |\n|---|---|\n| x | 9.999 |")
+    text = run_all.report({"startup"}, previous)
+    old = {c.split("\n", 1)[0]: c for c in previous.split("\n### ")[1:]}
+    new = {c.split("\n", 1)[0]: c for c in text.split("\n### ")[1:]}
+    assert list(new) == list(old) and len(new) == 5
+    assert all(new[t].strip() == old[t].strip() for t in new if t != "start-up")
+    assert "| x | 9.999 |" in new["start-up"] and "| x | 9.999 |" not in old["start-up"]
+    assert text.startswith(previous.strip().splitlines()[0]) and "Re-run since (start-up) on:" in text

@@ -78,6 +78,27 @@ def test_draw_writes_atomically(tmp_path):
     assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["boxes.png", "m.onnx"]
 
 
+def test_draw_accepts_inverted_boxes(tmp_path):
+    """Issue 13: a random-weight YOLOv6 0.4.0 export predicted boxes with x2 < x1 / y2 < y1 and drawing
+    them raised ``ValueError: y1 must be greater than or equal to y0`` (exit 1). They are drawn as spans."""
+    from dataclasses import replace
+
+    from onnx_headcut.detect import Detection
+
+    onnx.save(yolov6_v1(width=8), str(tmp_path / "m.onnx"))
+    res = detect(tmp_path / "m.onnx", PHOTOS / "astronaut.jpg", conf=0.001)
+    inverted = (Detection((200.0, 150.0, 40.0, 20.0), 0.5, 0, "person"),
+                Detection((10.0, 90.0, 60.0, 30.0), 0.4, 1, "x"))
+    out = draw(PHOTOS / "astronaut.jpg", replace(res, detections=inverted), tmp_path / "inv.png")
+    from PIL import Image
+
+    px = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    src = np.asarray(Image.open(PHOTOS / "astronaut.jpg").convert("RGB")).astype(int)
+    changed = np.abs(px - src).sum(-1) > 60
+    assert changed[20:151, 40].any() and changed[20:151, 200].any()  # both vertical edges of the first box
+    assert not changed[300:, 300:].any()
+
+
 def test_unknown_model_is_refused(tmp_path):
     (tmp_path / "x.mnn").write_bytes(b"junk")
     with pytest.raises(InputError, match="decoded original must be given as .onnx"):
