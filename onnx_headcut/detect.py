@@ -91,6 +91,11 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         located = _decoded_input(model)
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
+        if Path(model).suffix.lower() == ".onnx":  # a dual head: the located output, not the first one
+            import onnx
+
+            outputs = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
+            out_names = [located.output_name] if len(outputs) > 1 and located.output_name in outputs else None
         pre, recorded = located.preprocess, (None if names is not None else model_names(model, nc))
     labels = class_names(nc, names, recorded)  # a bad names file fails before the model runs
     check_input_size(in_name, shape)

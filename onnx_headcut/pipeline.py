@@ -16,6 +16,7 @@ from . import __version__, topk
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
+from .dual import DualOutputs, dual_outputs
 from .dynamic import DynamicLocate, check_multiple, image_input, locate_dynamic, parse_size, symbolic_hw
 from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
@@ -105,6 +106,8 @@ class _Located:
     reference: bytes | None = None  # what verification compares with, when not the input file itself
     shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
     dynamic: DynamicLocate | None = None  # symbolic height and width: how they were located
+    internal_output: bool = True  # with a ``reference``: the decoded tensor is internal (end-to-end NMS), so
+    # the raw output is named after the model's; False: it is one of the model's outputs (a dual head)
 
 
 def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None,
@@ -167,6 +170,9 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple |
         return _locate_before_nms(model, nms[0].op_type, shapes)
     if topk.find_topk(model):
         return _locate_before_topk(model, shapes)
+    dual = dual_outputs(model, shapes)
+    if dual is not None:
+        return _locate_dual(model, dual)
     if symbolic_hw(model) is not None:
         check_constant_sizes(model, _propagated(model, shapes))
         d = locate_dynamic(model, locate)
@@ -210,6 +216,28 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                         truncated.SerializeToString())
     raise NoHeadError(f"end-to-end export with {nms}: no decoded (1, N, C) tensor with a known decode found "
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
+
+
+def _locate_dual(model: onnx.ModelProto, dual: DualOutputs) -> _Located:
+    """A dual-head export: the inference branch's head, located in the model truncated to its output; the
+    auxiliary output must locate as the same head (geometry, classes, DFL) or nothing is cut."""
+    kept, dropped = dual.models(model)
+    inner = _locate(kept)
+    h = inner.head
+    try:
+        other = _locate(dropped).head
+    except NoHeadError as e:
+        raise NoHeadError(f"two decoded outputs: '{dual.kept}' is a {h.family} head but '{dual.dropped}' is not "
+                          f"({str(e)[:160]}); a dual head needs both") from None
+
+    def geometry(x: Head) -> tuple:
+        return x.decode, x.num_classes, x.strides, tuple(lv.grid for lv in x.levels), x.reg_max, x.channel_first
+
+    if geometry(other) != geometry(h) or h.decode != "dist_anchor" or not h.channel_first:
+        raise NoHeadError(f"two decoded outputs that are not one dual head: '{dual.kept}' is a {h.family} "
+                          f"{h.decode} head, '{dual.dropped}' a {other.family} {other.decode} head of other geometry")
+    return _Located(inner.work, replace(h, notes=h.notes + (dual.note(),)), inner.folded, kept.SerializeToString(),
+                    internal_output=False)
 
 
 def _locate_before_topk(model: onnx.ModelProto, shapes: dict) -> _Located:
@@ -351,7 +379,8 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
     out_name = None
-    if found.reference is not None or head.selection is not None:  # end-to-end: name the raw output after the model's
+    # end-to-end (NMS or top-k): the decoded tensor is internal, so the raw output is named after the model's
+    if (found.reference is not None and found.internal_output) or head.selection is not None:
         outs = [o.name for o in model.graph.output]
         out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
         head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "

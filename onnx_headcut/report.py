@@ -6,6 +6,7 @@ cannot break a line or reorder it (control characters and bidi overrides are sho
 
 from __future__ import annotations
 
+from .heads.base import head_name
 from .pipeline import Inspection, RawInspection, StripResult
 from .text import printable, printable_lines
 
@@ -45,7 +46,7 @@ def head_table(insp: Inspection) -> list[str]:
     shape = list(h.input_shape) if h.dynamic_hw is None else \
         f"{[*h.input_shape[:2], *h.dynamic_hw.axes]} (levels at {h.input_shape[-2]}x{h.input_shape[-1]})"
     lines = [
-        f"head      {h.family} {h.version}  decode={h.decode}  classes={h.num_classes}  "
+        f"head      {head_name(h.family, h.version)}  decode={h.decode}  classes={h.num_classes}  "
         f"input '{h.input_name}' {shape}",
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
@@ -67,7 +68,8 @@ def raw_inspect_text(ri: RawInspection) -> str:
             d = m["dynamic_hw"]
             shape = (f"{[*dims[:2], d['height'], d['width']]} (levels at {dims[2]}x{dims[3]}, multiples of "
                      f"{d['multiple_of']})")
-        lines.append(f"head      {m.get('family', '?')} {m.get('version', '')}  decode={m['decode']}  "
+        name = head_name(str(m.get("family", "?")), str(m.get("version", "")))
+        lines.append(f"head      {name}  decode={m['decode']}  "
                      f"classes={m['num_classes']}  input '{m['input']['name']}' {shape}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
         for i, lv in enumerate(m["levels"]):

@@ -229,6 +229,15 @@ class Kind:
         return f"<head kind {self.name}>"
 
 
+def head_name(family: str, version: str) -> str:
+    """``family version``, or the family alone when it already names the project ("Ultralytics Detect head")."""
+    return family if version and version in family else f"{family} {version}".strip()
+
+
+#: the head versions whose ``reg_max`` is the DFL bin count (WongKinYiu's YOLOv9 took Ultralytics' DFL)
+BINS_REG_MAX = ("Ultralytics", "WongKinYiu")
+
+
 @dataclass(frozen=True)
 class Head:
     """A located head. ``reasons`` says, in words, why the matcher believes this is the head."""
@@ -292,13 +301,13 @@ class Head:
     def upstream_reg_max(self) -> int:
         """``reg_max`` as the family defines it: Ultralytics' is the bin count (16), YOLOv6's the bin
         count - 1 (16 for 17 bins: 4*(reg_max+1) = 68 channels)."""
-        if self.version == "Ultralytics":
+        if self.version in BINS_REG_MAX:
             return self.dfl_bins if self.dfl else 1  # YOLO26: reg_max 1, one "bin" = the distance itself
         return self.reg_max
 
     @property
     def reg_max_meaning(self) -> str:
-        return "DFL bins (Ultralytics)" if self.version == "Ultralytics" else "DFL bins - 1 (YOLOv6)"
+        return f"DFL bins ({self.version})" if self.version in BINS_REG_MAX else "DFL bins - 1 (YOLOv6)"
 
     @property
     def final_output(self) -> str:
@@ -310,7 +319,7 @@ class Head:
 
     def check_layout(self, layout: Layout) -> None:
         """:class:`UsageError` (one line) when an option of ``layout`` does not apply to this head."""
-        name = f"the {self.family} {self.version} head"
+        name = f"the {head_name(self.family, self.version)}" + ("" if self.family.endswith(" head") else " head")
         if layout.keep_dfl and not self.dfl:
             box = next((b.channels for b in self.levels[0].branches if b.role in ("box", "reg", "pred")), "?")
             raise UsageError(f"--keep-dfl does not apply: {name} has no DFL (box branch of {box} channels), "

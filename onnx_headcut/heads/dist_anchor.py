@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import attr, is_static
+from ..graph import is_static
 from ..numeric import dfl_expectation, sigmoid
 from ._match import (
     Group,
@@ -29,9 +29,9 @@ from ._match import (
     matcher,
     reaches,
     region_consts,
-    upstream,
 )
 from .base import Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
+from .families import ultralytics_family
 
 
 class DistAnchor(Kind):
@@ -247,13 +247,7 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
             return no(why)
     if not anchors_ok:
         return no("no anchor-point constant (cell + 0.5) found in the decode")
-    dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1
-             for n in upstream(ix, levels[0].branches[1].tensor, 4))
-    if reg_ch == 4:
-        family, why = "YOLO26", "4 box channels (reg_max 1, no DFL): YOLO26"
-    else:
-        family = "YOLO11" if dw else "YOLOv8"
-        why = "the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"
+    fam = ultralytics_family(ix, levels[0].branches[0].tensor, levels[0].branches[1].tensor, reg_ch // 4)
     box = f"box {reg_ch} = 4 x {reg_ch // 4} DFL bins" if reg_ch > 4 else "box 4 = l, t, r, b"
     reasons = (
         f"{len(levels)} levels of 2 prediction convs ({box}, cls {nc})",
@@ -262,10 +256,10 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
         "output channel-first (1, 4+nc, N) with no objectness or ones column; anchor points at cell + 0.5",
         "boxes " + ("x1, y1, x2, y2 (no halving in the decode: an end-to-end export)" if not halved
                     else "cx, cy, w, h"),
-        why,
+        *fam.reasons,
         f"decode ops {dict(sorted(region.ops.items()))}",
     )
-    return located(ctx, KIND, family, "Ultralytics", nc, levels, reasons, reg_max=max(reg_ch // 4 - 1, 0),
+    return located(ctx, KIND, fam.name, fam.version, nc, levels, reasons, reg_max=max(reg_ch // 4 - 1, 0),
                    ones_column=False, channel_first=True, xyxy=not halved)
 
 

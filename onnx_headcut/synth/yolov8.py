@@ -16,16 +16,25 @@ from onnx import helper
 
 from ._common import backbone, cell_grid, check_size, finish
 from .builder import Builder
+from .ultralytics_blocks import c2f, c2psa, sppf
 
 REG_MAX = 16
 
 
 def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yolo11: bool = False,
            opset: int = 18, seed: int = 0) -> onnx.ModelProto:
-    """A YOLOv8 (or YOLO11: depthwise convs in the cls branch) decoded export: 'images' → 'output0'."""
+    """A YOLOv8 (or YOLO11) decoded export: 'images' → 'output0'. The backbone carries what names the family
+    (:mod:`.ultralytics_blocks`): a C2f on P4; YOLO11 adds an SPPF and C2PSA attention on P5 and its class
+    branch is two depthwise + pointwise conv pairs."""
     H, W = check_size(size)
     b = Builder(seed)
-    feats = backbone(b, "images", width)
+    (p3, c3), (p4, c4), (p5, c5) = backbone(b, "images", width)
+    head_rng, b.rng = b.rng, np.random.default_rng(seed + 1)  # the blocks draw apart: head weights as before
+    p4 = c2f(b, p4, c4, "model.6", opset)  # YOLO11: C3k2 (c3k=False), the same graph
+    if yolo11:
+        p5 = c2psa(b, sppf(b, p5, c5, "model.9"), c5, (H // 32, W // 32), "model.10", opset)
+    b.rng = head_rng
+    feats = [(p3, c3), (p4, c4), (p5, c5)]
     sc = "/model.22"
     c2 = max(16, width * 2, REG_MAX * 4)
     boxes, clss, grids = [], [], []
@@ -35,11 +44,13 @@ def yolov8(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, yol
         grids.append((s, h, w))
         x = b.silu(b.conv(f, c, c2, 3, 1, f"model.22.cv2.{i}.0.conv"), f"{sc}/cv2.{i}/act0")
         box = b.conv(x, c2, 4 * REG_MAX, 1, 1, f"model.22.cv2.{i}.2", std=0.05, bias=1.0)
-        if yolo11:  # DWConv → Conv pairs in the cls branch
-            wdw = b.init(f"model.22.cv3.{i}.0.0.conv.weight", b.rng.normal(0, 0.3, (c, 1, 3, 3)))
-            x = b.node("Conv", [f, wdw], scope=f"{sc}/cv3.{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                       strides=[1, 1], dilations=[1, 1], group=c)
-            x = b.silu(b.conv(x, c, c, 1, 1, f"model.22.cv3.{i}.0.1.conv"), f"{sc}/cv3.{i}/act0")
+        if yolo11:  # [DWConv 3x3 → Conv 1x1] x 2 in the cls branch, SiLU after each
+            x = f
+            for j in range(2):
+                wdw = b.init(f"model.22.cv3.{i}.{j}.0.conv.weight", b.rng.normal(0, 0.3, (c, 1, 3, 3)))
+                x = b.silu(b.node("Conv", [x, wdw], scope=f"{sc}/cv3.{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                  strides=[1, 1], dilations=[1, 1], group=c), f"{sc}/cv3.{i}/dw{j}")
+                x = b.silu(b.conv(x, c, c, 1, 1, f"model.22.cv3.{i}.{j}.1.conv"), f"{sc}/cv3.{i}/act{j}")
         else:
             x = b.silu(b.conv(f, c, c, 3, 1, f"model.22.cv3.{i}.0.conv"), f"{sc}/cv3.{i}/act0")
         cls = b.conv(x, c, nc, 1, 1, f"model.22.cv3.{i}.2", std=0.3, bias=float(np.log(5 / nc / (640 / s) ** 2)))

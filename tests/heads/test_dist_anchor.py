@@ -253,10 +253,11 @@ def test_yolov8_keep_dfl_and_levels(tmp_path):
 
 # --- Ultralytics YOLOv8: torch module exported by torch's legacy exporter (``torch_families.py``) -------------
 
+# its backbone is plain stride-2 convs (no C2f, SPPF ...): the head is named, not a family (test_families.py)
 torch_cases = {
-    "yolov8-onnxslim": ("export_yolov8", {}, "YOLOv8", "Ultralytics", 144, 1),
-    "yolov8-unslimmed": ("export_yolov8", {"slim": False}, "YOLOv8", "Ultralytics", 144, 1),
-    "yolov8-dynamic": ("export_yolov8", {"dynamic": True}, "YOLOv8", "Ultralytics", 144, 1),
+    "yolov8-onnxslim": ("export_yolov8", {}, "Ultralytics Detect head", "Ultralytics", 144, 1),
+    "yolov8-unslimmed": ("export_yolov8", {"slim": False}, "Ultralytics Detect head", "Ultralytics", 144, 1),
+    "yolov8-dynamic": ("export_yolov8", {"dynamic": True}, "Ultralytics Detect head", "Ultralytics", 144, 1),
 }
 
 
@@ -270,7 +271,7 @@ def test_torch_exports(name, tmp_path):
 DYNAMO_CASES = {  # name: (exporter, keywords, family, raw columns, rows per cell)
     "yolov6-af": (torch_families.export_yolov6_af, {"reg_max": 0}, "YOLOv6", 84, 1),
     "yolov6-af-dfl": (torch_families.export_yolov6_af, {"reg_max": 16}, "YOLOv6", 148, 1),
-    "yolov8": (torch_families.export_yolov8, {}, "YOLOv8", 144, 1),
+    "yolov8": (torch_families.export_yolov8, {}, "Ultralytics Detect head", 144, 1),
 }
 
 
