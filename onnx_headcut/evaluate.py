@@ -4,8 +4,9 @@ Used by ``scripts/train_sample.py`` and the tests to state how well the trained 
 Matching as in Ultralytics' ``DetectionValidator`` at a single IoU threshold: detections sorted by
 score, each matched to the unmatched ground-truth box of the same class it overlaps most (IoU ≥
 ``iou``); AP is the area under the monotone precision envelope sampled at 101 recall points
-(``ultralytics/utils/metrics.py::compute_ap``, method ``interp``); mAP averages the classes that
-have ground truth.
+(``ultralytics/utils/metrics.py::compute_ap``, method ``interp``; as there, the curve is closed at
+recall 1 with precision 0, so a perfect detector scores 0.995); mAP averages the classes that have
+ground truth.
 """
 
 from __future__ import annotations
