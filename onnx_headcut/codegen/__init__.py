@@ -78,7 +78,7 @@ def generate(source: str | os.PathLike | dict[str, Any] | Geometry, out_dir: str
         protected = {**dependencies(src), src.with_name(_stem(src) + ".head.json"): f"the head record of {src}"}
         label = src.name
     else:
-        head, name, label = source, name or "model", "a head record"
+        head, name, label = source, name or "model", "a raw model"
     spec = spec_of(head, name)
     hpp, main = outputs(out_dir, spec.name)
     check_outputs((hpp, main), protected, force)

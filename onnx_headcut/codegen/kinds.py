@@ -1,8 +1,9 @@
 """The C++ decode of one raw row, one function per decode kind, each the formula of its numpy twin.
 
 Every function here takes a :class:`Spec` and returns the C++ text of ``decode_row``: given one raw
-row (``at(c)`` is column ``c``), its cell, stride (and anchor), it rejects the row on the gate logit
-before anything is computed, then pushes the decoded box and score exactly as
+row (``at(c)`` is column ``c``) that passed the gate (the layout's loop rejects rows on the gate
+logits of the kind's ``gate`` block, before anything is decoded), its cell, stride (and anchor), it pushes the
+decoded box and score exactly as
 :mod:`onnx_headcut.heads.grid_exp_obj`, :mod:`~onnx_headcut.heads.dist_anchor` and
 :mod:`~onnx_headcut.heads.anchor_grid` compute them (float32, same operation order), so the
 candidates and numbers match :func:`onnx_headcut.decode.detect`.
@@ -23,8 +24,10 @@ def _score(spec: Spec, role: str, expr: str) -> str:
 
 
 def _gate(spec: Spec, role: str) -> str:
-    return ("gate = conf (the graph applied sigmoid)" if spec.sigmoid[role]
-            else "gate = logit(conf) = log(conf / (1 - conf)): sigmoid(x) >= conf  <=>  x >= gate")
+    what = "objectness" if role == "obj" else "best class"
+    return (f"Called only for rows whose {what} reaches the gate: "
+            + ("conf (the graph applied sigmoid)." if spec.sigmoid[role]
+               else "logit(conf) = log(conf / (1 - conf)), as sigmoid(x) >= conf <=> x >= logit(conf)."))
 
 
 _PUSH = """\
@@ -39,8 +42,7 @@ def grid_exp_obj(spec: Spec) -> str:
 //   score = sigmoid(obj) * max_c sigmoid(cls_c)
 // {_gate(spec, "obj")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float gate, float conf, std::vector<Detection>& out) {{
-  if (at(kObj) < gate) return;  // early rejection: nothing else is read or computed
+inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
   const int c = best_class(at);  // sigmoid is monotonic: the best logit is the best score
   const float score = {_score(spec, "obj", "at(kObj)")} * {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
@@ -60,8 +62,7 @@ def anchor_grid(spec: Spec) -> str:
 //   score = sigmoid(obj) * max_c sigmoid(cls_c)
 // {_gate(spec, "obj")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float gate, float conf, std::vector<Detection>& out) {{
-  if (at(kObj) < gate) return;  // early rejection: nothing else is read or computed
+inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
   const int c = best_class(at);  // sigmoid is monotonic: the best logit is the best score
   const float score = {_score(spec, "obj", "at(kObj)")} * {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
@@ -94,8 +95,8 @@ inline float dfl(const Row& at, int first) {{
 }}
 
 """
-        sides = "dfl(at, kDfl + 0 * kDflBins), t = dfl(at, kDfl + 1 * kDflBins), " \
-                "r = dfl(at, kDfl + 2 * kDflBins), b = dfl(at, kDfl + 3 * kDflBins)"
+        sides = "dfl(at, kDfl + 0 * kDflBins), t = dfl(at, kDfl + 1 * kDflBins),\n" \
+                "              r = dfl(at, kDfl + 2 * kDflBins), b = dfl(at, kDfl + 3 * kDflBins)"
         what = "l, t, r, b from DFL bins"
     else:
         dist = ""
@@ -108,9 +109,8 @@ inline float dfl(const Row& at, int first) {{
 //   score = max_c sigmoid(cls_c)
 // {_gate(spec, "cls")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float gate, float conf, std::vector<Detection>& out) {{
+inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
   const int c = best_class(at);
-  if (at(kCls + c) < gate) return;  // early rejection: the box is never decoded
   const float score = {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
   const float l = {sides};

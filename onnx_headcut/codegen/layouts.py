@@ -34,7 +34,9 @@ inline std::vector<Detection> decode(const float* raw, const Options& opt = {{}}
     for (int a = 0; a < kAnchorsPerCell; ++a)
       for (int y = 0; y < lv.h; ++y)
         for (int x = 0; x < lv.w; ++x, row += kWidth)
-          detail::decode_row(detail::FlatRow{{row}}, detail::{_cell(spec)}, gate, opt.conf, cand);
+          if (detail::gate_value(detail::FlatRow{{row}}) >= gate)  // early rejection: nothing else is read
+            detail::decode_row(detail::FlatRow{{row}}, detail::{_cell(spec)},
+                               opt.conf, cand);
   }}
   return detail::nms(cand, opt);
 }}
@@ -50,7 +52,7 @@ inline std::vector<Detection> decode_outputs(const float* const* outputs, const 
 
 
 def levels(spec: Spec) -> str:
-    sizes = ", ".join(f"std::size_t({spec.g.na} * kWidth * {h} * {w})" for h, w in spec.g.grids)
+    sizes = ",\n    ".join(f"std::size_t({spec.g.na} * kWidth * {h} * {w})" for h, w in spec.g.grids)
     return f"""\
 // The levels layout: one output (1, kAnchorsPerCell * kWidth, h, w) per level, stride ascending.
 // Column c of anchor a at (y, x) is plane.data[(a * kWidth + c) * plane.cstep + y * w + x]: cstep is
@@ -65,19 +67,29 @@ inline std::vector<Detection> decode(const Plane (&levels)[kNumLevels], const Op
   std::vector<Detection> cand;
   for (int l = 0; l < kNumLevels; ++l) {{
     const Level& lv = kLevels[l];
-    const std::size_t cstep = levels[l].cstep;
-    for (int a = 0; a < kAnchorsPerCell; ++a)
-      for (int y = 0; y < lv.h; ++y)
-        for (int x = 0; x < lv.w; ++x) {{
-          const float* at = levels[l].data + std::size_t(a) * kWidth * cstep + std::size_t(y) * lv.w + x;
-          detail::decode_row(detail::PlaneRow{{at, cstep}}, detail::{_cell(spec)}, gate, opt.conf, cand);
-        }}
+    const std::size_t cstep = levels[l].cstep, n = std::size_t(lv.h) * lv.w;
+    for (int a = 0; a < kAnchorsPerCell; ++a) {{
+      const float* base = levels[l].data + std::size_t(a) * kWidth * cstep;
+      // early rejection, kBlock pixels at a time: the best gate channel of each, read plane by plane
+      for (std::size_t i0 = 0; i0 < n; i0 += detail::kBlock) {{
+        float best[detail::kBlock];
+        const std::size_t len = std::min(detail::kBlock, n - i0);
+        detail::gate_block(base + i0, cstep, len, best);
+        for (std::size_t k = 0; k < len; ++k)
+          if (best[k] >= gate) {{
+            const int y = int((i0 + k) / lv.w), x = int((i0 + k) % lv.w);
+            const detail::PlaneRow row{{base + i0 + k, cstep}};
+            detail::decode_row(row, detail::{_cell(spec)}, opt.conf, cand);
+          }}
+      }}
+    }}
   }}
   return detail::nms(cand, opt);
 }}
 
 constexpr int kNumOutputs = kNumLevels;
-constexpr std::size_t kOutputSizes[kNumOutputs] = {{{sizes}}};
+constexpr std::size_t kOutputSizes[kNumOutputs] = {{
+    {sizes}}};
 
 // One contiguous (dense NCHW) buffer per raw output, in the order of the model's outputs.
 inline std::vector<Detection> decode_outputs(const float* const* outputs, const Options& opt = {{}}) {{
