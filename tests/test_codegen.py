@@ -281,3 +281,48 @@ def test_spec_of_reads_sigmoid_and_dfl_from_the_record(tmp_path):
     assert (s.name, s.decode, s.dfl_bins, s.rows, s.columns) == ("v8_raw", "dist_anchor", 16, 2100,
                                                                  {"dfl": 0, "cls": 64})
     assert s.sigmoid == {"dfl": False, "cls": False}
+
+
+PADDED = r"""
+#include "HEADER"
+#include <cstdio>
+#include <vector>
+// the same level outputs, dense and with channels cstep = h * w + 5 apart (as an ncnn::Mat pads them)
+int main() {
+  namespace d = NS;
+  std::vector<std::vector<float>> dense, padded;
+  std::vector<const float*> pd, pp;
+  std::vector<std::size_t> steps;
+  unsigned s = 1;
+  for (int l = 0; l < d::kNumLevels; ++l) {
+    const std::size_t hw = std::size_t(d::kLevels[l].h) * d::kLevels[l].w, c = d::kOutputSizes[l] / hw;
+    dense.emplace_back(d::kOutputSizes[l]);
+    padded.emplace_back(c * (hw + 5), -1e30f);
+    for (std::size_t i = 0; i < dense[l].size(); ++i) {
+      s = s * 1103515245u + 12345u;
+      dense[l][i] = float((s >> 8) % 1000) / 100.f - 5.f;
+      padded[l][(i / hw) * (hw + 5) + i % hw] = dense[l][i];
+    }
+    steps.push_back(hw + 5);
+  }
+  for (auto& v : dense) pd.push_back(v.data());
+  for (auto& v : padded) pp.push_back(v.data());
+  const auto a = d::decode_outputs(pd.data(), {0.9f, 0.45f});
+  const auto b = d::decode_outputs(pp.data(), steps.data(), {0.9f, 0.45f});
+  bool same = a.size() == b.size();
+  for (std::size_t i = 0; same && i < a.size(); ++i)
+    same = a[i].x1 == b[i].x1 && a[i].y2 == b[i].y2 && a[i].score == b[i].score && a[i].cls == b[i].cls;
+  std::printf("%zu %d\n", a.size(), int(same));
+}
+"""
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", ["v8-levels", "v5-levels"])
+def test_levels_decode_reads_channels_cstep_apart(name, tmp_path_factory, tmp_path):
+    raw, _ = built(name, tmp_path_factory)
+    hpp, _ = generate(raw, tmp_path / "src")
+    (tmp_path / "src" / "padded.cpp").write_text(PADDED.replace("HEADER", hpp.name).replace("NS", "raw_decode"))
+    exe = compiled(hpp, tmp_path / "src" / "padded.cpp")
+    count, same = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert int(count) > 0 and same == "1"

@@ -77,6 +77,15 @@ def _levels(spec: Spec) -> str:
     return "\n".join(out)
 
 
+def _blobs(spec: Spec) -> str:
+    """The model's input and raw output names (ONNX Runtime and MNN bind by them; ncnn's are in0, out0..)."""
+    if not spec.input_name or not spec.output_names:
+        return "// (the head record names no input or raw outputs)\n"
+    outs = ", ".join(literal(n) for n in spec.output_names)
+    return (f"inline const char* const kInputName = {literal(spec.input_name)};  // the ONNX / MNN names\n"
+            f"inline const char* const kOutputNames[kNumOutputs] = {{{outs}}};\n")
+
+
 def _names(spec: Spec) -> str:
     if not spec.names:
         return "// (the head record carries no class names)"
@@ -319,6 +328,7 @@ struct Cell {{
 }}  // namespace detail
 
 {LAYOUTS[g.layout](spec)}
+{_blobs(spec)}
 {_LETTERBOX}
 }}  // namespace {spec.name}_decode
 """

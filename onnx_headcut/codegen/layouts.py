@@ -44,6 +44,13 @@ inline std::vector<Detection> decode(const float* raw, const Options& opt = {{}}
 constexpr int kNumOutputs = 1;
 constexpr std::size_t kOutputSizes[kNumOutputs] = {{std::size_t(kRows) * kWidth}};
 
+// One buffer per raw output, in the order of the model's outputs, as an engine hands them out: the data
+// and, for per-level outputs, the channel step of each (ncnn::Mat::cstep; none for the flat output).
+inline std::vector<Detection> decode_outputs(const float* const* outputs, const std::size_t* /*csteps*/,
+                                             const Options& opt = {{}}) {{
+  return decode(outputs[0], opt);
+}}
+
 // One contiguous buffer per raw output, in the order of the model's outputs.
 inline std::vector<Detection> decode_outputs(const float* const* outputs, const Options& opt = {{}}) {{
   return decode(outputs[0], opt);
@@ -91,11 +98,20 @@ constexpr int kNumOutputs = kNumLevels;
 constexpr std::size_t kOutputSizes[kNumOutputs] = {{
     {sizes}}};
 
+// One buffer per raw output, in the order of the model's outputs, as an engine hands them out: the data
+// and the channel step of each (ncnn::Mat::cstep; h * w when dense).
+inline std::vector<Detection> decode_outputs(const float* const* outputs, const std::size_t* csteps,
+                                             const Options& opt = {{}}) {{
+  Plane planes[kNumLevels];
+  for (int l = 0; l < kNumLevels; ++l) planes[l] = {{outputs[l], csteps[l]}};
+  return decode(planes, opt);
+}}
+
 // One contiguous (dense NCHW) buffer per raw output, in the order of the model's outputs.
 inline std::vector<Detection> decode_outputs(const float* const* outputs, const Options& opt = {{}}) {{
-  Plane planes[kNumLevels];
-  for (int l = 0; l < kNumLevels; ++l) planes[l] = {{outputs[l], std::size_t(kLevels[l].h) * kLevels[l].w}};
-  return decode(planes, opt);
+  std::size_t csteps[kNumLevels];
+  for (int l = 0; l < kNumLevels; ++l) csteps[l] = std::size_t(kLevels[l].h) * kLevels[l].w;
+  return decode_outputs(outputs, csteps, opt);
 }}
 """
 

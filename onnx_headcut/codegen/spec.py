@@ -35,6 +35,8 @@ class Spec:
     pre: Preprocess
     family: str = ""
     names: tuple[str, ...] = ()
+    input_name: str = ""  # the ONNX (and MNN) input and raw output names, when the record has them
+    output_names: tuple[str, ...] = ()
 
     @property
     def decode(self) -> str:
@@ -81,8 +83,12 @@ def spec_of(head: dict[str, Any] | Geometry, name: str) -> Spec:
         raise InputError(f"codegen: {e}") from None
     _covered_geometry(g)
     names = meta.get("names") or ()
+    outs = tuple(str(o["name"]) for o in meta.get("raw_outputs", []))
+    expected = 1 if g.layout == "flat" else len(g.strides)
+    if outs and len(outs) != expected:
+        raise InputError(f"codegen: the record lists {len(outs)} raw outputs, its {g.layout} layout has {expected}")
     return Spec(identifier(name), g, Preprocess.of(meta) if meta else Preprocess(), str(meta.get("family", "")),
-                tuple(str(n) for n in names))
+                tuple(str(n) for n in names), str(meta.get("input", {}).get("name", "")), outs)
 
 
 def _covered(meta: dict[str, Any]) -> None:
