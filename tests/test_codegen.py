@@ -326,3 +326,20 @@ def test_levels_decode_reads_channels_cstep_apart(name, tmp_path_factory, tmp_pa
     exe = compiled(hpp, tmp_path / "src" / "padded.cpp")
     count, same = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert int(count) > 0 and same == "1"
+
+
+def test_cli_never_writes_through_a_link_and_never_over_its_input(tmp_path):
+    raw = _strip_v8(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "elsewhere.hpp").write_text("// mine\n")
+    (out / "v8_raw_decode.hpp").symlink_to(tmp_path / "elsewhere.hpp")
+    code, _, err = headcut("codegen", raw, "-o", out, "--force")
+    assert code == 2 and err.count("\n") == 1 and "is a symbolic link" in err
+    assert (tmp_path / "elsewhere.hpp").read_text() == "// mine\n" and not (out / "decode_main.cpp").exists()
+    before = digest(raw)
+    (out / "v8_raw_decode.hpp").unlink()
+    os.link(raw, out / "decode_main.cpp")  # the input under an output's name: never written, even forced
+    code, _, err = headcut("codegen", raw, "-o", out, "--force")
+    assert code == 2 and err.count("\n") == 1 and "the output is the input file" in err, err
+    assert digest(raw) == before and not (out / "v8_raw_decode.hpp").exists()
