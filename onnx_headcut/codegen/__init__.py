@@ -5,7 +5,8 @@ kind's row decode with early rejection on logits, class-aware NMS, letterbox und
 ``decode_main.cpp`` (a harness: raw outputs from float32 files in, JSON lines out) into a folder.
 The pieces: :mod:`.spec` (what the record says, refused when not covered), :mod:`.kinds` (one
 ``decode_row`` per decode kind), :mod:`.layouts` (one row loop per raw layout), :mod:`.cpp`
-(the files). Both files appear together or not at all (:class:`~onnx_headcut.staging.Staging`).
+(the header), :mod:`.shared` (its NMS and letterbox), :mod:`.harness` (the harness). Both files
+appear together or not at all (:class:`~onnx_headcut.staging.Staging`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..heads import Geometry
 from ..io import dependencies, read_limited
 from ..metadata import head_for, parse_metadata
 from ..staging import Staging, check_outputs
-from .cpp import harness, header
+from .cpp import header
+from .harness import harness
 from .spec import Spec, identifier, spec_of
 
 __all__ = ["LANGUAGES", "Spec", "generate", "outputs", "read_head", "spec_of"]

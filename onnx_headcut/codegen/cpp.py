@@ -1,4 +1,4 @@
-"""Render the C++17 header ``<name>_decode.hpp`` and its harness ``decode_main.cpp`` from a :class:`Spec`.
+"""Render the C++17 header ``<name>_decode.hpp`` from a :class:`Spec` (the harness is :mod:`.harness`).
 
 The header is the model's constants (from the head record), the shared pieces (sigmoid, the gate,
 class-aware NMS, letterbox undo: each the C++ of :mod:`onnx_headcut.decode` /
@@ -14,6 +14,7 @@ from .. import __version__
 from ..heads import kind
 from .kinds import KINDS
 from .layouts import LAYOUTS
+from .shared import LETTERBOX, NMS
 from .spec import Spec
 
 _BLOCK_TEXT = {"box": "box terms", "obj": "objectness", "cls": "classes", "reg": "distances l, t, r, b",
@@ -180,83 +181,6 @@ inline int best_class(const Row& at) {
 }
 """
 
-_NMS = """\
-// Class-aware greedy NMS as onnx_headcut.decode.postprocess and nms do it: every box is offset by
-// class * span (span = max |coordinate| + 1), candidates are sorted by score, highest first, ties
-// in row order (a stable sort); a box is dropped when its IoU with a kept box is > iou, where
-// IoU = inter / max(area_a + area_b - inter, 1e-9) and areas clamp negative sides at 0.
-inline std::vector<Detection> nms(const std::vector<Detection>& cand, const Options& opt) {
-  const std::size_t n = cand.size();
-  float m = 0;
-  for (const Detection& d : cand)
-    m = std::max({m, std::fabs(d.x1), std::fabs(d.y1), std::fabs(d.x2), std::fabs(d.y2)});
-  const float span = float(double(m) + 1.0);
-  std::vector<float> b(4 * n), area(n);  // the offset boxes
-  for (std::size_t i = 0; i < n; ++i) {
-    const float off = float(cand[i].cls) * span;
-    float* q = &b[4 * i];
-    q[0] = cand[i].x1 + off, q[1] = cand[i].y1 + off, q[2] = cand[i].x2 + off, q[3] = cand[i].y2 + off;
-    area[i] = std::max(0.f, q[2] - q[0]) * std::max(0.f, q[3] - q[1]);
-  }
-  std::vector<std::size_t> order(n);
-  std::iota(order.begin(), order.end(), std::size_t(0));
-  auto higher = [&](std::size_t i, std::size_t j) { return cand[i].score > cand[j].score; };
-  std::stable_sort(order.begin(), order.end(), higher);
-  std::vector<char> dropped(n, 0);
-  std::vector<Detection> keep;
-  for (std::size_t k = 0; k < n && int(keep.size()) < opt.max_det; ++k) {
-    const std::size_t i = order[k];
-    if (dropped[i]) continue;
-    keep.push_back(cand[i]);
-    const float* p = &b[4 * i];
-    for (std::size_t r = k + 1; r < n; ++r) {
-      const std::size_t j = order[r];
-      if (dropped[j]) continue;
-      const float* q = &b[4 * j];
-      const float iw = std::max(0.f, std::min(p[2], q[2]) - std::max(p[0], q[0]));
-      const float ih = std::max(0.f, std::min(p[3], q[3]) - std::max(p[1], q[1]));
-      const float inter = iw * ih;
-      if (!(inter / std::max(area[i] + area[j] - inter, 1e-9f) <= opt.iou)) dropped[j] = 1;
-    }
-  }
-  return keep;
-}
-"""
-
-_LETTERBOX = """\
-// Where an image_w x image_h image lands in the input, as onnx_headcut.preprocess.letterbox puts it.
-struct Letterbox {
-  double ratio;          // input pixels per image pixel
-  int new_w, new_h;      // the resized image
-  int left, top;         // its offset in the input (the rest is kPadValue)
-  int image_w, image_h;  // the original image
-};
-
-inline Letterbox letterbox(int image_w, int image_h) {
-  const double r = std::min(double(kInputH) / image_h, double(kInputW) / image_w);
-  // Python's round() rounds halves to even, as nearbyint does in the default rounding mode
-  auto size = [](double v) { return int(kRoundSize ? std::nearbyint(v) : std::trunc(v)); };
-  const int nw = std::min(kInputW, std::max(1, size(image_w * r)));
-  const int nh = std::min(kInputH, std::max(1, size(image_h * r)));
-  if (!kPadCentered) return {r, nw, nh, 0, 0, image_w, image_h};
-  // half the padding on each side; the rest goes right and below: round(d - 0.1), round(d + 0.1)
-  const int left = int(std::nearbyint((kInputW - nw) / 2.0 - 0.1));
-  const int top = int(std::nearbyint((kInputH - nh) / 2.0 - 0.1));
-  return {r, nw, nh, left, top, image_w, image_h};
-}
-
-// Boxes from input pixels to image pixels, (x - left) / ratio, clipped to the image, as detect does.
-inline void to_image(std::vector<Detection>& dets, const Letterbox& lb) {
-  const float r = float(lb.ratio), left = float(lb.left), top = float(lb.top);
-  const float w = float(lb.image_w), h = float(lb.image_h);
-  for (Detection& d : dets) {
-    d.x1 = std::clamp((d.x1 - left) / r, 0.f, w), d.x2 = std::clamp((d.x2 - left) / r, 0.f, w);
-    d.y1 = std::clamp((d.y1 - top) / r, 0.f, h), d.y2 = std::clamp((d.y2 - top) / r, 0.f, h);
-  }
-}
-"""
-
-
 def header(spec: Spec, source: str) -> str:
     """The text of ``<name>_decode.hpp``."""
     return wrap_comments(_header(spec, source))
@@ -324,118 +248,11 @@ struct Cell {{
 }};
 
 {KINDS[g.decode](spec)}
-{_NMS}
+{NMS}
 }}  // namespace detail
 
 {LAYOUTS[g.layout](spec)}
 {_blobs(spec)}
-{_LETTERBOX}
+{LETTERBOX}
 }}  // namespace {spec.name}_decode
-"""
-
-
-def harness(spec: Spec) -> str:
-    """The text of ``decode_main.cpp``: raw outputs from float32 files in, JSON lines out."""
-    ns = f"{spec.name}_decode"
-    return f"""\
-// decode_main: run {ns} on raw outputs dumped as little-endian float32 files and print the
-// detections as JSON lines {{"box": [x1, y1, x2, y2], "score": s, "class": c}}. Generated by headcut {__version__}.
-//   decode_main OUT0.bin [OUT1.bin ...] [--conf 0.25] [--iou 0.45] [--max-det 300]
-//               [--image-size W H]   boxes in the pixels of a W x H image letterboxed as headcut detect does
-//                                    (default: input pixels)
-//               [--repeat N]         also time N decodes; prints {{"ms_per_decode": median, "ms_fastest": min}}
-//                                    on stderr
-//   g++ -std=c++17 -O2 decode_main.cpp -o decode_main
-#include "{spec.name}_decode.hpp"
-
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
-
-namespace {{
-
-[[noreturn]] void fail(const std::string& message) {{
-  std::fprintf(stderr, "decode_main: error: %s\\n", message.c_str());
-  std::exit(2);
-}}
-
-std::vector<float> read_floats(const char* path, std::size_t count) {{
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) fail(std::string(path) + ": cannot open");
-  std::vector<unsigned char> bytes(count * 4 + 1);
-  const std::size_t got = std::fread(bytes.data(), 1, bytes.size(), f);
-  std::fclose(f);
-  if (got != count * 4)
-    fail(std::string(path) + ": " + std::to_string(got) + " bytes, expected " + std::to_string(count * 4) +
-         " (" + std::to_string(count) + " float32)");
-  std::vector<float> out(count);
-  for (std::size_t i = 0; i < count; ++i) {{  // little-endian on any host
-    const unsigned char* b = &bytes[4 * i];
-    const std::uint32_t u = std::uint32_t(b[0]) | std::uint32_t(b[1]) << 8 | std::uint32_t(b[2]) << 16 |
-                            std::uint32_t(b[3]) << 24;
-    std::memcpy(&out[i], &u, 4);
-  }}
-  return out;
-}}
-
-double number(int argc, char** argv, int i) {{
-  if (i >= argc) fail(std::string(argv[i - 1]) + " needs a value");
-  char* end = nullptr;
-  const double v = std::strtod(argv[i], &end);
-  if (end == argv[i] || *end) fail(std::string(argv[i - 1]) + ": not a number: " + argv[i]);
-  return v;
-}}
-
-}}  // namespace
-
-int main(int argc, char** argv) {{
-  using namespace {ns};
-  Options opt;
-  std::vector<const char*> files;
-  int image_w = 0, image_h = 0, repeat = 0;
-  for (int i = 1; i < argc; ++i) {{
-    const std::string a = argv[i];
-    if (a == "--conf") opt.conf = float(number(argc, argv, ++i));
-    else if (a == "--iou") opt.iou = float(number(argc, argv, ++i));
-    else if (a == "--max-det") opt.max_det = int(number(argc, argv, ++i));
-    else if (a == "--repeat") repeat = int(number(argc, argv, ++i));
-    else if (a == "--image-size") {{
-      image_w = int(number(argc, argv, ++i));
-      image_h = int(number(argc, argv, ++i));
-      if (image_w < 1 || image_h < 1) fail("--image-size needs a positive W and H");
-    }} else if (a.size() > 1 && a[0] == '-') fail("unknown option " + a);
-    else files.push_back(argv[i]);
-  }}
-  if (!(opt.conf > 0 && opt.conf < 1) || !(opt.iou > 0 && opt.iou <= 1))
-    fail("--conf must be in (0, 1), --iou in (0, 1]");
-  if (int(files.size()) != kNumOutputs)
-    fail("expected " + std::to_string(kNumOutputs) + " raw output file(s), got " + std::to_string(files.size()));
-  std::vector<std::vector<float>> bufs;
-  std::vector<const float*> outputs;
-  for (int k = 0; k < kNumOutputs; ++k) bufs.push_back(read_floats(files[k], kOutputSizes[k]));
-  for (const auto& b : bufs) outputs.push_back(b.data());
-
-  std::vector<Detection> dets = decode_outputs(outputs.data(), opt);
-  if (repeat > 0) {{  // each decode timed on its own: the median and the fastest
-    std::vector<double> ms(std::size_t(repeat), 0.0);
-    std::size_t found = 0;
-    for (double& t : ms) {{
-      const auto t0 = std::chrono::steady_clock::now();
-      found += decode_outputs(outputs.data(), opt).size();
-      t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    }}
-    std::sort(ms.begin(), ms.end());
-    std::fprintf(stderr, "{{\\"ms_per_decode\\": %.6f, \\"ms_fastest\\": %.6f, \\"detections\\": %zu}}\\n",
-                 ms[ms.size() / 2], ms[0], found / ms.size());
-  }}
-  if (image_w > 0) to_image(dets, letterbox(image_w, image_h));
-  for (const Detection& d : dets)
-    std::printf("{{\\"box\\": [%.9g, %.9g, %.9g, %.9g], \\"score\\": %.9g, \\"class\\": %d}}\\n",
-                d.x1, d.y1, d.x2, d.y2, d.score, d.cls);
-  return 0;
-}}
 """
