@@ -50,6 +50,10 @@ class Target(str, Enum):
     ncnn = "ncnn"
 
 
+class Lang(str, Enum):
+    cpp = "cpp"
+
+
 class EngineChoice(str, Enum):
     ort = "ort"
     mnn = "mnn"
@@ -294,6 +298,27 @@ def detect(
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:
         console.print(Text(printable(f"wrote {output}")))
+
+
+@app.command(cls=_Command, short_help="write the C++ decode of a raw model")
+def codegen(
+    model: Path = typer.Argument(..., metavar="RAW", help="raw model from strip (.onnx, or .mnn/.param/.head.json)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="DIR",
+                                          help="folder for <name>_decode.hpp and decode_main.cpp "
+                                               "(default: beside RAW)"),
+    lang: Lang = typer.Option("cpp", "--lang", metavar="[cpp]", help="the language to write"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing files"),
+) -> None:
+    """Write the decode of RAW's head as a dependency-free C++17 header, with a command-line harness."""
+    def run():
+        from .codegen import generate
+
+        return generate(model, output if output is not None else model.parent, force=force, lang=lang.value)
+
+    from .text import printable
+
+    for p in _run(run):
+        typer.echo(printable(f"wrote {p}"))
 
 
 @app.command(cls=_Command, short_help="regenerate the bundled sample models")

@@ -17,7 +17,7 @@ from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8
 
-VERBS = ["strip", "inspect", "convert", "verify", "detect", "sample"]
+VERBS = ["strip", "inspect", "convert", "verify", "detect", "sample", "codegen"]
 
 
 def headcut(*args, env=None):
@@ -38,11 +38,13 @@ def test_help_has_no_type_names_no_braces_and_fits_80_columns(verb):
 @pytest.mark.parametrize("verb,option,choices", [("strip", "--layout", "[flat|levels]"),
                                                  ("convert", "--to", "[mnn|ncnn]"),
                                                  ("verify", "--engine", "[ort|mnn|ncnn]"),
-                                                 ("detect", "--engine", "[ort|mnn|ncnn]")])
+                                                 ("detect", "--engine", "[ort|mnn|ncnn]"),
+                                                 ("codegen", "--lang", "[cpp]")])
 def test_help_lists_the_choices(verb, option, choices):
     out = headcut(verb, "--help")[1]
     assert f"{option} {choices}" in out
-    code, _, err = headcut(verb, *(["m.onnx", "x.onnx"] if verb != "convert" else ["m.onnx"]), option, "bogus")
+    args = ["m.onnx"] if verb in ("convert", "codegen") else ["m.onnx", "x.onnx"]
+    code, _, err = headcut(verb, *args, option, "bogus")
     assert code == 2 and "is not one of" in err
 
 

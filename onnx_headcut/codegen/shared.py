@@ -1,0 +1,80 @@
+"""The C++ every generated header shares: :mod:`onnx_headcut.decode`'s class-aware NMS and
+:mod:`onnx_headcut.preprocess`'s letterbox (and its undo), each written to give the same numbers."""
+
+from __future__ import annotations
+
+NMS = """\
+// Class-aware greedy NMS as onnx_headcut.decode.postprocess and nms do it: every box is offset by
+// class * span (span = max |coordinate| + 1), candidates are sorted by score, highest first, ties
+// in row order (a stable sort); a box is dropped when its IoU with a kept box is > iou, where
+// IoU = inter / max(area_a + area_b - inter, 1e-9) and areas clamp negative sides at 0.
+inline std::vector<Detection> nms(const std::vector<Detection>& cand, const Options& opt) {
+  const std::size_t n = cand.size();
+  float m = 0;
+  for (const Detection& d : cand)
+    m = std::max({m, std::fabs(d.x1), std::fabs(d.y1), std::fabs(d.x2), std::fabs(d.y2)});
+  const float span = float(double(m) + 1.0);
+  std::vector<float> b(4 * n), area(n);  // the offset boxes
+  for (std::size_t i = 0; i < n; ++i) {
+    const float off = float(cand[i].cls) * span;
+    float* q = &b[4 * i];
+    q[0] = cand[i].x1 + off, q[1] = cand[i].y1 + off, q[2] = cand[i].x2 + off, q[3] = cand[i].y2 + off;
+    area[i] = std::max(0.f, q[2] - q[0]) * std::max(0.f, q[3] - q[1]);
+  }
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  auto higher = [&](std::size_t i, std::size_t j) { return cand[i].score > cand[j].score; };
+  std::stable_sort(order.begin(), order.end(), higher);
+  std::vector<char> dropped(n, 0);
+  std::vector<Detection> keep;
+  for (std::size_t k = 0; k < n && int(keep.size()) < opt.max_det; ++k) {
+    const std::size_t i = order[k];
+    if (dropped[i]) continue;
+    keep.push_back(cand[i]);
+    const float* p = &b[4 * i];
+    for (std::size_t r = k + 1; r < n; ++r) {
+      const std::size_t j = order[r];
+      if (dropped[j]) continue;
+      const float* q = &b[4 * j];
+      const float iw = std::max(0.f, std::min(p[2], q[2]) - std::max(p[0], q[0]));
+      const float ih = std::max(0.f, std::min(p[3], q[3]) - std::max(p[1], q[1]));
+      const float inter = iw * ih;
+      if (!(inter / std::max(area[i] + area[j] - inter, 1e-9f) <= opt.iou)) dropped[j] = 1;
+    }
+  }
+  return keep;
+}
+"""
+
+LETTERBOX = """\
+// Where an image_w x image_h image lands in the input, as onnx_headcut.preprocess.letterbox puts it.
+struct Letterbox {
+  double ratio;          // input pixels per image pixel
+  int new_w, new_h;      // the resized image
+  int left, top;         // its offset in the input (the rest is kPadValue)
+  int image_w, image_h;  // the original image
+};
+
+inline Letterbox letterbox(int image_w, int image_h) {
+  const double r = std::min(double(kInputH) / image_h, double(kInputW) / image_w);
+  // Python's round() rounds halves to even, as nearbyint does in the default rounding mode
+  auto size = [](double v) { return int(kRoundSize ? std::nearbyint(v) : std::trunc(v)); };
+  const int nw = std::min(kInputW, std::max(1, size(image_w * r)));
+  const int nh = std::min(kInputH, std::max(1, size(image_h * r)));
+  if (!kPadCentered) return {r, nw, nh, 0, 0, image_w, image_h};
+  // half the padding on each side; the rest goes right and below: round(d - 0.1), round(d + 0.1)
+  const int left = int(std::nearbyint((kInputW - nw) / 2.0 - 0.1));
+  const int top = int(std::nearbyint((kInputH - nh) / 2.0 - 0.1));
+  return {r, nw, nh, left, top, image_w, image_h};
+}
+
+// Boxes from input pixels to image pixels, (x - left) / ratio, clipped to the image, as detect does.
+inline void to_image(std::vector<Detection>& dets, const Letterbox& lb) {
+  const float r = float(lb.ratio), left = float(lb.left), top = float(lb.top);
+  const float w = float(lb.image_w), h = float(lb.image_h);
+  for (Detection& d : dets) {
+    d.x1 = std::clamp((d.x1 - left) / r, 0.f, w), d.x2 = std::clamp((d.x2 - left) / r, 0.f, w);
+    d.y1 = std::clamp((d.y1 - top) / r, 0.f, h), d.y2 = std::clamp((d.y2 - top) / r, 0.f, h);
+  }
+}
+"""
