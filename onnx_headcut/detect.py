@@ -103,7 +103,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-        decoded = decode(ys if g.layout == "levels" else ys[0], g)
+        decoded = decode(ys, g)
     else:
         decoded = canonical(ys[0], Geometry.of(located))
     dets = postprocess(decoded, conf, iou)

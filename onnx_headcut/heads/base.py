@@ -33,20 +33,42 @@ COLUMNS = {
     "dfl": ("DFL bin logits grouped l, t, r, b", None),
 }
 
-LAYOUTS = ("flat", "levels")
+LAYOUTS = ("flat", "levels", "split", "flat-split")
+#: layouts with outputs per level (stride ascending), and layouts with the box and score blocks in outputs of their own
+PER_LEVEL, SPLIT = ("levels", "split"), ("split", "flat-split")
+#: the output (part) of a split layout each block goes to: box values in ``_box``, objectness and classes in ``_cls``
+PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls"}
+#: what the score-sum output of a split layout holds (as rknn_model_zoo's YOLOv8 export computes it)
+SCORE_SUM = "clip(sum over the classes of sigmoid(cls), 0, 1): >= every class score, for early rejection"
+
+
+def part_of(role: str) -> str:
+    """The split-layout output (``box`` or ``cls``) the block ``role`` goes to."""
+    return PART[role]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level."""
+    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level;
+    ``split``: per level a (1, box, h, w) and a (1, scores, h, w) output (and a (1, 1, h, w) score sum
+    with ``score_sum``); ``flat-split``: one (1, N, box) and one (1, N, scores) output (and (1, N, 1))."""
 
     kind: str = "flat"
     keep_dfl: bool = False
     keep_sigmoid: bool = False
+    score_sum: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
             raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.kind!r}")
+        if self.score_sum and self.kind not in SPLIT:
+            raise UsageError(f"--score-sum needs --layout split or flat-split (the sum is an output of its own), "
+                             f"not {self.kind}")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The outputs per level (per-level layouts) or in all (flat ones): ``("",)`` unless split."""
+        return ("box", "cls", "sum")[:3 if self.score_sum else 2] if self.kind in SPLIT else ("",)
 
 
 @dataclass(frozen=True)
@@ -99,10 +121,28 @@ class Geometry:
     ones_column: bool = True
     channel_first: bool = False
     original_decoded: bool = True
+    score_sum: bool = False  # split layouts: a score-sum output follows each cls output
 
     @property
     def na(self) -> int:
         return len(self.anchors[0]) if self.anchors else 1
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return Layout(self.layout, score_sum=self.score_sum).parts
+
+    def part_width(self, part: str) -> int:
+        """Channels per anchor of a split layout's ``part`` (``box``, ``cls``, ``sum``; ``""``: the whole row)."""
+        if part == "sum":
+            return 1
+        return sum(n for r, n, _ in self.channels if not part or part_of(r) == part)
+
+    def output_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
+        """The shapes of the raw outputs, in order, for a batch of ``batch``."""
+        n = self.na * sum(h * w for h, w in self.grids)
+        if self.layout in PER_LEVEL:
+            return [(batch, self.na * self.part_width(p), h, w) for h, w in self.grids for p in self.parts]
+        return [(batch, n, self.part_width(p)) for p in self.parts]
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -143,7 +183,7 @@ class Geometry:
                        tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in levels
                              if "anchors" in lv),
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
-                       bool(orig.get("decoded", True)))
+                       bool(orig.get("decoded", True)), bool(meta.get("score_sum", False)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -247,7 +287,10 @@ class Head:
                              "there is nothing to keep")
         if layout.keep_sigmoid and layout.kind == "levels" and self.decode == "anchor_grid":
             raise UsageError(f"--keep-sigmoid with --layout levels does not apply to {name} (the sigmoid would "
-                             "reach the box columns); use the flat layout")
+                             "reach the box columns); use the flat or split layout")
+        if layout.score_sum and self.kind.gate == "obj":
+            raise UsageError(f"--score-sum does not apply to {name}: its objectness (the first channel of each cls "
+                             "output) already bounds every score, reject on it")
 
     def effective(self, layout: Layout) -> Layout:
         return self.kind.effective(self, layout)
@@ -263,7 +306,7 @@ class Head:
                         tuple(self.input_shape), tuple((b.role, b.size, b.sigmoid) for b in self.blocks(layout)),
                         layout.kind, self.reg_max if left else 0,
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
-                        self.ones_column, self.channel_first, self.original_decoded)
+                        self.ones_column, self.channel_first, self.original_decoded, layout.score_sum)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -285,7 +328,9 @@ class Head:
             "rows": self.rows,
             "channels": [{"name": b.role, "size": b.size, "sigmoid": b.sigmoid,
                           "columns": "tx, ty, tw, th" if (b.role, self.decode) == ("box", "anchor_grid")
-                          else COLUMNS[b.role][1 if b.sigmoid else 0]} for b in self.blocks(layout)],
+                          else COLUMNS[b.role][1 if b.sigmoid else 0]}
+                         | ({"output": part_of(b.role)} if layout.kind in SPLIT else {})
+                         for b in self.blocks(layout)],
             "levels": [
                 {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows * self.na}
                 | ({"anchors": [list(a) for a in self.anchors[i]]} if self.anchors else {})
@@ -295,6 +340,9 @@ class Head:
                                 "decoded": self.original_decoded,
                                 "layout": "channels" if self.channel_first else "rows"},
         }
+        if layout.kind in SPLIT:
+            d["score_sum"] = layout.score_sum
+            d["outputs"] = _split_outputs(layout, self.na)
         if self.decode == "dist_anchor":
             d["ones_column"] = self.ones_column
             if left:
@@ -303,6 +351,18 @@ class Head:
             d["notes"] = list(self.notes)
         d.update(extra)
         return d
+
+
+def _split_outputs(layout: Layout, na: int) -> str:
+    """In words, what the outputs of a split layout are and in which order (recorded as ``outputs``)."""
+    per = "per level (stride ascending) <output>_s<stride>_box, _cls" if layout.kind == "split" else \
+        "<output>_box (1, N, box), <output>_cls (1, N, scores)"
+    text = per + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
+    text += "those named 'cls' (objectness first where the head has it)"
+    if na > 1:
+        text += (f"; {na} anchors per cell: each output holds, per anchor, its own block of those channels"
+                 if layout.kind == "split" else f"; rows ordered level, anchor, y, x ({na} anchors per cell)")
+    return text + (f"; sum = {SCORE_SUM}" if layout.score_sum else "")
 
 
 @dataclass(frozen=True)
