@@ -43,7 +43,7 @@ class _Command(TyperCommand):
 class LayoutChoice(str, Enum):
     flat = "flat"
     levels = "levels"
-    split = "split"
+    split_per_level = "split"  # (not "split": str.split)
     flat_split = "flat-split"
 
 
@@ -157,8 +157,8 @@ def strip(
         from .report import strip_text
 
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
-            res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid, score_sum), verify=verify,
-                                 lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
+            res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid, score_sum),
+                                 verify=verify, lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
                                  force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou)
         return strip_text(res)
 

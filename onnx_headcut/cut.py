@@ -11,7 +11,8 @@ levels row-wise::
 With ``Layout("levels")`` each level's ``(1,C,h,w)`` Concat is an output of its own. ``split`` makes
 two per level, the box blocks ``<name>_s<stride>_box`` and the score blocks (objectness, classes)
 ``<name>_s<stride>_cls``, and with ``score_sum`` a third, ``<name>_s<stride>_sum`` =
-``Clip(ReduceSum(Sigmoid(cls), axis=1), 0, 1)`` as rknn_model_zoo's YOLOv8 export has it;
+``Clip(sum over the classes of Sigmoid(cls), 0, 1)`` as rknn_model_zoo's YOLOv8 export has it (the sum
+a 1x1 Conv of ones rather than its ReduceSum, which pnnx mistranslates);
 ``flat-split`` stacks each of those row-wise, ``<name>_box``, ``<name>_cls`` (``<name>_sum``). Options add a
 Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the graph
 (``keep_dfl``), written in <= 4-D ops that every opset reads the same way::
@@ -210,11 +211,10 @@ def _conv_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[str
         if layout.score_sum:  # rknn_model_zoo's YOLOv8: clamp(sigmoid(cls).sum(1, keepdim=True), 0, 1)
             cls = scores or tail.op("Sigmoid", f"l{i}/sum_sigmoid", [by_role["cls"].tensor],
                                     (1, head.num_classes, h, w))
-            if opset >= 13:
-                s = tail.op("ReduceSum", f"l{i}/score_sum", [cls, tail.const(f"l{i}/sum_axes", np.array([1], np.int64))],
-                            (1, 1, h, w), keepdims=1)
-            else:
-                s = tail.op("ReduceSum", f"l{i}/score_sum", [cls], (1, 1, h, w), axes=[1], keepdims=1)
+            # the sum over the classes as a 1x1 Conv with weights 1: pnnx 20261020 writes a channel ReduceSum as
+            # an ncnn Reduction over no axis (the values unsummed); the Conv is read the same way everywhere
+            ones = tail.const(f"l{i}/sum_weights", np.ones((1, head.num_classes, 1, 1), tail.dtype))
+            s = tail.op("Conv", f"l{i}/score_sum", [cls, ones], (1, 1, h, w), kernel_shape=[1, 1])
             if opset >= 11:
                 bounds = [tail.const(f"l{i}/clip_{k}", np.array(v, tail.dtype)) for k, v in (("min", 0), ("max", 1))]
                 s = tail.op("Clip", f"l{i}/score_sum_clip", [s, *bounds], (1, 1, h, w))

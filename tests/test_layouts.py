@@ -41,7 +41,7 @@ LAYOUTS = {
     "flat-split-sum-sigmoid": Layout("flat-split", keep_sigmoid=True, score_sum=True),
     "split-keep-dfl": Layout("split", keep_dfl=True),
 }
-TAIL_OPS = {"Concat", "Reshape", "Transpose", "Slice", "Identity", "Sigmoid", "ReduceSum", "Clip", "Softmax", "MatMul"}
+TAIL_OPS = {"Concat", "Reshape", "Transpose", "Slice", "Identity", "Sigmoid", "Conv", "Clip", "Softmax", "MatMul"}
 
 
 def _applies(head: str, layout: Layout) -> bool:
@@ -91,7 +91,7 @@ def test_layout_structure_and_verification(head, layout_name, originals, tmp_pat
     assert [(o["name"], o["shape"]) for o in res.metadata["raw_outputs"]] == want
     ops = {n.op_type for n in _tail_nodes(raw)}
     assert ops <= TAIL_OPS, ops - TAIL_OPS
-    assert ("ReduceSum" in ops and "Clip" in ops) == layout.score_sum
+    assert ("Conv" in ops and "Clip" in ops) == layout.score_sum  # the sum: a 1x1 Conv of ones (see cut.py)
     assert ("Sigmoid" in ops) == (layout.keep_sigmoid or layout.score_sum)
     assert max_rank(infer_shapes(raw)) <= 4
     ix = GraphIndex(raw)
