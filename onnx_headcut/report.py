@@ -89,6 +89,15 @@ def inspect_text(insp: Inspection | RawInspection) -> str:
     return printable_lines(lines)
 
 
+def _split(layout) -> str:
+    """What a split layout's outputs hold, after the layout line ("" for the others)."""
+    if len(layout.parts) == 1:
+        return ""
+    where = "per level " if layout.kind == "split" else ""
+    return (f"; {where}outputs _box (box values), _cls (objectness, if any, then classes)"
+            + (", _sum (clip(sum of the class scores, 0, 1))" if layout.score_sum else ""))
+
+
 def strip_text(res: StripResult) -> str:
     insp, h = res.inspection, res.head
     removed = res.metadata["removed"]
@@ -98,7 +107,7 @@ def strip_text(res: StripResult) -> str:
         f"layout    {res.layout.kind}: " + _blocks(h.blocks(res.layout))
         + ("; DFL kept in the graph" if h.dfl and res.layout.keep_dfl else
            f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
-           if h.dfl else ""),
+           if h.dfl else "") + _split(res.layout),
     ]
     lines += [f"note      {n}" for n in h.notes]
     if insp.folded and res.batch == 1:  # first: it happened before the head was located

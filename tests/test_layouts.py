@@ -6,6 +6,8 @@ session's outputs, the score sum's values and the strictness of the record."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -172,3 +174,22 @@ def test_split_records_are_checked_strictly(originals, tmp_path):
     bad(lambda m: m.update(score_sum="yes"), "score_sum must be true or false")
     bad(lambda m: m["raw_outputs"].pop(), "8 raw_outputs for the split layout of 3 levels, which has 9")
     bad(lambda m: m.update(score_sum=False), "9 raw_outputs for the split layout of 3 levels, which has 6")
+
+
+def test_cli_strip_split_with_score_sum_then_verify(originals, tmp_path):
+    def headcut(*args):
+        p = subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True)
+        return p.returncode, p.stdout, p.stderr
+
+    raw = tmp_path / "raw.onnx"
+    code, out, err = headcut("strip", originals["yolov8"], "-o", raw, "--layout", "split", "--score-sum")
+    assert code == 0, err
+    assert "layout    split: dfl 64 + cls 80" in out and "_sum (clip(sum of the class scores, 0, 1))" in out
+    assert [o.name for o in onnx.load(str(raw)).graph.output][:3] == ["output0_s8_box", "output0_s8_cls",
+                                                                      "output0_s8_sum"]
+    code, out, err = headcut("verify", originals["yolov8"], raw, "--conf", "0.001")
+    assert code == 0 and "OK" in out, err
+    code, _, err = headcut("strip", originals["yolov8"], "-o", tmp_path / "b.onnx", "--score-sum")
+    assert code == 2 and err.strip().splitlines() == ["headcut: error: --score-sum needs --layout split or flat-split "
+                                                      "(the sum is an output of its own), not flat"], err
+    assert not (tmp_path / "b.onnx").exists()
