@@ -193,3 +193,36 @@ def test_cli_strip_split_with_score_sum_then_verify(originals, tmp_path):
     assert code == 2 and err.strip().splitlines() == ["headcut: error: --score-sum needs --layout split or flat-split "
                                                       "(the sum is an output of its own), not flat"], err
     assert not (tmp_path / "b.onnx").exists()
+
+
+TORCH = {  # torch reproductions of the upstream heads (tests/torch_families.py): exporter, layout
+    "yolov8": ("export_yolov8", Layout("split", score_sum=True)),
+    "yolox": ("export_yolox", Layout("flat-split")),
+    "yolov7": ("export_yolov7", Layout("split", keep_sigmoid=True)),
+    "yolov6-af-dfl": ("export_yolov6_af", Layout("flat-split", score_sum=True)),
+}
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+@pytest.mark.parametrize("name", list(TORCH))
+def test_split_layouts_on_torch_exports(name, dynamo, tmp_path):
+    """The layouts on torch's legacy and dynamo exports of the upstream heads (opsets 11-18, onnxsim/onnxslim)."""
+    pytest.importorskip("torch")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    import torch_families
+
+    fn, layout = TORCH[name]
+    kw = {"reg_max": 16} if name == "yolov6-af-dfl" else {}
+    src = getattr(torch_families, fn)(tmp_path / "in.onnx", dynamo=dynamo, **kw)
+    res = strip(src, tmp_path / "raw.onnx", layout=layout)
+    assert res.verification.ok and res.verification.max_abs_err <= 1e-3
+    (c,) = res.verification.checks
+    assert c.layout is not None and c.layout.ok and c.detections.ok
+    if not (layout.keep_sigmoid or layout.score_sum):
+        assert c.layout.max_abs_err == 0.0 and c.layout.exact_values == c.layout.values
+    n = len(layout.parts) * (3 if layout.kind == "split" else 1)
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert len(raw.graph.output) == n and max_rank(infer_shapes(raw)) <= 4
+    assert all(o.name.endswith(("_box", "_cls", "_sum")) for o in raw.graph.output)
+    assert {n.op_type for n in _tail_nodes(raw)} <= TAIL_OPS
