@@ -28,8 +28,9 @@ from .heads import Geometry, kind
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
-__all__ = ["anchor_grid", "canonical", "decode", "detect", "flatten_levels", "letterbox", "nms", "original_output",
-           "postprocess", "raw_outputs", "scale_boxes", "sigmoid", "dfl_expectation", "to_input"]
+__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "nms",
+           "original_output", "postprocess", "raw_outputs", "scale_boxes", "select_topk", "selected", "sigmoid",
+           "dfl_expectation", "to_input"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -118,13 +119,65 @@ def decode(raw, head) -> np.ndarray:
     return kind(g.decode).decode(flat, g, cells, strides, sizes)
 
 
+def corners(raw, head) -> np.ndarray:
+    """Decoded rows ``(B, N, 4 + nc)`` = ``[x1, y1, x2, y2, class scores]`` (input pixels) of a raw output
+    of the ``dist_anchor`` kind: the tensor an NMS-free Ultralytics export selects from."""
+    g = Geometry.of(head)
+    flat = flatten_levels(raw, g)
+    cells, strides, _ = _rows(g)
+    if flat.ndim != 3 or flat.shape[1] != len(cells) or flat.shape[2] != g.width:
+        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(cells)}, {g.width})")
+    return kind(g.decode).corners(flat, g, cells.astype(flat.dtype), strides.astype(flat.dtype))
+
+
+def _topk(v: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest of ``v``, largest first, ties to the lower index: onnxruntime's TopK
+    (``largest=1, sorted=1``), checked element for element in ``tests/heads/test_topk.py``."""
+    return np.argsort(-v, kind="stable")[:k]
+
+
+def select_topk(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The NMS-free selection of Ultralytics ``Detect.postprocess`` (YOLOv10 ``v10postprocess``), in numpy.
+
+    ``rows`` ``(B, N, 4 + nc)`` = ``[x1, y1, x2, y2, scores]``. Per image: the ``k`` anchors with the best
+    class score (TopK of the max over classes), their ``k * nc`` scores flattened (anchor-major), the ``k``
+    best of those; class = index % nc, anchor = first[index // nc]. Returns ``(out (B, k, 6) = [x1, y1,
+    x2, y2, score, class], anchors (B, k), classes (B, k))``. The export fixes ``k`` = ``max_det``; with
+    fewer anchors upstream's Python inference takes ``min(max_det, N)``, as here.
+    """
+    boxes, scores = rows[..., :4], rows[..., 4:]
+    nc = scores.shape[-1]
+    outs, anchors, classes = [], [], []
+    for b in range(rows.shape[0]):
+        first = _topk(scores[b].max(-1), min(k, scores.shape[1]))
+        cand = scores[b][first].reshape(-1)
+        pick = _topk(cand, k)
+        a, c = first[pick // nc], pick % nc
+        outs.append(np.concatenate([boxes[b][a], cand[pick][:, None], c[:, None].astype(rows.dtype)], 1))
+        anchors.append(a)
+        classes.append(c)
+    return np.stack(outs), np.stack(anchors), np.stack(classes)
+
+
+def selected(out: np.ndarray, conf: float) -> np.ndarray:
+    """Detections ``(K, 6)`` of a top-k output ``(1, k, 6)``: the rows whose score reaches ``conf``, in the
+    output's order, without NMS (what Ultralytics' predict does with an end-to-end model)."""
+    d = np.asarray(out, dtype=np.float32)[0]
+    return d[d[:, 4] >= conf]
+
+
 def original_output(raw, head) -> np.ndarray:
     """What the original export returns for this raw output: :func:`decode`, in the original's layout.
 
     YOLOv8/11 outputs are channel-first without the ones column; an undecoded YOLOX export returns
-    the raw rows with sigmoid on objectness and classes.
+    the raw rows with sigmoid on objectness and classes; an NMS-free export (``topk``) the top-k
+    selection ``(B, k, 6)`` of the x1, y1, x2, y2 rows (:func:`select_topk`).
     """
     g = Geometry.of(head)
+    if g.topk:
+        return select_topk(corners(raw, g), g.topk)[0]
+    if g.xyxy:
+        return corners(raw, g).transpose(0, 2, 1) if g.channel_first else corners(raw, g)
     if not g.original_decoded:
         flat = flatten_levels(raw, g).copy()
         cols = g.columns()
@@ -149,7 +202,11 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
                 probs[..., cols[role]] = np.log(np.clip(probs[..., cols[role]], 1e-12, 1 - 1e-7)
                                                 / np.clip(1 - probs[..., cols[role]], 1e-12, None))
         return decode(probs, g)
+    if g.topk:
+        raise ValueError("a top-k output holds detections, not decoded rows; see selected()")
     y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
+    if g.xyxy:  # x1, y1, x2, y2 → cx, cy, w, h
+        y = np.concatenate([(y[..., 0:2] + y[..., 2:4]) / 2, y[..., 2:4] - y[..., 0:2], y[..., 4:]], -1)
     if not g.ones_column:
         y = np.concatenate([y[..., :4], np.ones((*y.shape[:2], 1), y.dtype), y[..., 4:]], -1)
     return y

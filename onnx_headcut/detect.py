@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import param_blobs
-from .decode import canonical, decode, postprocess
+from .decode import canonical, decode, original_output, postprocess, selected
 from .engines import check_engine, engine_for, run
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
@@ -103,10 +103,14 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-        decoded = decode(ys, g)
+        if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
+            dets = selected(original_output(ys, g), conf)
+        else:
+            dets = postprocess(decode(ys, g), conf, iou)
+    elif located.selection is not None:
+        dets = selected(ys[0], conf)
     else:
-        decoded = canonical(ys[0], Geometry.of(located))
-    dets = postprocess(decoded, conf, iou)
+        dets = postprocess(canonical(ys[0], Geometry.of(located)), conf, iou)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)

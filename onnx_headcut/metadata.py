@@ -24,7 +24,7 @@ import onnx
 
 from .errors import HeadcutError, InputError
 from .heads import ALL, SCHEMA
-from .heads.base import LAYOUTS, PART, SPLIT
+from .heads.base import LAYOUTS, PART, SELECTIONS, SPLIT
 from .io import load, read_limited
 from .names import NamesError, parse_literal
 from .preprocess import Preprocess
@@ -219,7 +219,11 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
         if not isinstance(meta.get("schema", 1), int) or meta.get("schema", 1) > SCHEMA:
             raise _Bad(f"schema {meta.get('schema')!r} is newer than this headcut reads ({SCHEMA}); upgrade headcut")
         if "original_output" in meta:
-            _get(meta, "original_output", "", dict)
+            orig = _get(meta, "original_output", "", dict)
+            if orig.get("boxes", "xywh") not in ("xywh", "xyxy"):
+                raise _Bad(f"original_output.boxes must be 'xywh' or 'xyxy', not {orig.get('boxes')!r}"[:200])
+        if "selection" in meta:
+            _check_selection(_get(meta, "selection", "", dict), meta)
         if "preprocess" in meta:
             try:
                 Preprocess.from_json(meta["preprocess"])
@@ -270,6 +274,20 @@ def _check_layout(meta: dict) -> None:
         if len(meta["raw_outputs"]) != n:
             raise _Bad(f"{len(meta['raw_outputs'])} raw_outputs for the {layout} layout of "
                        f"{len(meta['levels'])} levels, which has {n}")
+
+
+def _check_selection(sel: dict, meta: dict) -> None:
+    """A recorded NMS-free selection: ``{"kind": "topk", "k": K, "nms": false, ...}`` on a head whose decode
+    gives boxes and class scores (``dist_anchor``), at most as many rows as the head has anchors."""
+    if sel.get("kind") not in SELECTIONS:
+        raise _Bad(f"selection.kind must be one of {', '.join(SELECTIONS)}, not {sel.get('kind')!r}"[:200])
+    rows = meta.get("rows")
+    _int(sel.get("k"), "selection.k", 1, rows if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0
+         else 1 << 20)
+    if sel.get("nms", False) is not False:
+        raise _Bad("selection.nms must be false (a top-k selection applies no NMS)")
+    if meta["decode"] != "dist_anchor":
+        raise _Bad(f"a top-k selection is recorded only for the dist_anchor decode, not {meta['decode']!r}")
 
 
 def parse_metadata(text, source: str = "headcut metadata") -> dict:

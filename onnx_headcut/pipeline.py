@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from . import __version__
+from . import __version__, topk
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
@@ -105,17 +105,23 @@ class _Located:
     shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
 
 
-def _locate_file(model: onnx.ModelProto, path) -> _Located:
+def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None) -> _Located:
     """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
-    first; a refusal names the file."""
+    first; a refusal names the file. ``anchors`` (``--anchors``) must be needed: a head whose graph
+    holds its anchors, or has none, refuses them."""
     embedded(model, str(path))  # a raw model: its record must at least be well-formed
     try:
-        return _locate(model)
+        found = _locate(model, anchors=anchors)
     except TooLargeError as e:
         raise TooLargeError(f"{path}: {e}") from None
+    if anchors is not None and found.head.anchors_from != "--anchors":
+        where = "reads its anchors from the graph" if found.head.anchors else "has no anchors"
+        raise UsageError(f"--anchors does not apply: the {found.head.family} {found.head.version} head of {path} "
+                         f"{where}")
+    return found
 
 
-def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
+def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple | None = None) -> _Located:
     """Locate directly; fold shape plumbing with onnxsim first when the graph needs it.
 
     An end-to-end export is first truncated at the decoded tensor that feeds its NMS. Any constant
@@ -126,9 +132,11 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
     nms = find_nms(model)
     if nms:
         return _locate_before_nms(model, nms[0].op_type, shapes)
+    if topk.find_topk(model):
+        return _locate_before_topk(model, shapes)
     if needs_folding(model):
         try:
-            return _Located(model, locate(model, shapes), False, shapes=shapes)
+            return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
         except NoHeadError as direct:
             # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
             try:
@@ -141,8 +149,8 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
             except HeadcutError:
                 raise direct from None
             shapes = infer_shapes(folded)
-            return _Located(folded, locate(folded, shapes), True, shapes=shapes)
-    return _Located(model, locate(model, shapes), False, shapes=shapes)
+            return _Located(folded, locate(folded, shapes, anchors), True, shapes=shapes)
+    return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
 
 
 def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Located:
@@ -163,24 +171,55 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
-def inspect(path: str | os.PathLike) -> Inspection | RawInspection:
+def _locate_before_topk(model: onnx.ModelProto, shapes: dict) -> _Located:
+    """An NMS-free export: the head feeding its top-k selection, located in the model truncated there;
+    the selection is checked node for node (:func:`onnx_headcut.topk.check_tail`) and recorded."""
+    tried = []
+    for truncated, t, s in topk.candidates(model, shapes):
+        try:
+            inner = _locate(truncated)
+        except (NoHeadError, AlreadyRawError) as e:  # a tensor past the decode (the class scores) is raw-looking
+            tried.append(f"'{t}' {list(s)}: {e}")
+            continue
+        head = inner.head
+        if head.decode != "dist_anchor" or not head.xyxy or not head.channel_first:
+            raise NoHeadError(f"NMS-free (top-k) export: the decode before the selection is {head.family} "
+                              f"{head.decode} with {'x1, y1, x2, y2' if head.xyxy else 'cx, cy, w, h'} boxes; headcut "
+                              "records a top-k selection only after Ultralytics' x1, y1, x2, y2 decode")
+        sel = topk.check_tail(model, shapes, t, head.num_classes)
+        family = "YOLOv10" if head.dfl else "YOLO26"
+        why = (f"NMS-free top-k tail after the decoded '{t}' {list(s)}: TopK({sel.k}) of the best class score, "
+               f"TopK({sel.k}) of the flattened scores, class = index % {head.num_classes}; no NMS")
+        label = ("DFL with NMS-free top-k selection: YOLOv10 (v10Detect)" if head.dfl
+                 else "reg_max 1 with NMS-free top-k selection: YOLO26 (one-to-one head)")
+        note = (f"NMS-free export: the top-{sel.k} selection ({len(model.graph.node) - len(truncated.graph.node)} "
+                "nodes) was removed with the decode and is recorded as 'selection'; the decode reproduces it")
+        head = replace(head, family=family, selection=sel, reasons=head.reasons + (why, label),
+                       notes=head.notes + (note,))
+        return _Located(inner.work, head, inner.folded, shapes=inner.shapes)
+    raise NoHeadError("NMS-free (top-k) export: no decoded (1, 4+nc, N) tensor with a known decode found before "
+                      "the TopK" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
+
+
+def inspect(path: str | os.PathLike, anchors: tuple | None = None) -> Inspection | RawInspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make; for a model
-    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`."""
+    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`.
+    ``anchors``: as for :func:`strip`."""
     model = load(path)
     outs = tuple((o.name, tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                                 for d in o.type.tensor_type.shape.dim)) for o in model.graph.output)
     try:
-        found = _locate_file(model, path)
+        found = _locate_file(model, path, anchors)
     except AlreadyRawError as e:
         return RawInspection(str(path), str(e), outs, embedded(model, str(path)))
     return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
 
 
-def decoded_head(path: str | os.PathLike, role: str = "the model") -> Head:
+def decoded_head(path: str | os.PathLike, role: str = "the model", anchors: tuple | None = None) -> Head:
     """The head of the decoded export at ``path``; :class:`UsageError` when it is already raw (``role``
-    names what the command expected, e.g. "ORIGINAL")."""
-    insp = inspect(path)
+    names what the command expected, e.g. "ORIGINAL"). ``anchors``: as for :func:`strip`."""
+    insp = inspect(path, anchors)
     if isinstance(insp, RawInspection):
         raise UsageError(f"{path}: {role} must be a decoded export, but it is {insp.reason.split(';')[0]}")
     return insp.head
@@ -198,7 +237,7 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
 def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(),
           verify: bool = True, lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
           force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
-          iou: float = DEFAULT_IOU) -> StripResult:
+          iou: float = DEFAULT_IOU, anchors: tuple | None = None) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``
     (default :func:`default_output`: ``<stem>.raw.onnx`` beside ``src``; a missing folder is made).
 
@@ -219,13 +258,19 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     convs' values rearranged, their decode equal to the original output within ``tol`` (px per 640 px
     of input; scores), the same detections at ``conf``/``iou`` — otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
+
+    ``anchors`` (per level, per anchor (w, h) pixels; :func:`~onnx_headcut.heads.anchor_raw.parse_anchors`)
+    is for an export whose outputs already are a YOLOv5/v7 raw head split per level (YOLOv7 without
+    ``--grid``): its graph holds no anchors. They are recorded as given; verification then proves the
+    raw outputs equal the original's outputs and the convs (layer 1), and says that the decode and
+    detection layers have no decoded original to compare with.
     """
     check_options(tol, conf, iou)
     dst = default_output(src) if dst is None else dst
     inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
-    found = _locate_file(model, src)
+    found = _locate_file(model, src, anchors)
     head = found.head
     head.check_layout(layout)
     if keep_dynamic_batch and _dynamic_batch(model) is None:
@@ -253,11 +298,13 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
     out_name = None
-    if found.reference is not None:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+    if found.reference is not None or head.selection is not None:  # end-to-end: name the raw output after the model's
         outs = [o.name for o in model.graph.output]
         out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
         head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "
-                                                 f"'{head.output_name}' that fed the NMS is internal to the export)",))
+                                                 f"'{head.output_name}' that fed the "
+                                                 f"{'top-k selection' if head.selection else 'NMS'} is internal "
+                                                 "to the export)",))
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):

@@ -12,7 +12,7 @@ from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..images import read_rgb
 from ..preprocess import ULTRALYTICS, Preprocess, letterbox, to_input
-from .layers import check_outputs
+from .layers import check_outputs, check_split_outputs
 from .results import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Verification, check_options
 
 
@@ -174,14 +174,18 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
               deterministic_input((n, *g.input_shape[1:]), np_dtype, seed)) for n in batches]
     pre = Preprocess.of(meta)
     feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype, pre)) for p in images]
-    out_name = head.output_name
+    out_names = [n for n, _ in head.split_outputs] or [head.output_name]
+    final = [head.final_output] if head.selection is not None else []  # an NMS-free export: also its (1, k, 6)
     checks = []
     for label, x in feeds:
         try:
             if s_conv is None:
-                ys = s_orig.run([out_name, *names], {inp.name: x})
+                ys = s_orig.run([*final, *out_names, *names], {inp.name: x})
             else:
-                ys = s_orig.run([out_name], {inp.name: x}) + s_conv.run(names, {s_conv.get_inputs()[0].name: x})
+                ys = (s_orig.run([*final, *out_names], {inp.name: x})
+                      + s_conv.run(names, {s_conv.get_inputs()[0].name: x}))
+            if final:  # the decoded tensor goes to layer 2 beside the selected output
+                ys = [(ys[0], ys[1]), *ys[2:]]
         except Exception as e:  # the input file is not a runnable model
             raise VerificationError(f"onnxruntime cannot run the original model on {label} ({_first_line(e)}); "
                                     "nothing written") from None
@@ -190,5 +194,9 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
         except Exception as e:
             raise VerificationError(
                 f"onnxruntime cannot run the raw model ({_first_line(e)}); nothing written") from None
-        checks.append(check_outputs(label, ys[0], dict(zip(names, ys[1:])), r, head, meta, allowed, conf, iou))
+        k = len(out_names)
+        if head.split_outputs:
+            checks.append(check_split_outputs(label, ys[:k], dict(zip(names, ys[k:])), r, head, meta))
+        else:
+            checks.append(check_outputs(label, ys[0], dict(zip(names, ys[1:])), r, head, meta, allowed, conf, iou))
     return Verification(tuple(checks))

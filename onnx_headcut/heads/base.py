@@ -21,8 +21,12 @@ from ..errors import UsageError
 from ..preprocess import Preprocess
 
 #: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`).
-#: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``
-SCHEMA = 3
+#: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``;
+#: 4: ``selection`` (an NMS-free top-k tail reproduced by the decode) and ``original_output.boxes`` (xyxy or xywh)
+SCHEMA = 4
+
+#: the one selection kind an original may apply after its decode (YOLOv10 / YOLO26 NMS-free exports)
+SELECTIONS = ("topk",)
 
 #: what the columns of a block hold: (as logits, with sigmoid applied in the graph)
 COLUMNS = {
@@ -121,6 +125,8 @@ class Geometry:
     ones_column: bool = True
     channel_first: bool = False
     original_decoded: bool = True
+    xyxy: bool = False  # the original decodes x1, y1, x2, y2 (an NMS-free export) rather than cx, cy, w, h
+    topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
     score_sum: bool = False  # split layouts: a score-sum output follows each cls output
 
     @property
@@ -183,7 +189,8 @@ class Geometry:
                        tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in levels
                              if "anchors" in lv),
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
-                       bool(orig.get("decoded", True)), bool(meta.get("score_sum", False)))
+                       bool(orig.get("decoded", True)), orig.get("boxes") == "xyxy",
+                       int(meta["selection"]["k"]) if "selection" in meta else 0, bool(meta.get("score_sum", False)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -209,6 +216,11 @@ class Kind:
         whose cells (gx, gy), strides and anchor sizes are given."""
         raise NotImplementedError
 
+    def corners(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+        """Decoded rows ``(B, K, 4 + nc)`` = ``[x1, y1, x2, y2, cls scores]``: only kinds whose originals may
+        end in a top-k selection (``dist_anchor``) have it."""
+        raise NotImplementedError(f"the {self.name} decode has no x1, y1, x2, y2 form")
+
     def __repr__(self) -> str:
         return f"<head kind {self.name}>"
 
@@ -233,6 +245,12 @@ class Head:
     ones_column: bool = True  # dist_anchor: the decoded output has a constant 1 at column 4 (YOLOv6)
     channel_first: bool = False  # the decoded output is (1, C, N) (Ultralytics) rather than (1, N, C)
     original_decoded: bool = True  # False: the original output is the raw head with sigmoids (YOLOX undecoded)
+    #: the original's outputs when they already are the raw head, split per level and 5-D (YOLOv7 without
+    #: ``--grid``): ((name, shape), ...) in level order; there is no decoded output to compare with
+    split_outputs: tuple = ()
+    anchors_from: str = "graph"  # where the anchors came from: "graph" or "--anchors"
+    xyxy: bool = False  # decoded boxes x1, y1, x2, y2 (Ultralytics end-to-end), not cx, cy, w, h
+    selection: Selection | None = None  # the NMS-free top-k tail after the decode (YOLOv10 / YOLO26 end-to-end)
 
     @property
     def decode(self) -> str:
@@ -269,11 +287,18 @@ class Head:
     def upstream_reg_max(self) -> int:
         """``reg_max`` as the family defines it: Ultralytics' is the bin count (16), YOLOv6's the bin
         count - 1 (16 for 17 bins: 4*(reg_max+1) = 68 channels)."""
-        return self.dfl_bins if self.version == "Ultralytics" else self.reg_max
+        if self.version == "Ultralytics":
+            return self.dfl_bins if self.dfl else 1  # YOLO26: reg_max 1, one "bin" = the distance itself
+        return self.reg_max
 
     @property
     def reg_max_meaning(self) -> str:
         return "DFL bins (Ultralytics)" if self.version == "Ultralytics" else "DFL bins - 1 (YOLOv6)"
+
+    @property
+    def final_output(self) -> str:
+        """The original's output the verification compares with: after the selection, when there is one."""
+        return self.selection.output if self.selection is not None else self.output_name
 
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
         return self.kind.blocks(self, layout)
@@ -306,7 +331,8 @@ class Head:
                         tuple(self.input_shape), tuple((b.role, b.size, b.sigmoid) for b in self.blocks(layout)),
                         layout.kind, self.reg_max if left else 0,
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
-                        self.ones_column, self.channel_first, self.original_decoded, layout.score_sum)
+                        self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
+                        self.selection.k if self.selection is not None else 0, layout.score_sum)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -321,7 +347,7 @@ class Head:
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
             "preprocess": self.preprocess.to_json(),
             "num_classes": self.num_classes,
-            "reg_max": self.upstream_reg_max if left else 0,  # the family's own meaning, see reg_max_meaning
+            "reg_max": self.upstream_reg_max if left or not self.dfl else 0,  # the family's meaning: reg_max_meaning
             "dfl_bins": self.dfl_bins if left else 0,  # what the decode uses
             "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
             "layout": layout.kind,
@@ -338,11 +364,19 @@ class Head:
             ],
             "original_output": {"name": self.output_name, "shape": list(self.output_shape),
                                 "decoded": self.original_decoded,
-                                "layout": "channels" if self.channel_first else "rows"},
+                                "layout": "channels" if self.channel_first else "rows"}
+            | ({"boxes": "xyxy"} if self.xyxy else {}),
         }
         if layout.kind in SPLIT:
             d["score_sum"] = layout.score_sum
             d["outputs"] = _split_outputs(layout, self.na)
+        if self.split_outputs:  # the original was the raw head already, one 5-D output per level
+            d["original_output"] |= {"decoded": False, "layout": "5-D per level (1, na, h, w, 5+nc)",
+                                     "outputs": [{"name": n, "shape": list(s)} for n, s in self.split_outputs]}
+        if self.anchors:
+            d["anchors_from"] = self.anchors_from
+        if self.selection is not None:
+            d["selection"] = self.selection.to_json()
         if self.decode == "dist_anchor":
             d["ones_column"] = self.ones_column
             if left:
@@ -363,6 +397,24 @@ def _split_outputs(layout: Layout, na: int) -> str:
         text += (f"; {na} anchors per cell: each output holds, per anchor, its own block of those channels"
                  if layout.kind == "split" else f"; rows ordered level, anchor, y, x ({na} anchors per cell)")
     return text + (f"; sum = {SCORE_SUM}" if layout.score_sum else "")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An NMS-free top-k tail after the decode (Ultralytics ``Detect.postprocess`` / YOLOv10 ``v10postprocess``).
+
+    The original keeps, of the decoded rows ``[x1, y1, x2, y2, scores...]``, the ``k`` anchors with the
+    best class score, then the ``k`` best (anchor, class) pairs of those, as ``output`` of ``shape``
+    ``(1, k, 6)`` = ``[x1, y1, x2, y2, score, class]``, without NMS.
+    """
+
+    k: int
+    output: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "topk", "k": self.k, "nms": False, "output": {"name": self.output, "shape": list(self.shape)},
+                "columns": "x1, y1, x2, y2, score, class"}
 
 
 @dataclass(frozen=True)
