@@ -226,3 +226,24 @@ def test_split_layouts_on_torch_exports(name, dynamo, tmp_path):
     assert len(raw.graph.output) == n and max_rank(infer_shapes(raw)) <= 4
     assert all(o.name.endswith(("_box", "_cls", "_sum")) for o in raw.graph.output)
     assert {n.op_type for n in _tail_nodes(raw)} <= TAIL_OPS
+
+
+def test_split_layouts_on_top_k_heads_and_raw_5d_originals(tmp_path):
+    """#14's heads: an NMS-free YOLO26 (verified through its top-k selection) and a YOLOv7 without --grid
+    (raw 5-D outputs, anchors given) take the split layouts like any other head of their kind."""
+    from onnx_headcut.heads.anchor_raw import parse_anchors
+    from onnx_headcut.synth import yolo26
+    from onnx_headcut.synth.multiout import yolov7_raw
+
+    anchors = parse_anchors("12,16,19,36,40,28/36,75,76,55,72,146/142,110,192,243,459,401")
+    for name, model, kw, layout, n in [("y26", yolo26(width=8, end2end=True), {}, Layout("split", score_sum=True), 9),
+                                       ("v7", yolov7_raw(width=8), {"anchors": anchors}, Layout("split"), 6),
+                                       ("v7f", yolov7_raw(width=8), {"anchors": anchors},
+                                        Layout("flat-split", keep_sigmoid=True), 2)]:
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+        res = strip(tmp_path / f"{name}.onnx", tmp_path / f"{name}.raw.onnx", layout=layout, **kw)
+        (c,) = res.verification.checks
+        assert res.verification.ok and c.layout is not None and c.layout.ok, name
+        assert len(res.metadata["raw_outputs"]) == n
+        if name == "v7":
+            assert c.layout.max_abs_err == 0.0 and c.layout.exact_values == c.layout.values
