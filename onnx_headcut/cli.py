@@ -43,6 +43,8 @@ class _Command(TyperCommand):
 class LayoutChoice(str, Enum):
     flat = "flat"
     levels = "levels"
+    split_per_level = "split"  # (not "split": str.split)
+    flat_split = "flat-split"
 
 
 class Target(str, Enum):
@@ -141,10 +143,14 @@ def strip(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the cut in onnxruntime"),
     lower: bool = typer.Option(True, "--lower/--no-lower", help="rewrite >4-D chains to rank <= 4"),
     simplify: bool = typer.Option(False, "--simplify", help="run onnxsim on the raw model"),
-    layout: LayoutChoice = typer.Option("flat", "--layout", metavar="[flat|levels]",
-                                      help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level"),
+    layout: LayoutChoice = typer.Option("flat", "--layout", metavar="[flat|levels|split|flat-split]",
+                                      help="flat: one (1, N, C) output; levels: one (1, C, H, W) per level; split: "
+                                           "per level a box and a class output (for int8); flat-split: (1, N, box) "
+                                           "and (1, N, classes)"),
     keep_dfl: bool = typer.Option(False, "--keep-dfl", help="keep the DFL expectation in the graph (4 distances)"),
     keep_sigmoid: bool = typer.Option(False, "--keep-sigmoid", help="emit scores (sigmoid applied) instead of logits"),
+    score_sum: bool = typer.Option(False, "--score-sum",
+                                   help="split layouts: add the clipped sum of the class scores, for early rejection"),
     image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
                                                help="also verify on this image (letterboxed; repeatable)"),
     tol: float = typer.Option(1e-3, "--tol", metavar="TOL",
@@ -169,8 +175,8 @@ def strip(
         from .report import strip_text
 
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
-            res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid), verify=verify,
-                                 lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
+            res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid, score_sum),
+                                 verify=verify, lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
                                  force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou,
                                  anchors=_anchors(anchors), input_size=input_size)
         return strip_text(res)

@@ -8,7 +8,12 @@ levels row-wise::
     Conv(cls) ─┘                                                                               │
                                         ... one such chain per level, stride ascending ...  ──┴─► Concat(axis=1) (1,N,C)
 
-With ``Layout("levels")`` each level's ``(1,C,h,w)`` Concat is an output of its own. Options add a
+With ``Layout("levels")`` each level's ``(1,C,h,w)`` Concat is an output of its own. ``split`` makes
+two per level, the box blocks ``<name>_s<stride>_box`` and the score blocks (objectness, classes)
+``<name>_s<stride>_cls``, and with ``score_sum`` a third, ``<name>_s<stride>_sum`` =
+``Clip(sum over the classes of Sigmoid(cls), 0, 1)`` as rknn_model_zoo's YOLOv8 export has it (the sum
+a 1x1 Conv of ones rather than its ReduceSum, which pnnx mistranslates);
+``flat-split`` stacks each of those row-wise, ``<name>_box``, ``<name>_cls`` (``<name>_sum``). Options add a
 Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the graph
 (``keep_dfl``), written in <= 4-D ops that every opset reads the same way::
 
@@ -29,10 +34,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import HeadcutError
+from .errors import HeadcutError, UsageError
 from .graph import fresh, graph_names
 from .heads import Head, Layout
 from .heads.anchor_grid import KIND as ANCHOR_GRID
+from .heads.base import PER_LEVEL, SPLIT, part_of
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,12 @@ class _Tail:
         self.elem_type = elem_type
         self.dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
         self.batch = batch
-        self.hw = hw
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.value_info: list[onnx.ValueInfoProto] = []
+        self.channels: dict[str, int] = {}  # last axis (flat rows) or channel axis (1, C, h, w) of each tensor made
+        self.opset = 13
+        self.hw = hw
 
     def dims(self, stride: int, grid: tuple[int, int]) -> tuple:
         """(h, w, h*w) of a level: numbers, or with a kept symbolic input size the names of those sizes."""
@@ -95,6 +103,31 @@ class _Tail:
         self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=node_name, **attrs))
         dims = [self.batch, *shape[1:]] if batch_dim else list(shape)
         self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, dims))
+        self.channels[out] = shape[-1] if len(shape) == 3 else shape[1]
+        return out
+
+    def slice(self, x: str, name: str, start: int, end: int, axis: int, shape) -> str:
+        """``x[start:end]`` on ``axis``."""
+        return self.op("Slice", name, [x, self.const(f"{name}/start", np.array([start], np.int64)),
+                                       self.const(f"{name}/end", np.array([end], np.int64)),
+                                       self.const(f"{name}/axis", np.array([axis], np.int64))], shape)
+
+    def join(self, parts: list[str], name: str, shape, out: str | None = None) -> str:
+        """``parts`` joined on the channel axis into ``out``: a Concat; one part made here is renamed ``out``
+        (a conv output is passed through an Identity, so that the conv keeps its name)."""
+        if len(parts) > 1:
+            return self.op("Concat", name, parts, shape, out=out, axis=1)
+        (t,) = parts
+        if out is None:
+            return t
+        made = next((n for n in self.nodes if t in n.output), None)
+        if made is None or any(t in n.input for n in self.nodes):  # a conv, or read by another node (the sum)
+            return self.op("Identity", name, [t], shape, out=out)
+        out = fresh(self.taken, out)
+        made.output[list(made.output).index(t)] = out
+        vi = next(v for v in self.value_info if v.name == t)
+        vi.name = out
+        self.channels[out] = self.channels[t]
         return out
 
     def const(self, name: str, value: np.ndarray) -> str:
@@ -139,6 +172,9 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[s
 
         Conv (1,na·no,h,w) ─► Reshape (1,na,no,h·w) ─► Transpose(0,1,3,2) ─► Reshape (1,na·h·w,no)
                               [─► Slice [4:] ─► Sigmoid ─► Concat with [:4]   (keep_sigmoid)]
+
+    split: ``Reshape (1,na,no,h·w) ─► Slice [:4] | [4:] on axis 2 [─► Sigmoid] ─► Reshape (1,na·k,h,w)``, per
+    anchor a block of k channels; flat-split: the rows above sliced on the last axis instead.
     """
     na, no = head.na, head.num_classes + 5
     out = []
@@ -152,22 +188,86 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[s
             out.append(tail.op("Identity", f"l{i}/level", [conv], (1, na * no, h, w),
                                out=f"{base}_s{lv.stride}"))
             continue
-        rows = na * hw if isinstance(hw, int) else f"{na}*{hw}"
         y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, hw)],
                     (1, na, no, hw))
+        if layout.kind == "split":
+            if tail.hw is not None:
+                raise UsageError("--layout split of an anchor head with a symbolic input height and width is not "
+                                 "available (its per-anchor blocks need the grid size); pin it with --input-size")
+            for part, (a, b) in (("box", (0, 4)), ("cls", (4, no))):
+                t = tail.slice(y, f"l{i}/{part}", a, b, 2, (1, na, b - a, hw))
+                if part == "cls" and layout.keep_sigmoid:
+                    t = tail.op("Sigmoid", f"l{i}/scores", [t], (1, na, b - a, hw))
+                out.append(tail.op("Reshape", f"l{i}/{part}_level", [t, tail.target(f"l{i}/{part}_shape",
+                                                                                    na * (b - a), h, w)],
+                                   (1, na * (b - a), h, w), out=f"{base}_s{lv.stride}_{part}"))
+            continue
         y = tail.op("Transpose", f"l{i}/cells_last", [y], (1, na, hw, no), perm=[0, 1, 3, 2])
+        rows = na * hw if isinstance(hw, int) else f"{na}*{hw}"
+        if layout.kind == "flat-split":
+            for part, (a, b) in (("box", (0, 4)), ("cls", (4, no))):
+                t = tail.slice(y, f"l{i}/{part}", a, b, 3, (1, na, hw, b - a))
+                if part == "cls" and layout.keep_sigmoid:
+                    t = tail.op("Sigmoid", f"l{i}/scores", [t], (1, na, hw, b - a))
+                out.append(tail.op("Reshape", f"l{i}/{part}_rows", [t, tail.target(f"l{i}/{part}_rows_shape",
+                                                                                   rows, b - a)], (1, rows, b - a)))
+            continue
         y = tail.op("Reshape", f"l{i}/rows", [y, tail.target(f"l{i}/rows_shape", rows, no)], (1, rows, no))
         if layout.keep_sigmoid:
-            box = tail.op("Slice", f"l{i}/box", [y, tail.const(f"l{i}/b0", np.array([0], np.int64)),
-                                                 tail.const(f"l{i}/b1", np.array([4], np.int64)),
-                                                 tail.const(f"l{i}/ax", np.array([2], np.int64))], (1, rows, 4))
-            rest = tail.op("Slice", f"l{i}/scores_logits", [y, tail.const(f"l{i}/r0", np.array([4], np.int64)),
-                                                            tail.const(f"l{i}/r1", np.array([no], np.int64)),
-                                                            tail.const(f"l{i}/ax2", np.array([2], np.int64))],
-                           (1, rows, no - 4))
+            box = tail.slice(y, f"l{i}/box", 0, 4, 2, (1, rows, 4))
+            rest = tail.slice(y, f"l{i}/scores_logits", 4, no, 2, (1, rows, no - 4))
             rest = tail.op("Sigmoid", f"l{i}/scores", [rest], (1, rows, no - 4))
             y = tail.op("Concat", f"l{i}/rows_scored", [box, rest], (1, rows, no), axis=2)
         out.append(y)
+    return out
+
+
+def _conv_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[str]:
+    """Anchor-free and objectness heads: per level the blocks joined on the channel axis, one group per
+    part of the layout (split: box, cls[, sum]); per-level layouts name each group an output, flat ones
+    flatten it to rows. Returns the per-level tensors, level-major (groups in part order)."""
+    blocks = head.blocks(layout)
+    opset = tail.opset
+    out = []
+    for i, lv in enumerate(head.levels):
+        h, w, hw = tail.dims(lv.stride, lv.grid)
+        by_role = {b.role: b for b in lv.branches}
+        groups: dict[str, list[str]] = {p: [] for p in layout.parts}
+        scores = None
+        for blk in blocks:
+            assert blk.source is not None  # every block of a non-anchor-grid head has a source conv
+            branch = by_role[blk.source.role]
+            t = branch.tensor
+            if blk.sigmoid:
+                t = tail.op("Sigmoid", f"l{i}/{blk.role}_sigmoid", [t], (1, blk.size, h, w))
+            if branch.role == "dfl" and blk.role == "reg":
+                t = tail.dfl(t, f"l{i}/dfl", head.reg_max, h, w)
+            groups[part_of(blk.role) if layout.kind in SPLIT else ""].append(t)
+            if blk.role == "cls":
+                scores = t if blk.sigmoid else None
+        if layout.score_sum:  # rknn_model_zoo's YOLOv8: clamp(sigmoid(cls).sum(1, keepdim=True), 0, 1)
+            cls = scores or tail.op("Sigmoid", f"l{i}/sum_sigmoid", [by_role["cls"].tensor],
+                                    (1, head.num_classes, h, w))
+            # the sum over the classes as a 1x1 Conv with weights 1: pnnx 20261020 writes a channel ReduceSum as
+            # an ncnn Reduction over no axis (the values unsummed); the Conv is read the same way everywhere
+            ones = tail.const(f"l{i}/sum_weights", np.ones((1, head.num_classes, 1, 1), tail.dtype))
+            s = tail.op("Conv", f"l{i}/score_sum", [cls, ones], (1, 1, h, w), kernel_shape=[1, 1])
+            if opset >= 11:
+                bounds = [tail.const(f"l{i}/clip_{k}", np.array(v, tail.dtype)) for k, v in (("min", 0), ("max", 1))]
+                s = tail.op("Clip", f"l{i}/score_sum_clip", [s, *bounds], (1, 1, h, w))
+            else:
+                s = tail.op("Clip", f"l{i}/score_sum_clip", [s], (1, 1, h, w), min=0.0, max=1.0)
+            groups["sum"] = [s]
+        for part, parts in groups.items():
+            c = sum(tail.channels[t] for t in parts)
+            name = f"{base}_s{lv.stride}" + (f"_{part}" if part else "")
+            if layout.kind in PER_LEVEL:
+                out.append(tail.join(parts, f"l{i}/level{part and '_' + part}", (1, c, h, w), name))
+                continue
+            cat = tail.join(parts, f"l{i}/concat{part and '_' + part}", (1, c, h, w))
+            flat = tail.op("Reshape", f"l{i}/flat{part and '_' + part}",
+                           [cat, tail.target(f"l{i}/flat{part and '_' + part}_shape", c, hw)], (1, c, hw))
+            out.append(tail.op("Transpose", f"l{i}/rows{part and '_' + part}", [flat], (1, hw, c), perm=[0, 2, 1]))
     return out
 
 
@@ -180,7 +280,8 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     the input's batch axis is pinned to 1). With
     ``inplace`` the cut is made on ``model`` itself (no copy of the weights: what ``strip`` does);
     otherwise ``model`` is left unchanged. The raw output takes ``output_name`` (default: the
-    decoded output's name; ``<name>_s<stride>`` per level with the levels layout).
+    decoded output's name; ``<name>_s<stride>`` per level with the levels layout, ``<name>_s<stride>_box``,
+    ``_cls`` (``_sum``) with split, ``<name>_box``, ``_cls`` (``_sum``) with flat-split).
     """
     if not inplace:
         copy = onnx.ModelProto()
@@ -204,34 +305,20 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     tail = _Tail(elem, batch, taken, head.dynamic_hw.axes if head.dynamic_hw else None)
     base = output_name or head.output_name
     keep = base == head.output_name  # the decoded output's name was freed above; any other must be unique
-    blocks = head.blocks(layout)
-    width = sum(b.size for b in blocks)
-    per_level = _anchor_levels(tail, head, layout, base) if head.kind is ANCHOR_GRID else []
-    for i, lv in enumerate(head.levels if head.kind is not ANCHOR_GRID else ()):
-        h, w, hw = tail.dims(lv.stride, lv.grid)
-        by_role = {b.role: b for b in lv.branches}
-        parts = []
-        for blk in blocks:
-            assert blk.source is not None  # every block of a non-anchor-grid head has a source conv
-            branch = by_role[blk.source.role]
-            t = branch.tensor
-            if blk.sigmoid:
-                t = tail.op("Sigmoid", f"l{i}/{blk.role}_sigmoid", [t], (1, blk.size, h, w))
-            if branch.role == "dfl" and blk.role == "reg":
-                t = tail.dfl(t, f"l{i}/dfl", head.reg_max, h, w)
-            parts.append(t)
-        if layout.kind == "levels":
-            per_level.append(tail.op("Concat", f"l{i}/level", parts, (1, width, h, w),
-                                     out=f"{base}_s{lv.stride}", axis=1))
-            continue
-        cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
-        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, hw)], (1, width, hw))
-        per_level.append(tail.op("Transpose", f"l{i}/rows", [flat], (1, hw, width), perm=[0, 2, 1]))
-    if layout.kind == "levels":
+    tail.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    tail.channels.update({b.tensor: b.channels for lv in head.levels for b in lv.branches})
+    per_level = (_anchor_levels if head.kind is ANCHOR_GRID else _conv_levels)(tail, head, layout, base)
+    parts = layout.parts
+    if layout.kind in PER_LEVEL:
         outputs = per_level
-    else:
-        rows = head.rows if head.dynamic_hw is None else "rows"
-        outputs = [tail.op("Concat", "concat", per_level, (1, rows, width), out=base, keep_name=keep, axis=1)]
+    else:  # per level, one tensor per part: each part's rows concatenated over the levels
+        outputs = []
+        n_rows = head.rows if head.dynamic_hw is None else "rows"
+        for k, part in enumerate(parts):
+            rows = per_level[k::len(parts)]
+            width = sum(tail.channels[t] for t in rows[:1])
+            outputs.append(tail.op("Concat", f"concat{part and '_' + part}", rows, (1, n_rows, width),
+                                   out=base + (f"_{part}" if part else ""), keep_name=keep and not part, axis=1))
     out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
     g.node.extend(tail.nodes)
     g.initializer.extend(tail.inits)
@@ -249,15 +336,6 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     report = CutReport(sum(before.values()), sum(after.values()), dict(sorted(removed.items())),
                        dict(sorted(added_ops.items())), tuple((o, shapes[o]) for o in outputs))
     return model, report
-
-
-def _pin_batch(g: onnx.GraphProto) -> None:
-    """Make the image input's batch axis 1 (the graph's other dims stay as they are)."""
-    inits = {t.name for t in g.initializer}
-    for i in g.input:
-        dims = i.type.tensor_type.shape.dim
-        if i.name not in inits and dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
 
 
 def _prune(g: onnx.GraphProto) -> None:
@@ -286,3 +364,12 @@ def _prune(g: onnx.GraphProto) -> None:
         del g.initializer[i]
     for i in reversed([i for i, v in enumerate(g.value_info) if v.name not in needed]):
         del g.value_info[i]
+
+
+def _pin_batch(g: onnx.GraphProto) -> None:
+    """Make the image input's batch axis 1 (the graph's other dims stay as they are)."""
+    inits = {t.name for t in g.initializer}
+    for i in g.input:
+        dims = i.type.tensor_type.shape.dim
+        if i.name not in inits and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1

@@ -34,7 +34,8 @@ from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
 __all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "nms",
-           "original_output", "postprocess", "scale_boxes", "select_topk", "selected", "sigmoid", "sized",
+           "original_output", "postprocess", "raw_outputs", "scale_boxes", "select_topk", "selected", "sigmoid",
+           "sized",
            "dfl_expectation", "to_input"]
 
 
@@ -74,12 +75,46 @@ def sized(head, raw=None, input_size=None) -> Geometry:
     return g
 
 
-def flatten_levels(raw, head) -> np.ndarray:
-    """A ``levels`` layout (one (B, C, h, w) array per level) as the flat (B, N, C) layout."""
+def raw_outputs(raw, head) -> list[np.ndarray]:
+    """The raw outputs as a checked list: ``raw`` is what a session returns (the list of outputs, in
+    order) or, for the one-output flat layout, that output alone. :class:`ValueError` (one line) when
+    the count or a shape is not what the recorded layout has."""
     g = Geometry.of(head)
-    if g.layout != "levels" and not isinstance(raw, (list, tuple)):
-        return np.asarray(raw)
-    outs = [np.asarray(r) for r in raw]
+    expected = g.output_shapes()
+    listed = isinstance(raw, (list, tuple))
+    if not listed and len(expected) > 1:
+        raise ValueError(f"the {g.layout} layout has {len(expected)} outputs; pass the list of session outputs "
+                         "(session.run(None, ...)), not one array")
+    outs = [np.asarray(r) for r in raw] if listed else [np.asarray(raw)]
+    if len(outs) != len(expected):
+        raise ValueError(f"{len(outs)} raw outputs given, the {g.layout} layout of this head has {len(expected)}")
+    batch = outs[0].shape[0] if outs[0].ndim else 0
+    for k, (o, e) in enumerate(zip(outs, expected)):
+        if o.shape != (batch, *e[1:]):
+            at = "x".join(map(str, g.input_shape[-2:]))
+            hint = f" at {at}; pass input_size=(H, W) for another input size" if g.dynamic else ""
+            raise ValueError(f"raw output {k} has shape {list(o.shape)}, the {g.layout} layout of this head gives "
+                             f"{[batch, *e[1:]]}{hint}")
+    return outs
+
+
+def flatten_levels(raw, head) -> np.ndarray:
+    """Any layout's raw outputs (see :func:`raw_outputs`) as the flat (B, N, C) layout.
+
+    ``levels``: each (B, na·C, h, w) → rows (level, anchor, y, x); ``split``: per level the box and cls
+    outputs (B, na·k, h, w) joined per anchor on the channel axis first (the score sum is left out);
+    ``flat-split``: the (B, N, box) and (B, N, scores) outputs joined on the last axis.
+    """
+    g = Geometry.of(head)
+    outs = raw_outputs(raw, g)
+    if g.layout == "flat":
+        return outs[0]
+    if g.layout == "flat-split":
+        return np.concatenate(outs[:2], -1)
+    if g.layout == "split":  # per level [box, cls(, sum)]: (B, na·k, h, w) → (B, na, k, h·w), joined on k
+        n = len(g.parts)
+        outs = [np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]) for o in outs[k:k + 2]], 2)
+                .reshape(outs[k].shape[0], -1, *outs[k].shape[2:]) for k in range(0, len(outs), n)]
     if g.na > 1:  # anchor heads: (B, na*no, h, w) per level → rows (level, anchor, y, x)
         return np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]).transpose(0, 1, 3, 2)
                                .reshape(o.shape[0], -1, o.shape[1] // g.na) for o in outs], 1)
@@ -87,7 +122,8 @@ def flatten_levels(raw, head) -> np.ndarray:
 
 
 def decode(raw, head, input_size=None) -> np.ndarray:
-    """Decode a raw output (flat ``(B, N, C)``, or the list of level outputs) into the original layout.
+    """Decode the raw outputs (the list a session returns; the flat layout's one ``(B, N, C)`` array may
+    be passed alone) into the original layout (:class:`ValueError` for outputs the layout does not have).
 
     ``grid_exp_obj`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, sigmoid(obj), sigmoid(cls)]``;
     ``dist_anchor`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, 1, sigmoid(cls)]``, in input pixels,
@@ -219,7 +255,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 
 def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, input_size=None) -> np.ndarray:
-    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` for the first image of a raw output.
+    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` for the first image of the raw outputs
+    (the list a session returns, or the flat layout's one output; :class:`ValueError` for anything else).
 
     Candidates are chosen before decoding: a row's score is at most ``sigmoid(obj)`` (or its best
     ``sigmoid(cls)``), so rows whose logit is below ``logit(conf)`` are dropped first and only the

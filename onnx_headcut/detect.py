@@ -109,9 +109,9 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]
         if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
-            dets = selected(original_output(ys if g.layout == "levels" else ys[0], g), conf)
+            dets = selected(original_output(ys, g), conf)
         else:
-            dets = postprocess(decode(ys if g.layout == "levels" else ys[0], g), conf, iou)
+            dets = postprocess(decode(ys, g), conf, iou)
     elif located.selection is not None:
         dets = selected(ys[0], conf)
     else:

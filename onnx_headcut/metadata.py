@@ -24,7 +24,7 @@ import onnx
 
 from .errors import HeadcutError, InputError
 from .heads import ALL, SCHEMA
-from .heads.base import SELECTIONS
+from .heads.base import LAYOUTS, PART, SELECTIONS, SPLIT
 from .io import load, read_limited
 from .names import NamesError, parse_literal
 from .preprocess import Preprocess
@@ -211,8 +211,7 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
             _int(c.get("size"), w + "size", 1, _MAX_CHANNELS)
             if "sigmoid" in c and not isinstance(c["sigmoid"], bool):
                 raise _Bad(f"{w}sigmoid must be true or false")
-        if meta.get("layout", "flat") not in ("flat", "levels"):
-            raise _Bad(f"layout must be 'flat' or 'levels', not {meta.get('layout')!r}"[:200])
+        _check_layout(meta)
         _int(meta.get("reg_max", 0), "reg_max", 0, 1 << 10)
         bins = _int(meta.get("dfl_bins", 0), "dfl_bins", 0, 1 << 10)
         dfl = [c["size"] for c in meta["channels"] if c.get("name") == "dfl"]
@@ -251,6 +250,34 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
     except _Bad as e:
         raise InputError(f"{source}: malformed headcut metadata: {e}") from None
     return meta
+
+
+def _check_layout(meta: dict) -> None:
+    """The layout fields: a known layout; split layouts name, per channel block, the output it is in (box
+    values in ``box``, objectness and classes in ``cls``), and ``score_sum`` (only there, and only for
+    heads without objectness); ``raw_outputs``, when recorded, are as many as the layout has."""
+    layout = meta.get("layout", "flat")
+    if layout not in LAYOUTS:
+        raise _Bad(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}"[:200])
+    channels = meta["channels"]
+    if layout in SPLIT:
+        for k, c in enumerate(channels):
+            if c["name"] not in PART or c.get("output") != PART[c["name"]]:
+                raise _Bad(f"channels[{k}] ({c['name']!r}) must say output {PART.get(c['name'], 'box or cls')!r} "
+                           f"in the {layout} layout, not {c.get('output')!r}"[:200])
+        if not isinstance(meta.get("score_sum", False), bool):
+            raise _Bad("score_sum must be true or false")
+        if meta.get("score_sum") and (any(c["name"] == "obj" for c in channels) or
+                                      not any(c["name"] == "cls" for c in channels)):
+            raise _Bad("score_sum is recorded for a head with objectness or without classes")
+    elif "score_sum" in meta or any("output" in c for c in channels):
+        raise _Bad(f"score_sum and channel outputs belong to the split layouts, not {layout}")
+    if isinstance(meta.get("raw_outputs"), list):
+        parts = (3 if meta.get("score_sum") else 2) if layout in SPLIT else 1
+        n = parts * (len(meta["levels"]) if layout in ("levels", "split") else 1)
+        if len(meta["raw_outputs"]) != n:
+            raise _Bad(f"{len(meta['raw_outputs'])} raw_outputs for the {layout} layout of "
+                       f"{len(meta['levels'])} levels, which has {n}")
 
 
 def _check_selection(sel: dict, meta: dict) -> None:

@@ -109,6 +109,15 @@ def inspect_text(insp: Inspection | RawInspection) -> str:
     return printable_lines(lines)
 
 
+def _split(layout) -> str:
+    """What a split layout's outputs hold, after the layout line ("" for the others)."""
+    if len(layout.parts) == 1:
+        return ""
+    where = "per level " if layout.kind == "split" else ""
+    return (f"; {where}outputs _box (box values), _cls (objectness, if any, then classes)"
+            + (", _sum (clip(sum of the class scores, 0, 1))" if layout.score_sum else ""))
+
+
 def strip_text(res: StripResult) -> str:
     insp, h = res.inspection, res.head
     removed = res.metadata["removed"]
@@ -118,7 +127,7 @@ def strip_text(res: StripResult) -> str:
         f"layout    {res.layout.kind}: " + _blocks(h.blocks(res.layout))
         + ("; DFL kept in the graph" if h.dfl and res.layout.keep_dfl else
            f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
-           if h.dfl else ""),
+           if h.dfl else "") + _split(res.layout),
     ]
     if h.selection is not None:
         lines.append(f"select    top {h.selection.k} (anchor, class) scores of the x1, y1, x2, y2 rows, no NMS -> "

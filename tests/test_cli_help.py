@@ -35,7 +35,7 @@ def test_help_has_no_type_names_no_braces_and_fits_80_columns(verb):
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
 
 
-@pytest.mark.parametrize("verb,option,choices", [("strip", "--layout", "[flat|levels]"),
+@pytest.mark.parametrize("verb,option,choices", [("strip", "--layout", "[flat|levels|split|flat-split]"),
                                                  ("convert", "--to", "[mnn|ncnn]"),
                                                  ("verify", "--engine", "[ort|mnn|ncnn]"),
                                                  ("detect", "--engine", "[ort|mnn|ncnn]"),
@@ -70,6 +70,8 @@ def test_sample_help_names_every_family():
      r"^--keep-dfl does not apply: the YOLOv6 .* has no DFL \(box branch of 4"),
     (lambda: yolov5(width=8), Layout("levels", keep_sigmoid=True),
      r"^--keep-sigmoid with --layout levels does not apply"),
+    (lambda: yolov6_v1(width=8), Layout("split", score_sum=True),
+     r"^--score-sum does not apply to the YOLOv6 0.1.0 head: its objectness"),
 ])
 def test_options_that_do_not_apply_are_refused_before_any_work(make, layout, match, tmp_path):
     src = tmp_path / "in.onnx"

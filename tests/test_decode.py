@@ -60,3 +60,41 @@ def test_letterbox_and_back():
     assert (out[:80] == 114).all() and (out[80:240] == 0).all()
     back = scale_boxes(np.array([[0, 80, 320, 240]], np.float32), r, pad)
     np.testing.assert_allclose(back, [[0, 0, 200, 100]])
+
+
+def _one_box():
+    """A flat raw output of HEAD with one confident box: level 0, cell gx=1 gy=2, wh 16x16 → xyxy (4, 12, 20, 28)."""
+    raw = np.full((1, 40, 7), -8.0, np.float32)
+    raw[0, 17] = [0.5, 0.5, np.log(2.0), np.log(2.0), 6.0, 6.0, -6.0]
+    return raw
+
+
+def test_detect_takes_the_list_of_session_outputs():
+    """#15: ``detect(session.run(None, ...), meta)`` on the flat layout read the one-element list as
+    the levels layout and returned wrong boxes (y1 = -58 for a box whose y1 is 96 on a real model)."""
+    raw = _one_box()
+    alone = detect(raw, HEAD, conf=0.5)
+    assert alone[:, :4].tolist() == [[4.0, 12.0, 20.0, 28.0]]
+    for listed in ([raw], (raw,)):
+        np.testing.assert_array_equal(detect(listed, HEAD, conf=0.5), alone)
+        np.testing.assert_array_equal(decode(listed, HEAD), decode(raw, HEAD))
+
+
+def test_decode_refuses_outputs_the_layout_does_not_have():
+    import pytest
+
+    raw = _one_box()
+    split = dict(HEAD, layout="flat-split", channels=[dict(c, output="box" if c["name"] == "box" else "cls")
+                                                      for c in HEAD["channels"]])
+    box, cls = raw[..., :4], raw[..., 4:]
+    np.testing.assert_array_equal(detect([box, cls], split, conf=0.5), detect(raw, HEAD, conf=0.5))
+    cases = [(raw, HEAD, [raw, raw], "2 raw outputs given, the flat layout of this head has 1"),
+             (raw, HEAD, raw[:, :39], r"raw output 0 has shape \[1, 39, 7\], the flat layout of this head gives "
+                                      r"\[1, 40, 7\]"),
+             (raw, split, raw, "the flat-split layout has 2 outputs; pass the list of session outputs"),
+             (raw, split, [box], "1 raw outputs given, the flat-split layout of this head has 2"),
+             (raw, split, [cls, box], r"raw output 0 has shape \[1, 40, 3\]")]
+    for _, head, given, message in cases:
+        for fn in (detect, decode):
+            with pytest.raises(ValueError, match=message):
+                fn(given, head)

@@ -16,7 +16,7 @@ from onnx_headcut.detect import detect, draw
 from onnx_headcut.errors import InputError
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
-from onnx_headcut.synth import yolov6_af, yolov6_v1
+from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8
 
 PHOTOS = Path(__file__).resolve().parents[1] / "samples" / "images"
 
@@ -27,7 +27,9 @@ def _arr(res):
 
 @pytest.mark.parametrize("make,kw,layout", [(yolov6_v1, {}, Layout()), (yolov6_af, {"reg_max": 16}, Layout()),
                                             (yolov6_af, {"levels": 4, "size": (192, 320), "width": 4},
-                                             Layout("levels"))])
+                                             Layout("levels")),
+                                            (yolov8, {}, Layout("split", score_sum=True)),
+                                            (yolov5, {}, Layout("flat-split", keep_sigmoid=True))])
 @pytest.mark.parametrize("photo", ["chelsea.jpg", "astronaut.jpg"])
 def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):
     onnx.save(make(**{"width": 8, **kw}), str(tmp_path / "original.onnx"))

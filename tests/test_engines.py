@@ -150,3 +150,25 @@ def test_readme_engine_table_is_current():
         return [row.split("|")[1:6] for row in text.strip().splitlines() if row.startswith("| ")]
 
     assert verdicts(readme) == verdicts(fresh)
+
+
+@pytest.mark.parametrize("head,layout", [("anchor-free-dfl", Layout("split", score_sum=True)),
+                                         ("anchor-free-dfl", Layout("flat-split")),
+                                         ("v0.1.0", Layout("split", keep_sigmoid=True)),
+                                         ("v0.1.0", Layout("flat-split"))])
+def test_split_layouts_on_ncnn_and_mnn(head, layout, tmp_path):
+    """#15: the int8 layouts convert and verify on both engines, their outputs mapped by name (MNN) and
+    in the ONNX model's order (ncnn's out0, out1, ...; the batch axis dropped and restored)."""
+    make, kw = HEADS[head]
+    onnx.save(make(**kw), str(tmp_path / "original.onnx"))
+    res = strip(tmp_path / "original.onnx", tmp_path / "raw.onnx", layout=layout)
+    names = [o["name"] for o in res.metadata["raw_outputs"]]
+    assert len(names) == (len(layout.parts) * (3 if layout.kind == "split" else 1))
+    for engine in ("mnn", "ncnn"):
+        conv = convert(tmp_path / "raw.onnx", engine, force=True)
+        assert list(conv.outputs) == (names if engine == "mnn" else [f"out{k}" for k in range(len(names))])
+        (check,) = verify_engine(tmp_path / "original.onnx", conv.model, conf=model_conf(tmp_path / "original.onnx"))
+        assert check.ok and check.engine == engine
+        assert check.layout is not None and check.layout.ok and check.layout.max_abs_err <= 1e-3
+        assert check.max_abs_err_boxes <= 1e-3 and check.max_abs_err_scores <= 1e-3
+        assert check.detections.matched >= 5

@@ -12,62 +12,78 @@ from ..decode import canonical, nms, original_output
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
+from ..heads.base import PER_LEVEL, SPLIT, part_of
 from ..numeric import sigmoid
 from .results import DEFAULT_CONF, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck, LayoutCheck
 
 
 def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The raw outputs the metadata ``g`` promises, built in numpy from the conv values: (values, exact masks).
+    """The raw outputs the metadata ``g`` promises, built in numpy from the conv values: (values, ulps allowed).
 
-    Each mask is True where the value is pure data movement (must match exactly) and False where
-    the layout computes it in the graph (sigmoid, DFL expectation).
+    Each ulps array is 0 where the value is pure data movement (must match exactly) and the ulps of
+    its dtype it may differ by where the layout computes it in the graph (sigmoid, DFL expectation:
+    :data:`COMPUTED_ULPS`; the score sum, a sum of ``nc`` sigmoids: ``nc`` times that).
     """
-    per_level: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
+    per_level: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per level, one (values, ulps) per output part
     for lv in head.levels:
         by_role = {b.role: convs[b.tensor] for b in lv.branches}
-        parts, exact = [], []
-        if head.kind is ANCHOR_GRID:  # one conv (B, na*no, h, w) → (B, na, h*w, no), sigmoid on [4:] if asked
-            x = by_role["pred"]
-            bsz, _, h, w = x.shape
-            no = head.num_classes + 5
-            if g.layout == "levels":
-                per_level.append(x)
-                masks.append(np.ones(x.shape, bool))
-                continue
-            y = x.reshape(bsz, head.na, no, h * w).transpose(0, 1, 3, 2).reshape(bsz, head.na * h * w, no)
-            m = np.ones(y.shape, bool)
-            if g.activated("obj"):
-                y = np.concatenate([y[..., :4], sigmoid(y[..., 4:])], -1)
-                m[..., 4:] = False
-            per_level.append(y)
-            masks.append(m)
+        if head.kind is ANCHOR_GRID:
+            per_level.append(_anchor_parts(by_role["pred"], head, g))
             continue
+        groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in g.parts}
         for role, size, sig in g.channels:
             if role == "reg" and "dfl" in by_role:  # DFL kept in the graph: distances from the bins
                 x = by_role["dfl"]
                 bsz, c, h, w = x.shape
                 v = _dfl(x.reshape(bsz, 4, c // 4, h, w)).astype(x.dtype)
-                parts.append(v)
-                exact.append(np.zeros(v.shape, bool))
+                groups[part_of(role) if g.layout in SPLIT else ""].append((v, np.full(v.shape, COMPUTED_ULPS)))
                 continue
             x = by_role["dfl" if role == "dfl" else role]
             if x.shape[1] != size:
                 raise VerificationError(f"the metadata says block '{role}' has {size} channels, "
                                         f"the conv has {x.shape[1]}")
-            parts.append(sigmoid(x) if sig else x)
-            exact.append(np.full(x.shape, not sig))
-        cat, msk = np.concatenate(parts, 1), np.concatenate(exact, 1)
-        if g.layout == "levels":
-            per_level.append(cat)
-            masks.append(msk)
-        else:
-            bsz, c, h, w = cat.shape
-            per_level.append(cat.reshape(bsz, c, h * w).transpose(0, 2, 1))
-            masks.append(msk.reshape(bsz, c, h * w).transpose(0, 2, 1))
+            groups[part_of(role) if g.layout in SPLIT else ""].append(
+                (sigmoid(x) if sig else x, np.full(x.shape, COMPUTED_ULPS if sig else 0)))
+        if g.score_sum:
+            x = by_role["cls"]
+            v = np.clip(sigmoid(x).sum(1, keepdims=True, dtype=x.dtype), 0, 1)
+            groups["sum"] = [(v, np.full(v.shape, COMPUTED_ULPS * (x.shape[1] + 1)))]
+        per_level.append([(np.concatenate([v for v, _ in parts], 1), np.concatenate([m for _, m in parts], 1))
+                          for parts in groups.values()])
+    if g.layout in PER_LEVEL:
+        pairs = [p for level in per_level for p in level]
+    else:  # each part's (B, C, h, w) (anchor heads: already rows) flattened to rows, levels concatenated
+        rows = [[v if v.ndim == 3 else v.reshape(*v.shape[:2], -1).transpose(0, 2, 1) for v in p]
+                for level in per_level for p in level]
+        n = len(g.parts)
+        pairs = [(np.concatenate([r[0] for r in rows[k::n]], 1), np.concatenate([r[1] for r in rows[k::n]], 1))
+                 for k in range(n)]
+    return [v for v, _ in pairs], [m for _, m in pairs]
+
+
+def _anchor_parts(x: np.ndarray, head: Head, g: Geometry) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An anchor head's conv (B, na·no, h, w) laid out as the level's parts (``levels``: the conv; flat:
+    rows (B, na·h·w, no); split: per anchor (B, na·4, h, w) box and (B, na·(1+nc), h, w) scores; flat-split:
+    those as rows), with sigmoid on the scores when the metadata says so."""
+    bsz, _, h, w = x.shape
+    na, no = head.na, head.num_classes + 5
     if g.layout == "levels":
-        return per_level, masks
-    return [np.concatenate(per_level, 1)], [np.concatenate(masks, 1)]
+        return [(x, np.zeros(x.shape))]
+    y = x.reshape(bsz, na, no, h * w)
+    if g.layout != "split":
+        y = y.transpose(0, 1, 3, 2)  # (B, na, h·w, no)
+    ax = 2 if g.layout == "split" else 3
+    box, cls = np.split(y, [4], axis=ax)
+    m_box, m_cls = np.zeros(box.shape), np.full(cls.shape, COMPUTED_ULPS if g.activated("obj") else 0)
+    if g.activated("obj"):
+        cls = sigmoid(cls)
+    if g.layout == "split":
+        shape = lambda a: a.reshape(bsz, -1, h, w)  # noqa: E731
+    else:
+        shape = lambda a: a.reshape(bsz, na * h * w, -1)  # noqa: E731
+    if g.layout in SPLIT:
+        return [(shape(box), shape(m_box)), (shape(cls), shape(m_cls))]
+    return [(shape(np.concatenate([box, cls], -1)), shape(np.concatenate([m_box, m_cls], -1)))]
 
 
 def _dfl(bins: np.ndarray) -> np.ndarray:
@@ -85,7 +101,8 @@ COMPUTED_ULPS = 16
 def layout_check(raw: list[np.ndarray], expected: list[np.ndarray], exact: list[np.ndarray],
                  atol: float = 0.0, rtol: float = 0.0) -> LayoutCheck:
     """Compare raw outputs with :func:`expected_raw`: exact values must match to within ``atol``/``rtol``
-    (0 for onnxruntime: bit for bit), computed values within a few ulps of their dtype more."""
+    (0 for onnxruntime: bit for bit), computed values within a few ulps of their dtype more. ``exact``
+    holds per value the ulps allowed (0: exact), or True where exact (a bool mask: :data:`COMPUTED_ULPS` elsewhere)."""
     if len(raw) != len(expected):
         return LayoutCheck(math.inf, 0, 0, f"{len(raw)} raw outputs, the metadata describes {len(expected)}", False)
     worst, err_max, values, n_exact, ok = "", 0.0, 0, 0, True
@@ -99,9 +116,10 @@ def layout_check(raw: list[np.ndarray], expected: list[np.ndarray], exact: list[
             err = np.where((a == b) | (np.isnan(a) & np.isnan(b)), 0.0, np.abs(a - b))
         err = np.nan_to_num(err, nan=math.inf)
         ulp = np.spacing(np.maximum(np.abs(a), 1.0).astype(e.dtype)).astype(np.float64)
-        allowed = atol + rtol * np.abs(np.nan_to_num(a)) + np.where(m, 0.0, COMPUTED_ULPS * ulp)
+        m = np.where(m, 0.0, COMPUTED_ULPS) if m.dtype == bool else np.asarray(m, np.float64)
+        allowed = atol + rtol * np.abs(np.nan_to_num(a)) + m * ulp
         values += err.size
-        n_exact += int(m.sum())
+        n_exact += int((m == 0).sum())
         if err.size:
             err_max = max(err_max, float(err.max()))
             bad = err > allowed
@@ -283,7 +301,7 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
             raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
             lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
             try:
-                got = original_output(raw if g.layout == "levels" else raw[0], g)
+                got = original_output(raw, g)
             except ValueError as e:
                 got = np.full((1,), np.nan)
                 lay = LayoutCheck(math.inf, 0, 0, str(e), False)

@@ -95,7 +95,7 @@ def check_topk(label: str, ref_out, convs, raw, head: Head, meta, allowed: Allow
         raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
         lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
         try:
-            rows = corners(raw if g.layout == "levels" else raw[0], g)
+            rows = corners(raw, g)
         except ValueError as e:
             lay = LayoutCheck(math.inf, 0, 0, str(e), False)
             return Check(label, lay, DecodeCheck(math.inf, math.inf, allowed, str(e), False),

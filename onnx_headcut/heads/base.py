@@ -37,20 +37,42 @@ COLUMNS = {
     "dfl": ("DFL bin logits grouped l, t, r, b", None),
 }
 
-LAYOUTS = ("flat", "levels")
+LAYOUTS = ("flat", "levels", "split", "flat-split")
+#: layouts with outputs per level (stride ascending), and layouts with the box and score blocks in outputs of their own
+PER_LEVEL, SPLIT = ("levels", "split"), ("split", "flat-split")
+#: the output (part) of a split layout each block goes to: box values in ``_box``, objectness and classes in ``_cls``
+PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls"}
+#: what the score-sum output of a split layout holds (as rknn_model_zoo's YOLOv8 export computes it)
+SCORE_SUM = "clip(sum over the classes of sigmoid(cls), 0, 1): >= every class score, for early rejection"
+
+
+def part_of(role: str) -> str:
+    """The split-layout output (``box`` or ``cls``) the block ``role`` goes to."""
+    return PART[role]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level."""
+    """How the raw output is laid out. ``flat``: one (1, N, C); ``levels``: one (1, C, h, w) per level;
+    ``split``: per level a (1, box, h, w) and a (1, scores, h, w) output (and a (1, 1, h, w) score sum
+    with ``score_sum``); ``flat-split``: one (1, N, box) and one (1, N, scores) output (and (1, N, 1))."""
 
     kind: str = "flat"
     keep_dfl: bool = False
     keep_sigmoid: bool = False
+    score_sum: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
             raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.kind!r}")
+        if self.score_sum and self.kind not in SPLIT:
+            raise UsageError(f"--score-sum needs --layout split or flat-split (the sum is an output of its own), "
+                             f"not {self.kind}")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The outputs per level (per-level layouts) or in all (flat ones): ``("",)`` unless split."""
+        return ("box", "cls", "sum")[:3 if self.score_sum else 2] if self.kind in SPLIT else ("",)
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,7 @@ class Geometry:
     xyxy: bool = False  # the original decodes x1, y1, x2, y2 (an NMS-free export) rather than cx, cy, w, h
     topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
     multiple: int = 0  # a dynamic record: input sides are multiples of it and grids follow them (0: static)
+    score_sum: bool = False  # split layouts: a score-sum output follows each cls output
 
     @property
     def na(self) -> int:
@@ -152,6 +175,23 @@ class Geometry:
             raise ValueError(f"the head has a static input {list(self.input_shape[-2:])}, not {list(size)}")
         return replace(self, grids=grids_at(self.strides, size, self.multiple),
                        input_shape=(*self.input_shape[:-2], *size))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return Layout(self.layout, score_sum=self.score_sum).parts
+
+    def part_width(self, part: str) -> int:
+        """Channels per anchor of a split layout's ``part`` (``box``, ``cls``, ``sum``; ``""``: the whole row)."""
+        if part == "sum":
+            return 1
+        return sum(n for r, n, _ in self.channels if not part or part_of(r) == part)
+
+    def output_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
+        """The shapes of the raw outputs, in order, for a batch of ``batch``."""
+        n = self.na * sum(h * w for h, w in self.grids)
+        if self.layout in PER_LEVEL:
+            return [(batch, self.na * self.part_width(p), h, w) for h, w in self.grids for p in self.parts]
+        return [(batch, n, self.part_width(p)) for p in self.parts]
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -194,7 +234,8 @@ class Geometry:
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
                        bool(orig.get("decoded", True)), orig.get("boxes") == "xyxy",
                        int(meta["selection"]["k"]) if "selection" in meta else 0,
-                       int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0)
+                       int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0,
+                       bool(meta.get("score_sum", False)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -326,7 +367,10 @@ class Head:
                              "there is nothing to keep")
         if layout.keep_sigmoid and layout.kind == "levels" and self.decode == "anchor_grid":
             raise UsageError(f"--keep-sigmoid with --layout levels does not apply to {name} (the sigmoid would "
-                             "reach the box columns); use the flat layout")
+                             "reach the box columns); use the flat or split layout")
+        if layout.score_sum and self.kind.gate == "obj":
+            raise UsageError(f"--score-sum does not apply to {name}: its objectness (the first channel of each cls "
+                             "output) already bounds every score, reject on it")
 
     def effective(self, layout: Layout) -> Layout:
         return self.kind.effective(self, layout)
@@ -355,7 +399,7 @@ class Head:
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
                         self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
                         self.selection.k if self.selection is not None else 0,
-                        self.dynamic_hw.multiple if self.dynamic_hw else 0)
+                        self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -377,7 +421,9 @@ class Head:
             "rows": self.rows,
             "channels": [{"name": b.role, "size": b.size, "sigmoid": b.sigmoid,
                           "columns": "tx, ty, tw, th" if (b.role, self.decode) == ("box", "anchor_grid")
-                          else COLUMNS[b.role][1 if b.sigmoid else 0]} for b in self.blocks(layout)],
+                          else COLUMNS[b.role][1 if b.sigmoid else 0]}
+                         | ({"output": part_of(b.role)} if layout.kind in SPLIT else {})
+                         for b in self.blocks(layout)],
             "levels": [
                 {"stride": lv.stride, "grid": list(lv.grid), "first_row": lv.first_row, "rows": lv.rows * self.na}
                 | ({"anchors": [list(a) for a in self.anchors[i]]} if self.anchors else {})
@@ -388,6 +434,9 @@ class Head:
                                 "layout": "channels" if self.channel_first else "rows"}
             | ({"boxes": "xyxy"} if self.xyxy else {}),
         }
+        if layout.kind in SPLIT:
+            d["score_sum"] = layout.score_sum
+            d["outputs"] = _split_outputs(layout, self.na)
         if self.split_outputs:  # the original was the raw head already, one 5-D output per level
             d["original_output"] |= {"decoded": False, "layout": "5-D per level (1, na, h, w, 5+nc)",
                                      "outputs": [{"name": n, "shape": list(s)} for n, s in self.split_outputs]}
@@ -405,6 +454,18 @@ class Head:
             d["notes"] = list(self.notes)
         d.update(extra)
         return d
+
+
+def _split_outputs(layout: Layout, na: int) -> str:
+    """In words, what the outputs of a split layout are and in which order (recorded as ``outputs``)."""
+    per = "per level (stride ascending) <output>_s<stride>_box, _cls" if layout.kind == "split" else \
+        "<output>_box (1, N, box), <output>_cls (1, N, scores)"
+    text = per + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
+    text += "those named 'cls' (objectness first where the head has it)"
+    if na > 1:
+        text += (f"; {na} anchors per cell: each output holds, per anchor, its own block of those channels"
+                 if layout.kind == "split" else f"; rows ordered level, anchor, y, x ({na} anchors per cell)")
+    return text + (f"; sum = {SCORE_SUM}" if layout.score_sum else "")
 
 
 @dataclass(frozen=True)
