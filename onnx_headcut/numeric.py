@@ -28,3 +28,16 @@ def dfl_expectation(bins: np.ndarray, reg_max: int) -> np.ndarray:
     b = np.exp(b - b.max(-1, keepdims=True))
     p = b / b.sum(-1, keepdims=True)
     return (p * np.arange(reg_max + 1, dtype=np.float32)).sum(-1)
+
+
+#: how far a DFL expectation's fixed weights 0, 1, ..., R-1 may be from those integers: a few float32 ulps of R.
+#: Training with an exponential moving average (Ultralytics' ``ModelEMA`` averages every float tensor, the
+#: frozen DFL conv too) leaves them within about 1e-6; the decode uses the exact integers, and layer 2 of the
+#: verification still compares the result with the original.
+BIN_WEIGHTS_ATOL = 2e-5
+
+
+def is_bin_weights(w: np.ndarray) -> bool:
+    """``w`` (any shape) holds 0, 1, ..., n-1 in order, within :data:`BIN_WEIGHTS_ATOL`: the DFL projection."""
+    flat = np.asarray(w, dtype=np.float64).reshape(-1)
+    return flat.size > 1 and bool(np.all(np.abs(flat - np.arange(flat.size)) <= BIN_WEIGHTS_ATOL))

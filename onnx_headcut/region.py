@@ -11,10 +11,10 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import onnx
 
 from .graph import GraphIndex
+from .numeric import is_bin_weights
 
 #: ops that may appear between the prediction convs and the decoded output.
 DECODE_OPS = frozenset({
@@ -109,7 +109,7 @@ def _is_fixed_dfl_conv(ix: GraphIndex, node: onnx.NodeProto) -> bool:
     w = ix.const_value(node.input[1])
     if w is None or w.ndim != 4 or w.shape[0] != 1 or w.shape[2:] != (1, 1):
         return False
-    return bool(np.array_equal(w.reshape(-1), np.arange(w.shape[1], dtype=w.dtype)))
+    return is_bin_weights(w)
 
 
 def _is_dfl_matmul(ix: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -117,8 +117,7 @@ def _is_dfl_matmul(ix: GraphIndex, node: onnx.NodeProto) -> bool:
     if len(node.input) != 2:
         return False
     w = ix.const_value(node.input[1])
-    return w is not None and w.ndim == 2 and w.shape[1] == 1 and \
-        bool(np.array_equal(w.reshape(-1), np.arange(w.shape[0], dtype=w.dtype)))
+    return w is not None and w.ndim == 2 and w.shape[1] == 1 and is_bin_weights(w)
 
 
 def decode_region(ix: GraphIndex, output: str) -> Region:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import is_static
-from ..numeric import dfl_expectation, sigmoid
+from ..numeric import dfl_expectation, is_bin_weights, sigmoid
 from ._match import (
     Group,
     MatchContext,
@@ -105,7 +105,7 @@ def unexplained(node, v: np.ndarray) -> str | None:
         return None
     if node.op_type == "Mul" and flat.size == 1 and float(flat[0]) == 0.5:
         return None
-    if node.op_type == "Conv" and np.array_equal(flat, np.arange(flat.size, dtype=flat.dtype)):
+    if node.op_type == "Conv" and is_bin_weights(flat):
         return None
     if node.op_type in ("Concat", "Expand", "ConstantOfShape", "Reshape", "Unsqueeze") and bool((flat == 1).all()):
         return None  # the ones column of YOLOv6's output and its plumbing

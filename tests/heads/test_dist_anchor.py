@@ -23,6 +23,7 @@ from _helpers import (
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.decode import decode, dfl_expectation
+from onnx_headcut.errors import HeadcutError
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
 from onnx_headcut.heads import Layout
 from onnx_headcut.region import decode_region
@@ -278,3 +279,41 @@ DYNAMO_CASES = {  # name: (exporter, keywords, family, raw columns, rows per cel
 @pytest.mark.parametrize("name", list(DYNAMO_CASES))
 def test_strip_dynamo_export(name, tmp_path):
     check_dynamo_export(DYNAMO_CASES[name], tmp_path)
+
+
+def _drift_dfl_weights(model: onnx.ModelProto, delta: float) -> int:
+    """Add ``delta`` to every other weight of the DFL 1x1 conv (0, 1, ..., 15), as EMA training leaves them."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    hit = 0
+    for n in model.graph.node:
+        t = inits.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
+        if t is None:
+            continue
+        w = numpy_helper.to_array(t)
+        if w.shape == (1, 16, 1, 1) and np.array_equal(w.reshape(-1), np.arange(16, dtype=w.dtype)):
+            w = w.copy()
+            w.reshape(-1)[1::2] += np.float32(delta)
+            t.CopyFrom(numpy_helper.from_array(w, t.name))
+            hit += 1
+    return hit
+
+
+def test_dfl_weights_drifted_by_ema_training_are_still_the_dfl(tmp_path):
+    """A trained checkpoint's frozen DFL conv goes through Ultralytics' ModelEMA, which averages every float
+    tensor: the weights 0..15 come back off by ~1e-6 and the head was taken for a learned conv ("4x2100
+    feature map does not divide the input"). Within a few ulps they are the DFL; the decode uses the exact
+    integers and layer 2 compares. A conv 1e-2 away is not the DFL projection."""
+    m = yolov8(nc=5, size=(320, 320))
+    assert _drift_dfl_weights(m, 1.5e-6) == 1
+    onnx.save(m, str(tmp_path / "ema.onnx"))
+    res = strip(tmp_path / "ema.onnx", tmp_path / "raw.onnx")
+    assert res.head.dfl_bins == 16 and res.verification.ok
+    assert res.verification.checks[0].layout.max_abs_err == 0
+    far = yolov8(nc=5, size=(320, 320))
+    _drift_dfl_weights(far, 1e-2)
+    onnx.save(far, str(tmp_path / "far.onnx"))
+    with pytest.raises(HeadcutError):
+        strip(tmp_path / "far.onnx", tmp_path / "raw-far.onnx")
+    assert not (tmp_path / "raw-far.onnx").exists()
