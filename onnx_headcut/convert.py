@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from .check import deterministic_input, session
 from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
-from .errors import HeadcutError, OutputError, VerificationError
+from .errors import HeadcutError, OutputError, UsageError, VerificationError
 from .graph import GraphIndex
 from .io import dependencies, load
 from .metadata import embedded
@@ -90,6 +90,9 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     names = target.files(stem)
     head = _head_json(model, str(src))
     relaid = getattr(target, "RELAYS", False)
+    if relaid and head is None:
+        raise UsageError(f"{src}: has no head record, and {to} re-lays and renames the outputs, which headcut records "
+                         f"in the head JSON; convert the raw model: headcut strip {src.name}, then convert that")
     side = out / (f"{names[0]}.head.json" if relaid else f"{stem}.head.json")
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
     reads = dependencies(src)  # never written, even with force

@@ -260,8 +260,8 @@ def _check_converted(meta: dict) -> None:
         if not isinstance(t, dict):
             raise _Bad(f"{w[:-1]} must be an object")
         _get(t, "name", w, str)
-        if t.get("layout") not in ("same", "NHWC"):
-            raise _Bad(f"{w}layout must be 'same' or 'NHWC', not {t.get('layout')!r}"[:200])
+        if t.get("layout") not in ("same", "NHWC", "NWC"):
+            raise _Bad(f"{w}layout must be 'same', 'NHWC' or 'NWC', not {t.get('layout')!r}"[:200])
     raw = meta.get("raw_outputs")
     if isinstance(raw, list) and raw and len(conv["outputs"]) != len(raw):
         raise _Bad(f"converted.outputs has {len(conv['outputs'])} entries for {len(raw)} raw outputs")

@@ -48,7 +48,7 @@ def match_outputs(model: onnx.ModelProto, res: dict) -> dict:
     """The converted model's tensors matched to the ONNX model's by shape: a TFLite converter lays 4-D
     tensors out NHWC, renames them and reorders the outputs. Returns ``{"input": {name, layout, shape},
     "outputs": [{name, layout, shape, onnx}, ...]}`` with the outputs in the ONNX model's order (``layout``
-    ``NHWC``: the ONNX tensor's NCHW transposed; ``same``: as in the ONNX model); a shape matching
+    ``NHWC``/``NWC``: the ONNX tensor's NCHW/NCW transposed; ``same``: as in the ONNX model); a shape matching
     none or several is a :class:`VerificationError` (nothing can be proven about it)."""
 
     def dims(v) -> list[int]:
@@ -57,6 +57,8 @@ def match_outputs(model: onnx.ModelProto, res: dict) -> dict:
     def layouts(shape: list[int]) -> dict[str, list[int]]:
         if len(shape) == 4:
             return {"same": shape, "NHWC": [shape[0], shape[2], shape[3], shape[1]]}
+        if len(shape) == 3 and shape[1] != shape[2]:
+            return {"same": shape, "NWC": [shape[0], shape[2], shape[1]]}
         return {"same": shape}
 
     def pick(shape: list[int], pool: list[dict], what: str) -> dict:

@@ -53,7 +53,7 @@ def _available(target: str) -> str | None:
         return str(e)
     if not _has(python, NEEDS[target]):
         where = f"{var}={python}" if os.environ.get(var) else f"{var} is not set and this Python"
-        return f"{target} not installed: {where} lacks {', '.join(NEEDS[target])} (README: 'Edge targets')"
+        return f"{target} not installed: {where} lacks {', '.join(NEEDS[target])} (README: 'OpenVINO and TFLite')"
     return None
 
 
@@ -223,6 +223,12 @@ def test_bad_platform_and_calibration_exit_2(args, words, one_raw, tmp_path):
     assert sorted(p.name for p in one_raw.iterdir()) == before
 
 
+def test_tflite_refuses_a_model_without_head_record(one_raw):
+    """Without a head JSON the recorded output match would be lost: a decoded original is refused up front."""
+    p = headcut("convert", one_raw / "original.onnx", "--to", "tflite")
+    _one_line_exit_2(p, "has no head record", "headcut strip original.onnx")
+
+
 def test_unknown_target_and_model_type():
     from onnx_headcut.convert import check_options
     from onnx_headcut.engines import engine_for
@@ -299,8 +305,10 @@ def test_match_outputs_by_shape_nhwc_and_shuffled():
     flat = _onnx_with_outputs([[1, 84, 85]])
     io = match_outputs(flat, {"inputs": res["inputs"], "outputs": [{"name": "Identity", "shape": [1, 84, 85]}]})
     assert io["outputs"][0]["layout"] == "same"
+    io = match_outputs(flat, {"inputs": res["inputs"], "outputs": [{"name": "Identity", "shape": [1, 85, 84]}]})
+    assert io["outputs"][0]["layout"] == "NWC"  # a decoded (1, 84, N) output comes back (1, N, 84)
     with pytest.raises(VerificationError, match=r"matches 0 of the converted model's tensors"):
-        match_outputs(flat, {"inputs": res["inputs"], "outputs": [{"name": "Identity", "shape": [1, 85, 84]}]})
+        match_outputs(flat, {"inputs": res["inputs"], "outputs": [{"name": "Identity", "shape": [1, 85, 83]}]})
 
 
 def test_converted_record_is_checked(one_raw, tmp_path):
@@ -309,7 +317,7 @@ def test_converted_record_is_checked(one_raw, tmp_path):
     (tmp_path / "raw.tflite").write_bytes(b"")
     side.write_text(json.dumps({**meta, "converted": {"engine": "tflite", "input": {"name": "x", "layout": "NHWC"},
                                                       "outputs": [{"name": "y", "layout": "CHWN"}]}}))
-    with pytest.raises(InputError, match=r"converted.outputs\[0\].layout must be 'same' or 'NHWC'"):
+    with pytest.raises(InputError, match=r"converted.outputs\[0\].layout must be 'same', 'NHWC' or 'NWC'"):
         head_for(tmp_path / "raw.tflite")
     side.write_text(json.dumps({**meta, "converted": {"engine": "tflite", "input": {"name": "x", "layout": "NHWC"},
                                                       "outputs": [{"name": "y", "layout": "same"}] * 2}}))

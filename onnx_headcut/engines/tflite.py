@@ -118,6 +118,7 @@ def run(spec: dict, xs: list[np.ndarray]) -> tuple[list[list[np.ndarray]], dict]
         ys = []
         for d, layout in wanted:
             y = np.array(it.get_tensor(d["index"]), dtype=np.float32)
-            ys.append(np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if layout == "NHWC" else y)
+            back = {"NHWC": (0, 3, 1, 2), "NWC": (0, 2, 1)}.get(layout)
+            ys.append(np.ascontiguousarray(y.transpose(back)) if back else y)
         results.append(ys)
     return results, {}
