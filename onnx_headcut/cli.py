@@ -105,6 +105,13 @@ def _status(text: str):
     return Console(stderr=True).status(text)
 
 
+def _anchors(text: str | None):
+    """``--anchors`` parsed (:class:`~onnx_headcut.errors.UsageError` when malformed), or None."""
+    from .heads.anchor_raw import parse_anchors
+
+    return None if text is None else parse_anchors(text)
+
+
 def _run(fn):
     """Call ``fn``; map headcut errors to one line and an exit code, never a traceback."""
     from .errors import HeadcutError
@@ -150,6 +157,13 @@ def strip(
     force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
     keep_dynamic_batch: bool = typer.Option(False, "--keep-dynamic-batch",
                                             help="keep a dynamic batch axis (default: static batch 1)"),
+    anchors: Optional[str] = typer.Option(None, "--anchors", metavar="W,H,.../W,H,...",
+                                          help="anchors (pixels) of a raw anchor head split over 5-D outputs "
+                                               "(YOLOv7 without --grid), whose graph holds none: w,h pairs per "
+                                               "level, levels stride ascending separated by '/'"),
+    input_size: Optional[str] = typer.Option(None, "--input-size", metavar="HxW",
+                                             help="pin a symbolic height and width (and batch 1) to HxW: a static "
+                                                  "raw model (default: kept symbolic when the decode allows)"),
 ) -> None:
     """Cut the decode off MODEL and write the raw head to OUTPUT, verified."""
     def run():
@@ -160,7 +174,8 @@ def strip(
         with _status(f"stripping {model.name} (locate, cut, verify in onnxruntime)"):
             res = pipeline.strip(model, output, layout=Layout(layout.value, keep_dfl, keep_sigmoid), verify=verify,
                                  lower=lower, simplify=simplify, images=tuple(image or ()), tol=tol,
-                                 force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou)
+                                 force=force, keep_dynamic_batch=keep_dynamic_batch, conf=conf, iou=iou,
+                                 anchors=_anchors(anchors), input_size=input_size)
         return strip_text(res)
 
     typer.echo(_fit(_run(run)))
@@ -170,6 +185,10 @@ def strip(
 def inspect(
     model: Path = typer.Argument(..., metavar="MODEL", help="decoded ONNX export or raw model"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+    anchors: Optional[str] = typer.Option(None, "--anchors", metavar="W,H,.../W,H,...",
+                                          help="anchors (pixels) of a raw anchor head split over 5-D outputs "
+                                               "(YOLOv7 without --grid), whose graph holds none: w,h pairs per "
+                                               "level, levels stride ascending separated by '/'"),
 ) -> None:
     """Show what strip would find and cut in MODEL, without writing anything."""
 
@@ -177,7 +196,7 @@ def inspect(
         from . import pipeline
         from .report import inspect_text
 
-        insp = pipeline.inspect(model)
+        insp = pipeline.inspect(model, _anchors(anchors))
         return json.dumps(insp.to_json(), indent=2) if as_json else _fit(inspect_text(insp))
 
     typer.echo(_run(run))

@@ -51,10 +51,19 @@ def _head_json(model: onnx.ModelProto, source: str) -> str | None:
 
 
 def _input_shape(model: onnx.ModelProto) -> list[int]:
+    return _input_shapes(model)[0]
+
+
+def _input_shapes(model: onnx.ModelProto) -> list[list[int]]:
+    """The input shapes a conversion is made and checked at: the input's own (symbolic dims 1), or for a raw
+    model that keeps a symbolic height and width, each size its head record was verified at."""
     inits = {t.name for t in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
-    return dims
+    meta = embedded(model)
+    if meta is None or "dynamic_hw" not in meta or len(dims) != 4:
+        return [dims]
+    return [[*dims[:2], *hw] for hw in meta["dynamic_hw"]["verified_at"]] or [[*dims[:2], *meta["input"]["shape"][2:]]]
 
 
 def _same_head(side: Path, head: str) -> bool:
@@ -136,18 +145,24 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
     inits = {t.name for t in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type or onnx.TensorProto.FLOAT)
-    x = deterministic_input(_input_shape(model), np.float32, 0)
+    xs = [deterministic_input(shape, np.float32, 0) for shape in _input_shapes(model)]
     names = [o.name for o in model.graph.output]
-    refs = session(str(src)).run(names, {inp.name: x.astype(dtype)})
+    s = session(str(src))
     if engine in ("ncnn", "tflite"):  # the engine's own tensor names (TFLite: restored to ONNX's order)
         in_name, out_names = inputs[0], list(outputs)
     else:
         in_name, out_names = inp.name, names
     try:
-        (ys,) = run(converted, [x], engine, in_name, out_names, options={"io": io, "precision": "f32"})
+        outs = run(converted, xs, engine, in_name, out_names, options={"io": io, "precision": "f32"})
     except HeadcutError as e:
         raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine}, nothing written: "
                                 f"{e}") from None
+    for x, ys in zip(xs, outs):
+        _compare(src, engine, names, s.run(names, {inp.name: x.astype(dtype)}), ys, dtype,
+                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}")
+
+
+def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str) -> None:
     atol = rtol = 4e-3 if dtype == np.float16 else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
@@ -157,12 +172,12 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
         ref = np.asarray(ref, np.float32)
         if y.size != ref.size:
             raise VerificationError(f"the {engine} conversion of {src.name}: output '{name}' has shape "
-                                    f"{list(y.shape)}, the ONNX model {list(ref.shape)}; nothing written")
+                                    f"{list(y.shape)}, the ONNX model {list(ref.shape)}{at}; nothing written")
         y = np.asarray(y, np.float32).reshape(ref.shape)
         err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
         if not np.isfinite(y).all() or (err > 0).any():
             k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))
-            raise VerificationError(f"the {engine} conversion of {src.name} does not match onnxruntime: output "
+            raise VerificationError(f"the {engine} conversion of {src.name} does not match onnxruntime{at}: output "
                                     f"'{name}' element {k}: {engine} {y.flat[k]:.6g}, onnxruntime {ref.flat[k]:.6g} "
                                     f"(allowed {atol:g} + {rtol:g}·|value|); nothing written")
 
@@ -173,15 +188,16 @@ def _pnnx_checked(src: Path, model: onnx.ModelProto, param: Path, binary: Path) 
     ncnn Reorg whose channel order is sometimes ONNX's (block, channel) and sometimes PyTorch
     pixel_unshuffle's (channel, block), so both conv permutations are tried and the one whose ncnn
     outputs match onnxruntime is kept; neither matching is a refusal like any other."""
-    shape = _input_shape(model)
+    shapes = _input_shapes(model)
+    shape, shape2 = shapes[0], (shapes[1] if len(shapes) > 1 else None)
     copies = [focus_to_space_to_depth(model, order) for order in ("DCR", "CRD")]
     if copies[0] is None:
-        inputs, outputs = _pnnx(src, shape, param, binary)
+        inputs, outputs = _pnnx(src, shape, param, binary, shape2=shape2)
         check_converted(src, model, "ncnn", param, inputs, outputs)
         return inputs, outputs
     failure = None
     for copy in copies:
-        inputs, outputs = _pnnx(src, shape, param, binary, copy)
+        inputs, outputs = _pnnx(src, shape, param, binary, copy, shape2=shape2)
         try:
             check_converted(src, model, "ncnn", param, inputs, outputs)
             return inputs, outputs
@@ -263,7 +279,7 @@ def focus_to_space_to_depth(model: onnx.ModelProto, order: str = "DCR") -> onnx.
 
 
 def _pnnx(src: Path, shape: list[int], param: Path, binary: Path,
-          model: onnx.ModelProto | None = None) -> tuple[list[str], list[str]]:
+          model: onnx.ModelProto | None = None, shape2: list[int] | None = None) -> tuple[list[str], list[str]]:
     """Run the pnnx binary in a scratch folder (it writes a dozen files); keep the ncnn pair only.
     ``model``, when given, is converted instead of the file (a rewritten copy of it)."""
     exe = pnnx_binary()
@@ -276,6 +292,8 @@ def _pnnx(src: Path, shape: list[int], param: Path, binary: Path,
         for side in src.parent.glob(src.name + "*.data"):
             shutil.copy(side, Path(d, side.name))
         args = [str(exe), local.name, f"inputshape=[{','.join(map(str, shape))}]", "fp16=0", "optlevel=2"]
+        if shape2 is not None:  # a second size: pnnx writes the shapes that follow the input as expressions
+            args.insert(3, f"inputshape2=[{','.join(map(str, shape2))}]")
         p = subprocess.run(args, cwd=d, capture_output=True, text=True, timeout=600)
         made = Path(d, "model.ncnn.param")
         if p.returncode != 0 or not made.exists():

@@ -54,33 +54,47 @@ class _Tail:
     names cannot make the new nodes collide with its own.
 
     ``batch`` is 1, or the symbolic name of a dynamic batch axis: Reshape targets then copy the
-    batch from their input (0) instead of fixing it.
+    batch from their input (0) instead of fixing it. ``hw`` names a symbolic input height and width
+    kept in the raw graph: the sizes that follow them are then symbolic (``dims``), written ``-1`` in
+    Reshape targets, so the targets hold for any input size.
     """
 
-    def __init__(self, elem_type: int, batch: int | str = 1, taken: set[str] | None = None):
+    def __init__(self, elem_type: int, batch: int | str = 1, taken: set[str] | None = None,
+                 hw: tuple[str, str] | None = None):
         self.taken = taken if taken is not None else set()
         self.elem_type = elem_type
         self.dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
         self.batch = batch
+        self.hw = hw
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.value_info: list[onnx.ValueInfoProto] = []
 
-    def target(self, name: str, *dims: int) -> str:
+    def dims(self, stride: int, grid: tuple[int, int]) -> tuple:
+        """(h, w, h*w) of a level: numbers, or with a kept symbolic input size the names of those sizes."""
+        if self.hw is None:
+            return grid[0], grid[1], grid[0] * grid[1]
+        h, w = (f"{n}/{stride}" for n in self.hw)
+        return h, w, f"{h}*{w}"
+
+    def target(self, name: str, *dims) -> str:
         b = 1 if self.batch == 1 else 0
-        return self.const(name, np.array([b, *dims], np.int64))
+        values = [-1 if isinstance(d, str) else d for d in dims]
+        assert values.count(-1) <= 1, "a Reshape target infers at most one dim"
+        return self.const(name, np.array([b, *values], np.int64))
 
     def op(self, op: str, name: str, inputs, shape, out: str | None = None, keep_name: bool = False,
-           **attrs) -> str:
+           batch_dim: bool = True, **attrs) -> str:
         """Append ``op`` writing tensor ``headcut/<name>`` (or ``out``; as given with ``keep_name``) of
-        ``shape`` (batch axis replaced)."""
+        ``shape`` (batch axis replaced unless not ``batch_dim``)."""
         if keep_name:
             assert out is not None, "keep_name needs out"
         else:
             out = fresh(self.taken, out or f"headcut/{name}")
         node_name = fresh(self.taken, f"headcut/{name}/{op}")
         self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], name=node_name, **attrs))
-        self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, [self.batch, *shape[1:]]))
+        dims = [self.batch, *shape[1:]] if batch_dim else list(shape)
+        self.value_info.append(onnx.helper.make_tensor_value_info(out, self.elem_type, dims))
         return out
 
     def const(self, name: str, value: np.ndarray) -> str:
@@ -88,8 +102,10 @@ class _Tail:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def dfl(self, x: str, name: str, reg_max: int, h: int, w: int) -> str:
+    def dfl(self, x: str, name: str, reg_max: int, h, w) -> str:
         r = reg_max + 1
+        if self.hw is not None:
+            return self._dfl_any_size(x, name, r, h, w)
         y = self.op("Reshape", f"{name}/bins", [x, self.target(f"{name}/bins_shape", 4, r, h * w)],
                     (1, 4, r, h * w))
         y = self.op("Transpose", f"{name}/bins_last", [y], (1, 4, h * w, r), perm=[0, 1, 3, 2])
@@ -98,6 +114,24 @@ class _Tail:
         y = self.op("MatMul", f"{name}/expect", [y, proj], (1, 4, h * w, 1))
         return self.op("Reshape", f"{name}/ltrb", [y, self.target(f"{name}/ltrb_shape", 4, h, w)],
                        (1, 4, h, w))
+
+    def _dfl_any_size(self, x: str, name: str, r: int, h, w) -> str:
+        """The DFL expectation with h and w copied from the input (Reshape 0), for a symbolic input size::
+
+            (B,4R,h,w) ─► Reshape [-1,R,0,0] (4B,R,h,w) ─► Transpose(0,2,3,1) ─► Softmax(3) ─► MatMul([0..R-1]ᵀ)
+                ─► Transpose(0,3,1,2) (4B,1,h,w) ─► Reshape [B,4,0,0] (B,4,h,w)
+        """
+        four = f"4*{self.batch}" if self.batch != 1 else 4
+        y = self.op("Reshape", f"{name}/bins", [x, self.const(f"{name}/bins_shape", np.array([-1, r, 0, 0], np.int64))],
+                    (four, r, h, w), batch_dim=False)
+        y = self.op("Transpose", f"{name}/bins_last", [y], (four, h, w, r), perm=[0, 2, 3, 1], batch_dim=False)
+        y = self.op("Softmax", f"{name}/softmax", [y], (four, h, w, r), axis=3, batch_dim=False)
+        proj = self.const(f"{name}/proj", np.arange(r, dtype=self.dtype).reshape(r, 1))
+        y = self.op("MatMul", f"{name}/expect", [y, proj], (four, h, w, 1), batch_dim=False)
+        y = self.op("Transpose", f"{name}/sides", [y], (four, 1, h, w), perm=[0, 3, 1, 2], batch_dim=False)
+        b = 1 if self.batch == 1 else -1
+        return self.op("Reshape", f"{name}/ltrb",
+                       [y, self.const(f"{name}/ltrb_shape", np.array([b, 4, 0, 0], np.int64))], (1, 4, h, w))
 
 
 def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[str]:
@@ -109,7 +143,7 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[s
     na, no = head.na, head.num_classes + 5
     out = []
     for i, lv in enumerate(head.levels):
-        h, w = lv.grid
+        h, w, hw = tail.dims(lv.stride, lv.grid)
         conv = lv.branches[0].tensor
         if layout.kind == "levels":
             if layout.keep_sigmoid:
@@ -118,12 +152,12 @@ def _anchor_levels(tail: _Tail, head: Head, layout: Layout, base: str) -> list[s
             out.append(tail.op("Identity", f"l{i}/level", [conv], (1, na * no, h, w),
                                out=f"{base}_s{lv.stride}"))
             continue
-        y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, h * w)],
-                    (1, na, no, h * w))
-        y = tail.op("Transpose", f"l{i}/cells_last", [y], (1, na, h * w, no), perm=[0, 1, 3, 2])
-        y = tail.op("Reshape", f"l{i}/rows", [y, tail.target(f"l{i}/rows_shape", na * h * w, no)], (1, na * h * w, no))
+        rows = na * hw if isinstance(hw, int) else f"{na}*{hw}"
+        y = tail.op("Reshape", f"l{i}/anchors", [conv, tail.target(f"l{i}/anchors_shape", na, no, hw)],
+                    (1, na, no, hw))
+        y = tail.op("Transpose", f"l{i}/cells_last", [y], (1, na, hw, no), perm=[0, 1, 3, 2])
+        y = tail.op("Reshape", f"l{i}/rows", [y, tail.target(f"l{i}/rows_shape", rows, no)], (1, rows, no))
         if layout.keep_sigmoid:
-            rows = na * h * w
             box = tail.op("Slice", f"l{i}/box", [y, tail.const(f"l{i}/b0", np.array([0], np.int64)),
                                                  tail.const(f"l{i}/b1", np.array([4], np.int64)),
                                                  tail.const(f"l{i}/ax", np.array([2], np.int64))], (1, rows, 4))
@@ -141,7 +175,9 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
         inplace: bool = False, output_name: str | None = None) -> tuple[onnx.ModelProto, CutReport]:
     """Return a model whose outputs are the raw head of ``head``.
 
-    ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic. With
+    ``batch`` is 1 (static) or the name of the input's symbolic batch axis, kept dynamic. A head with
+    ``dynamic_hw`` keeps the input's symbolic height and width (reshape targets ``-1``; with batch 1
+    the input's batch axis is pinned to 1). With
     ``inplace`` the cut is made on ``model`` itself (no copy of the weights: what ``strip`` does);
     otherwise ``model`` is left unchanged. The raw output takes ``output_name`` (default: the
     decoded output's name; ``<name>_s<stride>`` per level with the levels layout).
@@ -165,14 +201,14 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
             if i == head.output_name:
                 n.input[k] = hidden
 
-    tail = _Tail(elem, batch, taken)
+    tail = _Tail(elem, batch, taken, head.dynamic_hw.axes if head.dynamic_hw else None)
     base = output_name or head.output_name
     keep = base == head.output_name  # the decoded output's name was freed above; any other must be unique
     blocks = head.blocks(layout)
     width = sum(b.size for b in blocks)
     per_level = _anchor_levels(tail, head, layout, base) if head.kind is ANCHOR_GRID else []
     for i, lv in enumerate(head.levels if head.kind is not ANCHOR_GRID else ()):
-        h, w = lv.grid
+        h, w, hw = tail.dims(lv.stride, lv.grid)
         by_role = {b.role: b for b in lv.branches}
         parts = []
         for blk in blocks:
@@ -189,13 +225,13 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
                                      out=f"{base}_s{lv.stride}", axis=1))
             continue
         cat = tail.op("Concat", f"l{i}/concat", parts, (1, width, h, w), axis=1)
-        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, h * w)],
-                       (1, width, h * w))
-        per_level.append(tail.op("Transpose", f"l{i}/rows", [flat], (1, h * w, width), perm=[0, 2, 1]))
+        flat = tail.op("Reshape", f"l{i}/flat", [cat, tail.target(f"l{i}/flat_shape", width, hw)], (1, width, hw))
+        per_level.append(tail.op("Transpose", f"l{i}/rows", [flat], (1, hw, width), perm=[0, 2, 1]))
     if layout.kind == "levels":
         outputs = per_level
     else:
-        outputs = [tail.op("Concat", "concat", per_level, (1, head.rows, width), out=base, keep_name=keep, axis=1)]
+        rows = head.rows if head.dynamic_hw is None else "rows"
+        outputs = [tail.op("Concat", "concat", per_level, (1, rows, width), out=base, keep_name=keep, axis=1)]
     out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
     g.node.extend(tail.nodes)
     g.initializer.extend(tail.inits)
@@ -203,6 +239,8 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     g.output.extend(out_info[o] for o in outputs)
     g.value_info.extend(vi for vi in tail.value_info if vi.name not in out_info)
     _prune(g)
+    if head.dynamic_hw is not None and batch == 1:  # the symbolic batch of such an export is pinned, as ever
+        _pin_batch(g)
 
     after = Counter(n.op_type for n in g.node)
     added_ops = Counter(n.op_type for n in tail.nodes)
@@ -211,6 +249,15 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     report = CutReport(sum(before.values()), sum(after.values()), dict(sorted(removed.items())),
                        dict(sorted(added_ops.items())), tuple((o, shapes[o]) for o in outputs))
     return model, report
+
+
+def _pin_batch(g: onnx.GraphProto) -> None:
+    """Make the image input's batch axis 1 (the graph's other dims stay as they are)."""
+    inits = {t.name for t in g.initializer}
+    for i in g.input:
+        dims = i.type.tensor_type.shape.dim
+        if i.name not in inits and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
 
 
 def _prune(g: onnx.GraphProto) -> None:

@@ -13,6 +13,11 @@ and :mod:`~onnx_headcut.heads.anchor_grid` (YOLOv5/v7); this module holds what t
 geometry, NMS and the ordering of candidates; the letterbox of each project is in
 :mod:`onnx_headcut.preprocess`.
 
+A record with ``dynamic_hw`` (a raw graph that keeps the input's symbolic height and width) gives
+its levels at ``input.shape``; at another input size H x W each level's grid is (H / stride, W / stride).
+:func:`decode`, :func:`original_output` and :func:`detect` take ``input_size=(H, W)`` for that (the
+levels layout needs none: the output shapes give the grids).
+
 Where the metadata says a block has "sigmoid applied" the graph already did it. A C++ port should
 threshold before decoding: ``sigmoid`` is monotonic, so a row is skipped when its best logit is
 below ``logit(conf)`` without computing anything else (see :func:`detect`).
@@ -28,8 +33,9 @@ from .heads import Geometry, kind
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
-__all__ = ["anchor_grid", "canonical", "decode", "detect", "flatten_levels", "letterbox", "nms", "original_output",
-           "postprocess", "scale_boxes", "sigmoid", "dfl_expectation", "to_input"]
+__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "nms",
+           "original_output", "postprocess", "scale_boxes", "select_topk", "selected", "sigmoid", "sized",
+           "dfl_expectation", "to_input"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +62,18 @@ def _rows(g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return np.concatenate(cells), np.concatenate(strides), (np.concatenate(sizes) if sizes else None)
 
 
+def sized(head, raw=None, input_size=None) -> Geometry:
+    """The geometry of ``head`` at ``input_size`` (H, W), or, for a dynamic head's levels layout, at the size
+    the level outputs ``raw`` imply; else as recorded. :class:`ValueError` for a size the head cannot take."""
+    g = Geometry.of(head)
+    if input_size is not None:
+        return g.at(input_size)
+    if g.dynamic and isinstance(raw, (list, tuple)) and raw and np.ndim(raw[0]) == 4:
+        s = g.strides[0]
+        return g.at((np.shape(raw[0])[2] * s, np.shape(raw[0])[3] * s))
+    return g
+
+
 def flatten_levels(raw, head) -> np.ndarray:
     """A ``levels`` layout (one (B, C, h, w) array per level) as the flat (B, N, C) layout."""
     g = Geometry.of(head)
@@ -68,30 +86,86 @@ def flatten_levels(raw, head) -> np.ndarray:
     return np.concatenate([o.reshape(o.shape[0], o.shape[1], -1).transpose(0, 2, 1) for o in outs], 1)
 
 
-def decode(raw, head) -> np.ndarray:
+def decode(raw, head, input_size=None) -> np.ndarray:
     """Decode a raw output (flat ``(B, N, C)``, or the list of level outputs) into the original layout.
 
     ``grid_exp_obj`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, sigmoid(obj), sigmoid(cls)]``;
     ``dist_anchor`` → ``(B, N, 5 + nc)`` = ``[cx, cy, w, h, 1, sigmoid(cls)]``, in input pixels,
-    exactly what the original decoded export returns.
+    exactly what the original decoded export returns. ``input_size`` (H, W): the input the raw output
+    was computed at, for a head with ``dynamic_hw`` (see :func:`sized`).
     """
-    g = Geometry.of(head)
+    g = sized(head, raw, input_size)
     flat = flatten_levels(raw, g)
     rows = _rows(g)
     if flat.ndim != 3 or flat.shape[1] != len(rows[0]) or flat.shape[2] != g.width:
-        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width})")
+        at = "x".join(map(str, g.input_shape[-2:]))
+        hint = f" at {at}; pass input_size=(H, W) for another input size" if g.dynamic else ""
+        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width}){hint}")
     cells, strides = rows[0].astype(flat.dtype), rows[1].astype(flat.dtype)
     sizes = None if rows[2] is None else rows[2].astype(flat.dtype)
     return kind(g.decode).decode(flat, g, cells, strides, sizes)
 
 
-def original_output(raw, head) -> np.ndarray:
+def corners(raw, head) -> np.ndarray:
+    """Decoded rows ``(B, N, 4 + nc)`` = ``[x1, y1, x2, y2, class scores]`` (input pixels) of a raw output
+    of the ``dist_anchor`` kind: the tensor an NMS-free Ultralytics export selects from."""
+    g = Geometry.of(head)
+    flat = flatten_levels(raw, g)
+    cells, strides, _ = _rows(g)
+    if flat.ndim != 3 or flat.shape[1] != len(cells) or flat.shape[2] != g.width:
+        raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(cells)}, {g.width})")
+    return kind(g.decode).corners(flat, g, cells.astype(flat.dtype), strides.astype(flat.dtype))
+
+
+def _topk(v: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest of ``v``, largest first, ties to the lower index: onnxruntime's TopK
+    (``largest=1, sorted=1``), checked element for element in ``tests/heads/test_topk.py``."""
+    return np.argsort(-v, kind="stable")[:k]
+
+
+def select_topk(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The NMS-free selection of Ultralytics ``Detect.postprocess`` (YOLOv10 ``v10postprocess``), in numpy.
+
+    ``rows`` ``(B, N, 4 + nc)`` = ``[x1, y1, x2, y2, scores]``. Per image: the ``k`` anchors with the best
+    class score (TopK of the max over classes), their ``k * nc`` scores flattened (anchor-major), the ``k``
+    best of those; class = index % nc, anchor = first[index // nc]. Returns ``(out (B, k, 6) = [x1, y1,
+    x2, y2, score, class], anchors (B, k), classes (B, k))``. The export fixes ``k`` = ``max_det``; with
+    fewer anchors upstream's Python inference takes ``min(max_det, N)``, as here.
+    """
+    boxes, scores = rows[..., :4], rows[..., 4:]
+    nc = scores.shape[-1]
+    outs, anchors, classes = [], [], []
+    for b in range(rows.shape[0]):
+        first = _topk(scores[b].max(-1), min(k, scores.shape[1]))
+        cand = scores[b][first].reshape(-1)
+        pick = _topk(cand, k)
+        a, c = first[pick // nc], pick % nc
+        outs.append(np.concatenate([boxes[b][a], cand[pick][:, None], c[:, None].astype(rows.dtype)], 1))
+        anchors.append(a)
+        classes.append(c)
+    return np.stack(outs), np.stack(anchors), np.stack(classes)
+
+
+def selected(out: np.ndarray, conf: float) -> np.ndarray:
+    """Detections ``(K, 6)`` of a top-k output ``(1, k, 6)``: the rows whose score reaches ``conf``, in the
+    output's order, without NMS (what Ultralytics' predict does with an end-to-end model)."""
+    d = np.asarray(out, dtype=np.float32)[0]
+    return d[d[:, 4] >= conf]
+
+
+def original_output(raw, head, input_size=None) -> np.ndarray:
     """What the original export returns for this raw output: :func:`decode`, in the original's layout.
 
     YOLOv8/11 outputs are channel-first without the ones column; an undecoded YOLOX export returns
-    the raw rows with sigmoid on objectness and classes.
+    the raw rows with sigmoid on objectness and classes; an NMS-free export (``topk``) the top-k
+    selection ``(B, k, 6)`` of the x1, y1, x2, y2 rows (:func:`select_topk`). ``input_size`` as for
+    :func:`decode`.
     """
-    g = Geometry.of(head)
+    g = sized(head, raw, input_size)
+    if g.topk:
+        return select_topk(corners(raw, g), g.topk)[0]
+    if g.xyxy:
+        return corners(raw, g).transpose(0, 2, 1) if g.channel_first else corners(raw, g)
     if not g.original_decoded:
         flat = flatten_levels(raw, g).copy()
         cols = g.columns()
@@ -116,7 +190,11 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
                 probs[..., cols[role]] = np.log(np.clip(probs[..., cols[role]], 1e-12, 1 - 1e-7)
                                                 / np.clip(1 - probs[..., cols[role]], 1e-12, None))
         return decode(probs, g)
+    if g.topk:
+        raise ValueError("a top-k output holds detections, not decoded rows; see selected()")
     y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
+    if g.xyxy:  # x1, y1, x2, y2 → cx, cy, w, h
+        y = np.concatenate([(y[..., 0:2] + y[..., 2:4]) / 2, y[..., 2:4] - y[..., 0:2], y[..., 4:]], -1)
     if not g.ones_column:
         y = np.concatenate([y[..., :4], np.ones((*y.shape[:2], 1), y.dtype), y[..., 4:]], -1)
     return y
@@ -140,15 +218,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
+def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, input_size=None) -> np.ndarray:
     """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` for the first image of a raw output.
 
     Candidates are chosen before decoding: a row's score is at most ``sigmoid(obj)`` (or its best
     ``sigmoid(cls)``), so rows whose logit is below ``logit(conf)`` are dropped first and only the
     rest are decoded. Then class-aware NMS (boxes offset by class so classes never suppress each other).
-    Pass a :class:`~onnx_headcut.heads.Geometry` (``Geometry.of(meta)``) when calling it in a loop.
+    Pass a :class:`~onnx_headcut.heads.Geometry` (``Geometry.of(meta)``) when calling it in a loop;
+    ``input_size`` as for :func:`decode`.
     """
-    g = Geometry.of(head)
+    g = sized(head, raw, input_size)
     flat = flatten_levels(raw, g)
     rows = np.asarray(flat[0], dtype=np.float32)  # a view when the output is already float32
     cols = g.columns()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import param_blobs
-from .decode import canonical, decode, postprocess
+from .decode import canonical, decode, original_output, postprocess, selected
 from .engines import check_engine, engine_for, run, run_options
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
@@ -102,11 +102,15 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     (ys,) = run(model, [x], engine, in_name, out_names, options=run_options(engine, head))
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
-        ys = [y.reshape(e) if e and y.size == int(np.prod(e)) else y for y, e in zip(ys, expected or [None] * len(ys))]
-        decoded = decode(ys if g.layout == "levels" else ys[0], g)
+        ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]
+        if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
+            dets = selected(original_output(ys if g.layout == "levels" else ys[0], g), conf)
+        else:
+            dets = postprocess(decode(ys if g.layout == "levels" else ys[0], g), conf, iou)
+    elif located.selection is not None:
+        dets = selected(ys[0], conf)
     else:
-        decoded = canonical(ys[0], Geometry.of(located))
-    dets = postprocess(decoded, conf, iou)
+        dets = postprocess(canonical(ys[0], Geometry.of(located)), conf, iou)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
@@ -115,6 +119,16 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
                           labels[int(d[5])])
                 for b, d in zip(boxes, dets))
     return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
+
+
+def _restore(y: np.ndarray, shape: tuple | None) -> np.ndarray:
+    """An engine's output in the recorded raw output shape (ncnn drops the batch axis); a shape with symbolic
+    dims (a kept dynamic height and width) only gets its batch axis back."""
+    if not shape:
+        return y
+    if all(isinstance(d, int) for d in shape):
+        return y.reshape(shape) if y.size == int(np.prod(shape)) else y
+    return y[None] if y.ndim == len(shape) - 1 else y
 
 
 def _inputs(model, image, names) -> dict:

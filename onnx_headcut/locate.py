@@ -25,15 +25,18 @@ import onnx
 from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
 from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
+from .heads.anchor_raw import match_split_raw
 from .metadata import METADATA_KEY
 from .region import LAYOUT_OPS, RAW_OPS, decode_region
 
 
-def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> Head:
+def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, anchors: tuple | None = None) -> Head:
     """Find the detection head of ``model`` or raise :class:`NoHeadError` with every reason.
 
     Raises :class:`AlreadyRawError` when the outputs come from the prediction convs through layout
-    ops only (for example a model ``strip`` already wrote).
+    ops only (for example a model ``strip`` already wrote), except for YOLOv5/v7 anchor heads split
+    over 5-D outputs (:mod:`~onnx_headcut.heads.anchor_raw`), which are lowered to the raw layout with
+    ``anchors`` (per level, per anchor (w, h) pixels; required there, as the graph holds none).
     """
     record = next((p for p in model.metadata_props if p.key == METADATA_KEY), None)
     if record is not None:  # a model carrying a headcut record is raw by definition
@@ -54,6 +57,10 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> He
         raise NoHeadError(seg)
     if len(outputs) != 1:
         regions = [decode_region(ix, o) for o in outputs]
+        if all(len(shapes.get(o) or ()) == 5 for o in outputs):
+            split = match_split_raw(ix, shapes, outputs, inp.name, tuple(in_shape), anchors)
+            if isinstance(split, Head):
+                return split
         if all(r.frontier and not r.blockers and set(r.ops) <= RAW_OPS for r in regions):
             raise AlreadyRawError(f"already raw: {len(outputs)} outputs ({', '.join(repr(o) for o in outputs[:6])}) "
                                   f"come from {sum(len(r.frontier) for r in regions)} convs through layout ops "

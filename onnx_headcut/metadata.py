@@ -24,6 +24,7 @@ import onnx
 
 from .errors import HeadcutError, InputError
 from .heads import ALL, SCHEMA
+from .heads.base import SELECTIONS
 from .io import load, read_limited
 from .names import NamesError, parse_literal
 from .preprocess import Preprocess
@@ -205,6 +206,10 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
                 if not anchors or not all(isinstance(a, list) and len(a) == 2 and all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors):
                     raise _Bad(f"{w}anchors must be a list of [w, h] numbers")
+        if "dynamic_hw" in meta:
+            _check_dynamic(meta, shape)
+        elif not all(isinstance(d, int) for d in shape[1:]):
+            raise _Bad(f"input.shape may name only the batch axis (a record without dynamic_hw), not {shape!r}"[:200])
         for w, c in _objects(meta, "channels"):
             _get(c, "name", w, str)
             _int(c.get("size"), w + "size", 1, _MAX_CHANNELS)
@@ -223,7 +228,11 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
         if not isinstance(meta.get("schema", 1), int) or meta.get("schema", 1) > SCHEMA:
             raise _Bad(f"schema {meta.get('schema')!r} is newer than this headcut reads ({SCHEMA}); upgrade headcut")
         if "original_output" in meta:
-            _get(meta, "original_output", "", dict)
+            orig = _get(meta, "original_output", "", dict)
+            if orig.get("boxes", "xywh") not in ("xywh", "xyxy"):
+                raise _Bad(f"original_output.boxes must be 'xywh' or 'xyxy', not {orig.get('boxes')!r}"[:200])
+        if "selection" in meta:
+            _check_selection(_get(meta, "selection", "", dict), meta)
         if "preprocess" in meta:
             try:
                 Preprocess.from_json(meta["preprocess"])
@@ -265,6 +274,41 @@ def _check_converted(meta: dict) -> None:
     raw = meta.get("raw_outputs")
     if isinstance(raw, list) and raw and len(conv["outputs"]) != len(raw):
         raise _Bad(f"converted.outputs has {len(conv['outputs'])} entries for {len(raw)} raw outputs")
+
+
+def _check_selection(sel: dict, meta: dict) -> None:
+    """A recorded NMS-free selection: ``{"kind": "topk", "k": K, "nms": false, ...}`` on a head whose decode
+    gives boxes and class scores (``dist_anchor``), at most as many rows as the head has anchors."""
+    if sel.get("kind") not in SELECTIONS:
+        raise _Bad(f"selection.kind must be one of {', '.join(SELECTIONS)}, not {sel.get('kind')!r}"[:200])
+    rows = meta.get("rows")
+    _int(sel.get("k"), "selection.k", 1, rows if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0
+         else 1 << 20)
+    if sel.get("nms", False) is not False:
+        raise _Bad("selection.nms must be false (a top-k selection applies no NMS)")
+    if meta["decode"] != "dist_anchor":
+        raise _Bad(f"a top-k selection is recorded only for the dist_anchor decode, not {meta['decode']!r}")
+
+
+def _check_dynamic(meta: dict, shape: list) -> None:
+    """A ``dynamic_hw`` record: its names and multiple, levels at ``input.shape`` whose strides divide the
+    multiple and whose grids are the input size / stride, and the sizes it was verified at."""
+    d = _get(meta, "dynamic_hw", "", dict)
+    _get(d, "height", "dynamic_hw.", str)
+    _get(d, "width", "dynamic_hw.", str)
+    m = _int(d.get("multiple_of"), "dynamic_hw.multiple_of", 1, _MAX_STRIDE)
+    if len(shape) != 4 or not all(isinstance(v, int) and v % m == 0 for v in shape[2:]):
+        raise _Bad(f"input.shape {shape!r} of a dynamic_hw record must end in a height and width that are multiples "
+                   f"of multiple_of ({m})"[:200])
+    for w, lv in _objects(meta, "levels"):
+        s = lv["stride"]
+        if m % s or lv["grid"] != [shape[2] // s, shape[3] // s]:
+            raise _Bad(f"{w}grid {lv['grid']!r} with stride {s} is not input.shape / stride, or the stride does not "
+                       f"divide multiple_of ({m})"[:200])
+    for k, v in enumerate(_get(d, "verified_at", "dynamic_hw.", list)):
+        if not (isinstance(v, list) and len(v) == 2 and all(_int(x, f"dynamic_hw.verified_at[{k}][]", 1, 1 << 16) % m
+                                                            == 0 for x in v)):
+            raise _Bad(f"dynamic_hw.verified_at[{k}] must be [h, w], multiples of {m}")
 
 
 def parse_metadata(text, source: str = "headcut metadata") -> dict:

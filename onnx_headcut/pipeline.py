@@ -12,10 +12,11 @@ from pathlib import Path
 
 import onnx
 
-from . import __version__
+from . import __version__, topk
 from .check import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Verification, check_options
 from .check import verify as run_verify
 from .cut import CutReport, cut
+from .dynamic import DynamicLocate, check_multiple, image_input, locate_dynamic, parse_size, symbolic_hw
 from .errors import AlreadyRawError, HeadcutError, NoHeadError, TooLargeError, UsageError
 from .graph import GraphIndex, check_constant_sizes, check_graph, check_input_size, infer_shapes, max_rank
 from .heads import Head, Layout
@@ -103,19 +104,57 @@ class _Located:
     folded: bool
     reference: bytes | None = None  # what verification compares with, when not the input file itself
     shapes: dict | None = None  # the shapes of ``work`` the locator inferred (reused, not recomputed)
+    dynamic: DynamicLocate | None = None  # symbolic height and width: how they were located
 
 
-def _locate_file(model: onnx.ModelProto, path) -> _Located:
+def _locate_file(model: onnx.ModelProto, path, anchors: tuple | None = None,
+                 input_size: tuple[int, int] | None = None) -> _Located:
     """:func:`_locate` on the model read from ``path``: recorded metadata and constant sizes checked
-    first; a refusal names the file."""
+    first; a refusal names the file. ``anchors`` (``--anchors``) must be needed: a head whose graph
+    holds its anchors, or has none, refuses them. ``input_size`` (H, W) pins a symbolic height and width first."""
     embedded(model, str(path))  # a raw model: its record must at least be well-formed
     try:
-        return _locate(model)
+        if input_size is not None:
+            found = _locate_pinned(model, path, input_size, anchors)
+        else:
+            found = _locate(model, anchors=anchors)
     except TooLargeError as e:
         raise TooLargeError(f"{path}: {e}") from None
+    if anchors is not None and found.head.anchors_from != "--anchors":
+        where = "reads its anchors from the graph" if found.head.anchors else "has no anchors"
+        raise UsageError(f"--anchors does not apply: the {found.head.family} {found.head.version} head of {path} "
+                         f"{where}")
+    return found
 
 
-def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
+def _locate_pinned(model: onnx.ModelProto, path, size: tuple[int, int], anchors: tuple | None = None) -> _Located:
+    """``--input-size``: the model with its symbolic height and width (and batch) pinned by onnxsim, located."""
+    axes, image = symbolic_hw(model), image_input(model)
+    if axes is None or image is None:
+        dims = [d.dim_value for d in image.type.tensor_type.shape.dim] if image is not None else []
+        raise UsageError(f"--input-size does not apply: the input of {path} has a static size "
+                         f"{'x'.join(map(str, dims[2:])) or '?'}")
+    check_constant_sizes(model, infer_shapes(model))
+    inp = image.type.tensor_type.shape.dim
+    for k, name in ((2, "height"), (3, "width")):
+        if inp[k].HasField("dim_value") and inp[k].dim_value > 0 and inp[k].dim_value != size[k - 2]:
+            raise UsageError(f"--input-size {size[0]}x{size[1]}: the input's {name} is fixed at {inp[k].dim_value}")
+    try:
+        pinned = fold(model, size)
+        inner = _locate(pinned, anchors=anchors)
+    except HeadcutError as e:
+        try:  # say so when the size is what is wrong
+            check_multiple(size, locate_dynamic(model, locate).head)
+        except NoHeadError:
+            pass
+        raise e from None
+    check_multiple(size, inner.head)
+    note = (f"symbolic height and width {list(axes)} pinned to {size[0]}x{size[1]} (--input-size): the raw graph "
+            "is static")
+    return replace(inner, folded=True, head=replace(inner.head, notes=inner.head.notes + (note,)))
+
+
+def _locate(model: onnx.ModelProto, shapes: dict | None = None, anchors: tuple | None = None) -> _Located:
     """Locate directly; fold shape plumbing with onnxsim first when the graph needs it.
 
     An end-to-end export is first truncated at the decoded tensor that feeds its NMS. Any constant
@@ -126,23 +165,33 @@ def _locate(model: onnx.ModelProto, shapes: dict | None = None) -> _Located:
     nms = find_nms(model)
     if nms:
         return _locate_before_nms(model, nms[0].op_type, shapes)
+    if topk.find_topk(model):
+        return _locate_before_topk(model, shapes)
+    if symbolic_hw(model) is not None:
+        check_constant_sizes(model, _propagated(model, shapes))
+        d = locate_dynamic(model, locate)
+        return _Located(d.work, d.head, True, shapes=d.shapes, dynamic=d)
     if needs_folding(model):
         try:
-            return _Located(model, locate(model, shapes), False, shapes=shapes)
+            return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
         except NoHeadError as direct:
             # onnxsim materialises what it folds: check the sizes with shapes propagated through the plumbing
-            try:
-                propagated = infer_shapes(model, data_prop=True)
-            except Exception:  # onnx's data propagation gave up: the sizes known without it were checked above
-                propagated = shapes
-            check_constant_sizes(model, propagated)
+            check_constant_sizes(model, _propagated(model, shapes))
             try:
                 folded = fold(model)
             except HeadcutError:
                 raise direct from None
             shapes = infer_shapes(folded)
-            return _Located(folded, locate(folded, shapes), True, shapes=shapes)
-    return _Located(model, locate(model, shapes), False, shapes=shapes)
+            return _Located(folded, locate(folded, shapes, anchors), True, shapes=shapes)
+    return _Located(model, locate(model, shapes, anchors), False, shapes=shapes)
+
+
+def _propagated(model: onnx.ModelProto, shapes: dict) -> dict:
+    """Shapes propagated through the shape plumbing (what onnxsim will materialise), else ``shapes``."""
+    try:
+        return infer_shapes(model, data_prop=True)
+    except Exception:  # onnx's data propagation gave up: the sizes known without it were checked already
+        return shapes
 
 
 def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Located:
@@ -163,24 +212,58 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
                       f"before the NMS" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
 
 
-def inspect(path: str | os.PathLike) -> Inspection | RawInspection:
+def _locate_before_topk(model: onnx.ModelProto, shapes: dict) -> _Located:
+    """An NMS-free export: the head feeding its top-k selection, located in the model truncated there;
+    the selection is checked node for node (:func:`onnx_headcut.topk.check_tail`) and recorded."""
+    tried = []
+    for truncated, t, s in topk.candidates(model, shapes):
+        try:
+            inner = _locate(truncated)
+        except (NoHeadError, AlreadyRawError) as e:  # a tensor past the decode (the class scores) is raw-looking
+            tried.append(f"'{t}' {list(s)}: {e}")
+            continue
+        head = inner.head
+        if head.decode != "dist_anchor" or not head.xyxy or not head.channel_first:
+            raise NoHeadError(f"NMS-free (top-k) export: the decode before the selection is {head.family} "
+                              f"{head.decode} with {'x1, y1, x2, y2' if head.xyxy else 'cx, cy, w, h'} boxes; headcut "
+                              "records a top-k selection only after Ultralytics' x1, y1, x2, y2 decode")
+        sel = topk.check_tail(model, shapes, t, head.num_classes)
+        family = "YOLOv10" if head.dfl else "YOLO26"
+        why = (f"NMS-free top-k tail after the decoded '{t}' {list(s)}: TopK({sel.k}) of the best class score, "
+               f"TopK({sel.k}) of the flattened scores, class = index % {head.num_classes}; no NMS")
+        label = ("DFL with NMS-free top-k selection: YOLOv10 (v10Detect)" if head.dfl
+                 else "reg_max 1 with NMS-free top-k selection: YOLO26 (one-to-one head)")
+        note = (f"NMS-free export: the top-{sel.k} selection ({len(model.graph.node) - len(truncated.graph.node)} "
+                "nodes) was removed with the decode and is recorded as 'selection'; the decode reproduces it")
+        head = replace(head, family=family, selection=sel, reasons=head.reasons + (why, label),
+                       notes=head.notes + (note,))
+        return _Located(inner.work, head, inner.folded, shapes=inner.shapes)
+    raise NoHeadError("NMS-free (top-k) export: no decoded (1, 4+nc, N) tensor with a known decode found before "
+                      "the TopK" + (f" (tried {'; '.join(tried[:2])})" if tried else ""))
+
+
+def inspect(path: str | os.PathLike, anchors: tuple | None = None) -> Inspection | RawInspection:
     """Find the head of the model at ``path`` and describe the cut ``strip`` would make; for a model
-    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`."""
+    that is already raw (a headcut record, or convs through layout ops only), a :class:`RawInspection`.
+    ``anchors``: as for :func:`strip`."""
     model = load(path)
     outs = tuple((o.name, tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                                 for d in o.type.tensor_type.shape.dim)) for o in model.graph.output)
     try:
-        found = _locate_file(model, path)
+        found = _locate_file(model, path, anchors)
     except AlreadyRawError as e:
         return RawInspection(str(path), str(e), outs, embedded(model, str(path)))
-    return _inspection(path, found.work, found.head, found.folded, len(model.graph.node), inplace=True,
+    head = found.head
+    if found.dynamic is not None and found.dynamic.dynamic is not None:  # what strip would keep
+        head = replace(head, dynamic_hw=found.dynamic.dynamic)
+    return _inspection(path, found.work, head, found.folded, len(model.graph.node), inplace=True,
                        shapes=found.shapes)[0]
 
 
-def decoded_head(path: str | os.PathLike, role: str = "the model") -> Head:
+def decoded_head(path: str | os.PathLike, role: str = "the model", anchors: tuple | None = None) -> Head:
     """The head of the decoded export at ``path``; :class:`UsageError` when it is already raw (``role``
-    names what the command expected, e.g. "ORIGINAL")."""
-    insp = inspect(path)
+    names what the command expected, e.g. "ORIGINAL"). ``anchors``: as for :func:`strip`."""
+    insp = inspect(path, anchors)
     if isinstance(insp, RawInspection):
         raise UsageError(f"{path}: {role} must be a decoded export, but it is {insp.reason.split(';')[0]}")
     return insp.head
@@ -198,7 +281,8 @@ def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_no
 def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layout: Layout = Layout(),
           verify: bool = True, lower: bool = True, simplify: bool = False, images: tuple = (), tol: float = DEFAULT_TOL,
           force: bool = False, keep_dynamic_batch: bool = False, conf: float = DEFAULT_CONF,
-          iou: float = DEFAULT_IOU) -> StripResult:
+          iou: float = DEFAULT_IOU, anchors: tuple | None = None,
+          input_size: str | tuple[int, int] | None = None) -> StripResult:
     """Cut the decode off the detector at ``src`` and write the raw model to ``dst``
     (default :func:`default_output`: ``<stem>.raw.onnx`` beside ``src``; a missing folder is made).
 
@@ -206,6 +290,9 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     level, logits or sigmoid scores, DFL bins or distances (see :class:`~onnx_headcut.heads.Layout`).
     A dynamic-batch export gives a static batch-1 raw graph unless ``keep_dynamic_batch``, which
     cuts the unfolded graph and keeps the batch axis symbolic (verified at batch 1 and 2).
+    An export with a symbolic height and width keeps them when its decode is size-independent (see
+    :mod:`onnx_headcut.dynamic`; verified at two sizes, the metadata's ``dynamic_hw`` says so);
+    ``input_size`` (``"HxW"`` or ``(h, w)``) pins them, and the batch to 1, for engines that need static shapes.
 
     The output set is ``dst``, ``dst.data`` (a model too big for protobuf) and the sidecar: an
     existing member is an error unless ``force``, and ``src``, its external data or an image never
@@ -219,45 +306,58 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
     convs' values rearranged, their decode equal to the original output within ``tol`` (px per 640 px
     of input; scores), the same detections at ``conf``/``iou`` — otherwise
     :class:`VerificationError` is raised and nothing is written. ``src`` is only ever read.
+
+    ``anchors`` (per level, per anchor (w, h) pixels; :func:`~onnx_headcut.heads.anchor_raw.parse_anchors`)
+    is for an export whose outputs already are a YOLOv5/v7 raw head split per level (YOLOv7 without
+    ``--grid``): its graph holds no anchors. They are recorded as given; verification then proves the
+    raw outputs equal the original's outputs and the convs (layer 1), and says that the decode and
+    detection layers have no decoded original to compare with.
     """
     check_options(tol, conf, iou)
+    size = parse_size(input_size) if input_size is not None else None
+    if size is not None and keep_dynamic_batch:
+        raise UsageError("--input-size pins the batch to 1 too; it does not go with --keep-dynamic-batch")
     dst = default_output(src) if dst is None else dst
     inputs = {**dependencies(src), **{Path(i): "an --image input" for i in images}}  # never written, even forced
     dst = check_output_path(src, dst, force=force, protected=inputs)
     model = load(src)
-    found = _locate_file(model, src)
+    found = _locate_file(model, src, anchors, size)
     head = found.head
     head.check_layout(layout)
     if keep_dynamic_batch and _dynamic_batch(model) is None:
         raise UsageError(f"--keep-dynamic-batch does not apply: the input '{head.input_name}' of {src} has a "
                          "static batch")
-    if verify:  # verification feeds an input of this size (batch 2 for a kept dynamic batch)
+    work, head, sizes = _dynamic_hw(model, found, head, size is not None)
+    if verify:  # verification feeds inputs of these sizes (batch 2 for a kept dynamic batch)
         try:
-            check_input_size(head.input_name, head.input_shape, 2 if keep_dynamic_batch else 1)
+            for hw in sizes or (head.input_shape[-2:],):
+                check_input_size(head.input_name, (*head.input_shape[:-2], *hw), 2 if keep_dynamic_batch else 1)
         except TooLargeError as e:
             raise TooLargeError(f"{src}: {e}") from None
-    batch: int | str  # 1, or the name of a kept dynamic batch dim
-    work, batch = found.work, 1
+    batch: int | str = 1  # 1, or the name of a kept dynamic batch dim
     if found.folded:
         batch_name = _dynamic_batch(model)
         if keep_dynamic_batch and batch_name and found.reference is None and \
+                (found.dynamic is None or work is model) and \
                 all(b.tensor in _tensor_names(model) for lv in head.levels for b in lv.branches):
             work, batch = model, batch_name
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' kept",))
         elif batch_name:
             why = "" if not keep_dynamic_batch else " (--keep-dynamic-batch is not possible for this graph)"
             head = replace(head, notes=head.notes + (f"dynamic batch '{batch_name}' pinned to 1: the raw graph "
-                                                     f"is static{why}",))
+                                                     f"is {'static' if work is not model else 'batch 1'}{why}",))
     n_source = len(model.graph.node)
     own, own_notes = source_metadata(model, head.num_classes)  # names, imgsz, ... the export records
     props = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
     head = replace(head, notes=head.notes + own_notes)
     out_name = None
-    if found.reference is not None:  # end-to-end: the decoded tensor is internal; name the raw output after the model's
+    if found.reference is not None or head.selection is not None:  # end-to-end: name the raw output after the model's
         outs = [o.name for o in model.graph.output]
         out_name = outs[0] if len(outs) == 1 else RAW_OUTPUT_NAME
         head = replace(head, notes=head.notes + (f"raw output named '{out_name}' (the decoded tensor "
-                                                 f"'{head.output_name}' that fed the NMS is internal to the export)",))
+                                                 f"'{head.output_name}' that fed the "
+                                                 f"{'top-k selection' if head.selection else 'NMS'} is internal "
+                                                 "to the export)",))
     conv_source = None  # where layer 1 reads the prediction convs, when the reference lacks their tensors
     if verify and found.reference is None and not {b.tensor for lv in head.levels for b in lv.branches} <= \
             _tensor_names(model):
@@ -295,10 +395,33 @@ def strip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, layou
         result = None
         if verify:
             result = run_verify(reference, staged, head, meta, images=tuple(images), tol=tol,
-                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source)
+                                batches=(1, 2) if batch != 1 else (1,), conf=conf, iou=iou, conv_source=conv_source,
+                                sizes=sizes)
             result.raise_if_failed()
         files = tuple(st.commit())
     return StripResult(insp, rw, result, rank_after, simplify, files, meta, head.effective(layout), batch)
+
+
+def _dynamic_hw(model: onnx.ModelProto, found: _Located, head: Head, pinned: bool):
+    """(graph to cut, head, sizes to verify at) for a symbolic height and width: the original graph and a head
+    with ``dynamic_hw`` when the locator proved the decode size-independent and the convs' tensors are in
+    it; else the pinned copy, said in a note. Others: ``(found.work, head, ())``."""
+    axes = symbolic_hw(model)
+    if axes is None or pinned:
+        return found.work, head, ()
+    d = found.dynamic
+    convs = {b.tensor for lv in head.levels for b in lv.branches}
+    if d is not None and d.dynamic is not None and found.reference is None and convs <= _tensor_names(model):
+        (h0, w0), (h1, w1) = d.dynamic.verified
+        note = (f"symbolic height and width {list(axes)} kept: each level's grid is the input size / its stride "
+                f"(sides multiples of {d.dynamic.multiple}); verified at {h0}x{w0} and {h1}x{w1}")
+        return model, replace(head, dynamic_hw=d.dynamic, notes=head.notes + (note,)), d.dynamic.verified
+    at = "x".join(map(str, head.input_shape[-2:]))
+    why = (d.why if d is not None and d.why else "the decoded tensor is inside an end-to-end export" if
+           found.reference is not None else "the prediction convs' tensors are renamed once folded")
+    note = (f"symbolic height and width {list(axes)} pinned to {at}: the raw graph is static ({why}); "
+            "--input-size HxW pins another size")
+    return found.work, replace(head, notes=head.notes + (note,)), ()
 
 
 def default_output(src: str | os.PathLike) -> Path:

@@ -25,23 +25,32 @@ def _outputs(outputs) -> str:
 def check_lines(c) -> list[str]:
     """The three verification layers on one input (:class:`onnx_headcut.check.Check`), one line each."""
     layout = ("decoded candidate: no raw layout to check" if c.layout is None else str(c.layout))
-    return [
-        f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}",
+    skipped = ("NOT CHECKED: the original has no decoded output (its outputs are the raw head), so there is "
+               "nothing to compare with; the recorded anchors and decode are unproven")
+    lines = [
+        f"verify    {c.input} on {c.engine}: {'OK' if c.ok else 'DIFFERENT'}"
+        + (f" (layer 1 only; {' and '.join(c.not_checked())} not checked)" if c.not_checked() else ""),
         f"  layout  {layout}",
-        f"  decode  {c.decode}",
-        f"  detect  {c.detections}",
+    ]
+    if c.outputs is not None:
+        lines.append(f"  outputs {c.outputs}")
+    return lines + [
+        f"  decode  {skipped if c.decode is None else c.decode}",
+        f"  detect  {skipped.split(';')[0] if c.detections is None else c.detections}",
     ]
 
 
 def head_table(insp: Inspection) -> list[str]:
     h = insp.head
+    shape = list(h.input_shape) if h.dynamic_hw is None else \
+        f"{[*h.input_shape[:2], *h.dynamic_hw.axes]} (levels at {h.input_shape[-2]}x{h.input_shape[-1]})"
     lines = [
         f"head      {h.family} {h.version}  decode={h.decode}  classes={h.num_classes}  "
-        f"input '{h.input_name}' {list(h.input_shape)}",
+        f"input '{h.input_name}' {shape}",
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
     for i, lv in enumerate(h.levels):
-        rows = f"{lv.first_row}..{lv.first_row + lv.rows - 1}"
+        rows = f"{lv.first_row}..{lv.first_row + lv.rows * h.na - 1}"
         br = " ".join(f"{b.role}:{b.channels}" for b in lv.branches)
         lines.append(f"{i:>5} {lv.stride:>6} {f'{lv.grid[0]}x{lv.grid[1]}':>9} {rows:>11}  {br}")
     return lines
@@ -52,8 +61,14 @@ def raw_inspect_text(ri: RawInspection) -> str:
     lines = [f"model     {ri.path}", f"raw       {ri.reason}"]
     m = ri.record
     if m is not None:
+        dims = list(m["input"]["shape"])
+        shape = str(dims)
+        if "dynamic_hw" in m:
+            d = m["dynamic_hw"]
+            shape = (f"{[*dims[:2], d['height'], d['width']]} (levels at {dims[2]}x{dims[3]}, multiples of "
+                     f"{d['multiple_of']})")
         lines.append(f"head      {m.get('family', '?')} {m.get('version', '')}  decode={m['decode']}  "
-                     f"classes={m['num_classes']}  input '{m['input']['name']}' {list(m['input']['shape'])}")
+                     f"classes={m['num_classes']}  input '{m['input']['name']}' {shape}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
         for i, lv in enumerate(m["levels"]):
             first = lv.get("first_row", 0)
@@ -68,6 +83,9 @@ def raw_inspect_text(ri: RawInspection) -> str:
             o = m["original_output"]
             lines.append(f"cut from  '{o.get('name', '?')}' {o.get('shape', '?')}"
                          + (f", {m['removed']['nodes']} nodes removed" if isinstance(m.get("removed"), dict) else ""))
+    sel = (m or {}).get("selection")
+    if isinstance(sel, dict):
+        lines.append(f"select    top {sel.get('k')} (anchor, class) scores, no NMS (the original's NMS-free output)")
     lines.append("outputs   " + ", ".join(f"'{n}' {tuple(s)}" for n, s in ri.outputs))
     lines += [f"note      {n}" for n in (m or {}).get("notes", []) if isinstance(n, str)]
     return printable_lines(lines)
@@ -100,13 +118,17 @@ def strip_text(res: StripResult) -> str:
            f"; DFL {h.dfl_bins} bins per side (reg_max {h.upstream_reg_max} = {h.reg_max_meaning}) left to the decode"
            if h.dfl else ""),
     ]
+    if h.selection is not None:
+        lines.append(f"select    top {h.selection.k} (anchor, class) scores of the x1, y1, x2, y2 rows, no NMS -> "
+                     f"'{h.selection.output}' {tuple(h.selection.shape)} (recorded; the decode reproduces it)")
     lines += [f"note      {n}" for n in h.notes]
-    if insp.folded and res.batch == 1:  # first: it happened before the head was located
+    kept = [f"dynamic batch '{res.batch}'"] * (res.batch != 1) + ["symbolic height and width"] * bool(h.dynamic_hw)
+    if insp.folded and not kept:  # first: it happened before the head was located
         lines.insert(0, f"folded    {insp.source_nodes} -> {insp.cut.nodes_before} nodes: onnxsim folded the shape "
                      "plumbing (batch pinned to 1) before locating; the counts below are on the folded graph")
     elif insp.folded:
         lines.insert(0, f"folded    onnxsim folded the shape plumbing of a copy to locate the head; the cut is made on "
-                     f"the unfolded graph ({insp.source_nodes} nodes), dynamic batch '{res.batch}' kept")
+                     f"the unfolded graph ({insp.source_nodes} nodes), {' and '.join(kept)} kept")
     rank = f"max rank  {insp.max_rank} -> {res.max_rank_after}"
     if res.rewrite is not None:
         rank += f"  (rewrite_5d lowered {len(res.rewrite.lowered)} chain(s) after the cut)"

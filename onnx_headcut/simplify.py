@@ -62,8 +62,12 @@ def needs_folding(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("Shape", "Range") for n in model.graph.node)
 
 
-def fold(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant-fold shape computations with onnxsim, batch pinned to 1; no fusions."""
+def fold(model: onnx.ModelProto, size: tuple[int, int] | None = None) -> onnx.ModelProto:
+    """Constant-fold shape computations with onnxsim, batch pinned to 1; no fusions.
+
+    ``size`` (H, W) pins a symbolic height and width (an export with dynamic image axes); without it
+    such an input is refused.
+    """
     inits = {t.name for t in model.graph.initializer}
     shapes = {}
     for i in model.graph.input:
@@ -73,6 +77,8 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
                 for d in i.type.tensor_type.shape.dim]
         if dims and dims[0] is None:
             dims[0] = 1
+        if size is not None and len(dims) == 4:
+            dims[2:] = list(size)
         if any(d is None for d in dims):
             raise HeadcutError(f"input '{i.name}' has non-batch symbolic dims {dims}; export with a fixed image size")
         shapes[i.name] = dims

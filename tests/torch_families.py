@@ -127,14 +127,18 @@ def _onnxsim(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _dynamo_export(model, img, path: Path, *, opset: int, input_name: str, output_name: str) -> None:
+def _dynamo_export(model, img, path: Path, *, opset: int, input_name: str, output_name: str,
+                   dynamic_hw: bool = False) -> None:
     """``torch.onnx.export`` through torch's new (``torch.export``-based) exporter, as a user passing
     ``dynamo=True`` gets it: opset at least 18 (the lowest it writes), weights in a ``<path>.data``
-    side file next to ``path`` (``external_data=True``), onnxscript's default graph optimisation."""
+    side file next to ``path`` (``external_data=True``), onnxscript's default graph optimisation.
+    ``dynamic_hw`` passes ``dynamic_shapes`` with batch, height and width as ``Dim.AUTO``."""
     import torch
 
+    shapes = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic_hw else None
     torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
-                      input_names=[input_name], output_names=[output_name], opset_version=max(opset, 18))
+                      input_names=[input_name], output_names=[output_name], opset_version=max(opset, 18),
+                      dynamic_shapes=shapes)
 
 
 def _add_metadata(path: Path, meta: dict, *, check: bool = False) -> None:
@@ -232,7 +236,7 @@ def build_yolov5(nc: int = 80):
 
 
 def export_yolov5(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simplify: bool = False,
-                  dynamic: bool = False, dynamo: bool = False) -> Path:
+                  dynamic: bool = False, dynamo: bool = False, dynamic_hw: bool = False) -> Path:
     """Export the YOLOv5 fixture to ``path`` as v7.0's ``export.py --include onnx`` does; return the path.
 
     ``size`` is (H, W). ``dynamic=True`` sets ``Detect.dynamic`` (grids rebuilt while tracing) but, unlike
@@ -240,11 +244,14 @@ def export_yolov5(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simpl
     the image size stays fixed. ``simplify=True`` runs ``onnxsim.simplify`` and saves over the file.
     ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
     ``<path>.data`` side file, static shapes: ``dynamic`` then only rebuilds the grids while tracing);
-    ``simplify`` is ignored then.
+    ``simplify`` is ignored then. ``dynamic_hw=True`` is export.py's ``--dynamic`` as it is: ``Detect.dynamic``
+    and ``dynamic_axes={'images': {0: 'batch', 2: 'height', 3: 'width'}, 'output0': {0: 'batch', 1: 'anchors'}}``
+    (dynamo: ``dynamic_shapes`` with batch, height and width ``Dim.AUTO``).
     """
     import torch
 
     path = Path(path)
+    dynamic = dynamic or dynamic_hw
     model = build_yolov5(nc).eval()
     for m in model.modules():  # export.py "Update model"
         if type(m).__name__ == "Detect":
@@ -253,12 +260,15 @@ def export_yolov5(path, *, size=(320, 320), nc: int = 80, opset: int = 12, simpl
             m.export = True
     im = torch.zeros(1, 3, *size)
     axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
+    if dynamic_hw:
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings
         for _ in range(2):
             model(im)  # dry runs
         if dynamo:
-            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0")
+            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0",
+                           dynamic_hw=dynamic_hw)
         else:
             torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
                               input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
@@ -532,7 +542,7 @@ def build_yolov8(nc: int = 80, reg_max: int = 16):
 
 
 def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim: bool = True,
-                  dynamic: bool = False, dynamo: bool = False) -> Path:
+                  dynamic: bool = False, dynamo: bool = False, dynamic_hw: bool = False) -> Path:
     """Export the YOLOv8 fixture to ``path`` as Ultralytics' ``Exporter`` (format='onnx') does; return the path.
 
     ``Detect.export = True``, ``format = 'onnx'``, ``dynamic`` as given, two dry runs, then
@@ -542,6 +552,9 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
     tracing) but marks only the batch axis symbolic (upstream also marks height, width, anchors).
     ``dynamo=True`` exports with torch's new exporter instead (opset ``max(opset, 18)``, weights in a
     ``<path>.data`` side file, static shapes) and skips ``slim``; the metadata is still added.
+    ``dynamic_hw=True`` is the exporter's ``dynamic=True`` as it is: ``Detect.dynamic`` and ``dynamic_axes=
+    {'images': {0: 'batch', 2: 'height', 3: 'width'}, 'output0': {0: 'batch', 2: 'anchors'}}`` (dynamo:
+    ``dynamic_shapes`` with batch, height and width ``Dim.AUTO``).
     """
     import onnx
     import torch
@@ -552,15 +565,18 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
         p.requires_grad = False
     model.eval()
     det = model.detect
-    det.dynamic, det.export, det.format, det.max_det, det.xyxy = dynamic, True, "onnx", 300, False
+    det.dynamic, det.export, det.format, det.max_det, det.xyxy = dynamic or dynamic_hw, True, "onnx", 300, False
     im = torch.zeros(1, 3, *size)
     axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
+    if dynamic_hw:
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(2):
             model(im)  # dry runs
         if dynamo:
-            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0")
+            _dynamo_export(model, im, path, opset=opset, input_name="images", output_name="output0",
+                           dynamic_hw=dynamic_hw)
         else:
             torch.onnx.export(model, im, str(path), verbose=False, opset_version=opset, do_constant_folding=True,
                               input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
@@ -829,7 +845,7 @@ def build_yolov6_af(nc: int = 80, reg_max: int = 0):
 
 
 def export_yolov6_af(path, *, size=(320, 320), nc: int = 80, reg_max: int = 0, opset: int = 13,
-                     simplify: bool = False, dynamo: bool = False) -> Path:
+                     simplify: bool = False, dynamo: bool = False, dynamic_hw: bool = False) -> Path:
     """Export the YOLOv6 anchor-free fixture to ``path`` as 0.3.0's ``deploy/ONNX/export_onnx.py`` does.
 
     ``reg_max=0`` is the n/s head (4 reg channels, no DFL), ``reg_max=16`` the m/l one (68 reg channels,
@@ -838,6 +854,9 @@ def export_yolov6_af(path, *, size=(320, 320), nc: int = 80, reg_max: int = 0, o
     training=EVAL, do_constant_folding=True, input_names=['images'], output_names=['outputs'])`` and,
     with ``simplify`` (``--simplify``), onnxsim. ``dynamo=True`` exports with torch's new exporter instead
     (opset ``max(opset, 18)``, weights in a ``<path>.data`` side file) and skips onnxsim.
+    ``dynamic_hw=True`` adds ``dynamic_axes={'images': {0: 'batch', 2: 'height', 3: 'width'}, 'outputs': {0:
+    'batch', 1: 'anchors'}}`` (export_onnx.py has ``--dynamic-batch`` only; this is the same call with the image
+    axes named too; dynamo: ``dynamic_shapes`` with batch, height and width ``Dim.AUTO``).
     """
     import torch
 
@@ -849,11 +868,14 @@ def export_yolov6_af(path, *, size=(320, 320), nc: int = 80, reg_max: int = 0, o
         warnings.simplefilter("ignore")
         model(img)  # dry run
         if dynamo:
-            _dynamo_export(model, img, path, opset=opset, input_name="images", output_name="outputs")
+            _dynamo_export(model, img, path, opset=opset, input_name="images", output_name="outputs",
+                           dynamic_hw=dynamic_hw)
         else:
+            axes = {"images": {0: "batch", 2: "height", 3: "width"}, "outputs": {0: "batch", 1: "anchors"}} \
+                if dynamic_hw else None
             torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
                               training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
-                              input_names=["images"], output_names=["outputs"], dynamic_axes=None, dynamo=False)
+                              input_names=["images"], output_names=["outputs"], dynamic_axes=axes, dynamo=False)
     if simplify and not dynamo:
         _onnxsim(path)
     return path

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .layers import (
     check_outputs,
+    check_split_outputs,
     decode_check,
     detection_check,
     expected_raw,
@@ -48,6 +49,6 @@ from .results import (
 )
 
 __all__ = ["DEFAULT_CONF", "DEFAULT_IOU", "DEFAULT_TOL", "MIN_IOU", "Allowed", "Check", "DecodeCheck",
-           "DetectionCheck", "LayoutCheck", "Verification", "check_options", "check_outputs", "conv_outputs",
-           "decode_check", "detection_check", "deterministic_input", "expected_raw", "gap_threshold", "image_input",
-           "layout_check", "match_detections", "reference_session", "session", "verify", "with_outputs"]
+           "DetectionCheck", "LayoutCheck", "Verification", "check_options", "check_outputs", "check_split_outputs",
+           "conv_outputs", "decode_check", "detection_check", "deterministic_input", "expected_raw", "gap_threshold",
+           "image_input", "layout_check", "match_detections", "reference_session", "session", "verify", "with_outputs"]

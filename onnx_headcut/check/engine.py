@@ -31,6 +31,7 @@ from . import (
     Check,
     check_options,
     check_outputs,
+    check_split_outputs,
     conv_outputs,
     deterministic_input,
     gap_threshold,
@@ -50,9 +51,18 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
 
     head = decoded_head(original, "ORIGINAL")
     s = reference_session(original, conv_outputs(head)[:1])
-    y = s.run([head.output_name], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
+    y = s.run([head.final_output], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
+    if head.selection is not None:  # NMS-free: the selected rows' scores
+        return gap_threshold(y[0][:, 4], k=k)
     rows = canonical(y, Geometry.of(head))[0]
     return gap_threshold(rows[:, 4] * rows[:, 5:].max(1), k=k)
+
+
+def _given_anchors(meta) -> tuple | None:
+    """The anchors a raw record says were given with ``--anchors`` (the original's graph holds none), or None."""
+    if meta is None or meta.get("anchors_from") != "--anchors":
+        return None
+    return tuple(tuple((float(w), float(h)) for w, h in lv["anchors"]) for lv in meta["levels"])
 
 
 def _same_model(original, head, candidate, meta) -> None:
@@ -104,34 +114,56 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             converted = convert(candidate, engine, d)
             return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed)
     meta = head_for(candidate)
-    head = decoded_head(original, "ORIGINAL")
+    head = decoded_head(original, "ORIGINAL", _given_anchors(meta))
+    if meta is not None and head.dynamic_hw is not None:  # a symbolic-size original: compare at the candidate's size
+        try:
+            head = head.at(meta["input"]["shape"][-2:])
+        except ValueError:
+            pass  # _same_model says what differs
     _same_model(original, head, candidate, meta)
     extra = conv_outputs(head)
     s = reference_session(original, extra if meta is not None else extra[:1])
     names = [o.name for o in extra[1:]] if meta is not None else []
     inp = s.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    feeds = [(f"random(seed={seed})", deterministic_input(shape, np.float32, seed))]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[:-2]] + list(head.input_shape[-2:])
+    sizes = [tuple(v) for v in meta["dynamic_hw"]["verified_at"]] if meta is not None and "dynamic_hw" in meta \
+        else [tuple(shape[-2:])]
+    feeds = [(f"random(seed={seed})" + (f" at {hw[0]}x{hw[1]}" if len(sizes) > 1 else ""),
+              deterministic_input([*shape[:-2], *hw], np.float32, seed)) for hw in sizes]
     pre = Preprocess.of(meta) if meta is not None else head.preprocess
     feeds += [(str(p), image_input(p, shape, pre=pre)) for p in images]
     xs = [x for _, x in feeds]
-    refs = [s.run([head.output_name, *names], {inp.name: x}) for x in xs]
+    out_names = [n for n, _ in head.split_outputs] or [head.output_name]
+    refs = [s.run([*out_names, *names], {inp.name: x}) for x in xs]
+    if head.selection is not None:  # an NMS-free export: layer 2 compares its (1, k, 6) output too
+        refs = [[(s.run([head.final_output], {inp.name: x})[0], r[0]), *r[1:]] for x, r in zip(xs, refs)]
+    raw_names: list[str] | None
     if meta is not None:
         in_name = meta["input"]["name"]
-        out_names = [o["name"] for o in meta.get("raw_outputs", [])] or None
+        raw_names = [o["name"] for o in meta.get("raw_outputs", [])] or None
     else:
-        in_name, out_names = inp.name, None
+        in_name, raw_names = inp.name, None
     if engine == "ncnn":
         ins, outs = param_blobs(candidate)
-        in_name, out_names = ins[0], outs
+        in_name, raw_names = ins[0], outs
     info: dict = {}
-    results = run(candidate, xs, engine, in_name, out_names, options=run_options(engine, meta), info=info)
+    results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, meta), info=info)
     if info.get("precision"):  # OpenVINO: say which inference precision ran (f32 is asked for)
         engine = f"{engine} ({info.get('device', 'CPU')} {info['precision']})"
-    allowed = Allowed.for_input(head.input_shape, np.float32, tol)
     checks = []
-    for (label, _), ref, ys in zip(feeds, refs, results):
-        convs = dict(zip(names, ref[1:])) if meta is not None else None
-        checks.append(check_outputs(label, ref[0], convs, list(ys), head, meta, allowed, conf, iou, engine,
+    k = len(out_names)
+    for (label, x), ref, ys in zip(feeds, refs, results):
+        if head.split_outputs:  # the original is the raw head split per level: layer 1 only (it says so)
+            if meta is None:
+                raise UsageError(f"{candidate} has no head metadata, and {original} has no decoded output to "
+                                 "compare a converted original with")
+            checks.append(check_split_outputs(label, ref[:k], dict(zip(names, ref[k:])), list(ys), head, meta,
+                                              engine, layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
+            continue
+        convs = dict(zip(names, ref[k:])) if meta is not None else None
+        hw = tuple(x.shape[-2:])
+        g = Geometry.of(meta).at(hw) if meta is not None else None
+        checks.append(check_outputs(label, ref[0], convs, list(ys), head.at(hw) if g is not None else head, g,
+                                    Allowed.for_input(x.shape, np.float32, tol), conf, iou, engine,
                                     layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
     return checks

@@ -4,6 +4,7 @@ decode against the original's output (2), detections after NMS on both sides (3)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -267,6 +268,11 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
     """The three layers for one input: ``raw`` are the candidate's outputs, ``convs`` the original's
     prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output."""
     g_orig = Geometry.of(head)
+    if g_orig.topk:
+        from .topk import check_topk  # it builds on this module's layers
+
+        return check_topk(label, ref_out, convs, raw, head, meta, allowed, conf, iou, engine, layout_atol,
+                          layout_rtol)
     with np.errstate(all="ignore"):  # inf/nan in a broken model's output is reported, not warned about
         if convs is None:  # a decoded candidate (an original converted as is): compare directly
             got = raw[0].reshape(ref_out.shape) if raw[0].size == ref_out.size else raw[0]
@@ -287,3 +293,25 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
         else:
             det = DetectionCheck(conf, iou, 0, 0, 0, 0.0)
     return Check(label, lay, dec, det, engine)
+
+
+def check_split_outputs(label: str, originals: list[np.ndarray], convs: dict[str, np.ndarray], raw: list[np.ndarray],
+                        head: Head, meta, engine: str = "ort", layout_atol: float = 0.0,
+                        layout_rtol: float = 0.0) -> Check:
+    """Layer 1 for a head whose original outputs already are the raw head split per level, 5-D
+    ``(B, na, h, w, no)`` (``head.split_outputs``): the raw outputs must equal the prediction convs laid
+    out *and* the original's outputs rearranged, element for element. There is no decoded original, so
+    layers 2 and 3 are not run (the :class:`Check` says so; they never count as passed)."""
+    g = Geometry.of(meta)
+    with np.errstate(all="ignore"):
+        expected, exact = expected_raw(convs, head, g)
+        raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
+        lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
+        as_convs = {}  # (B, na, h, w, no) → (B, na·no, h, w): the conv value the 5-D output is a view of
+        for lv, o in zip(head.levels, originals):
+            b, na, h, w, no = o.shape
+            as_convs[lv.branches[0].tensor] = o.transpose(0, 1, 4, 2, 3).reshape(b, na * no, h, w)
+        exp_o, exact_o = expected_raw(as_convs, head, g)
+        outs = replace(layout_check(raw, exp_o, exact_o, layout_atol, layout_rtol),
+                       source=f"the original's {len(originals)} raw outputs")
+    return Check(label, lay, None, None, engine, outputs=outs)

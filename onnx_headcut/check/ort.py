@@ -12,7 +12,7 @@ from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..images import read_rgb
 from ..preprocess import ULTRALYTICS, Preprocess, letterbox, to_input
-from .layers import check_outputs
+from .layers import check_outputs, check_split_outputs
 from .results import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TOL, Allowed, Verification, check_options
 
 
@@ -143,7 +143,7 @@ def image_input(path: str | os.PathLike, shape, dtype=np.float32, pre: Preproces
 
 def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEFAULT_TOL, seed: int = 0,
            batches: tuple = (1,), conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU,
-           conv_source=None) -> Verification:
+           conv_source=None, sizes: tuple = ()) -> Verification:
     """Run ``original`` and ``raw`` (paths or bytes) and apply the three layers on each input.
 
     ``head`` is the located head (its branch tensors name the prediction convs in ``original``);
@@ -152,6 +152,9 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
     ``preprocess`` says (its family's letterbox, channel order and scale).
     ``conv_source`` (bytes), when given, is the graph layer 1 reads the conv values from (the folded
     graph the head was located on, when folding renamed the convs' tensors in ``original``).
+    ``sizes`` ((H, W), ...) are the input sizes of a head with a kept symbolic height and width: the random
+    input is fed at each (batch 2 at the first), images at the record's input size; the head and the
+    geometry are taken at each input's size.
     """
     check_options(tol, conf, iou)
     g = Geometry.of(meta)
@@ -169,19 +172,24 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
         raise VerificationError(f"onnxruntime cannot load the raw model ({_first_line(e)})") from None
     inp = s_orig.get_inputs()[0]
     np_dtype = np.float16 if "float16" in inp.type else np.float32
-    allowed = Allowed.for_input(g.input_shape, np_dtype, tol)
-    feeds = [(f"random(seed={seed})" + (f", batch {n}" if n != 1 else ""),
-              deterministic_input((n, *g.input_shape[1:]), np_dtype, seed)) for n in batches]
+    at = [tuple(g.input_shape[-2:])] if not sizes else [tuple(s) for s in sizes]
+    feeds = [(f"random(seed={seed})" + (f", batch {n}" if n != 1 else "") + (f" at {hw[0]}x{hw[1]}" if sizes else ""),
+              deterministic_input((n, *g.input_shape[1:-2], *hw), np_dtype, seed))
+             for k, hw in enumerate(at) for n in (batches if k == 0 else (1,))]
     pre = Preprocess.of(meta)
     feeds += [(str(Path(p)), image_input(p, g.input_shape, np_dtype, pre)) for p in images]
-    out_name = head.output_name
+    out_names = [n for n, _ in head.split_outputs] or [head.output_name]
+    final = [head.final_output] if head.selection is not None else []  # an NMS-free export: also its (1, k, 6)
     checks = []
     for label, x in feeds:
         try:
             if s_conv is None:
-                ys = s_orig.run([out_name, *names], {inp.name: x})
+                ys = s_orig.run([*final, *out_names, *names], {inp.name: x})
             else:
-                ys = s_orig.run([out_name], {inp.name: x}) + s_conv.run(names, {s_conv.get_inputs()[0].name: x})
+                ys = (s_orig.run([*final, *out_names], {inp.name: x})
+                      + s_conv.run(names, {s_conv.get_inputs()[0].name: x}))
+            if final:  # the decoded tensor goes to layer 2 beside the selected output
+                ys = [(ys[0], ys[1]), *ys[2:]]
         except Exception as e:  # the input file is not a runnable model
             raise VerificationError(f"onnxruntime cannot run the original model on {label} ({_first_line(e)}); "
                                     "nothing written") from None
@@ -190,5 +198,11 @@ def verify(original, raw, head: Head, meta, images: tuple = (), tol: float = DEF
         except Exception as e:
             raise VerificationError(
                 f"onnxruntime cannot run the raw model ({_first_line(e)}); nothing written") from None
-        checks.append(check_outputs(label, ys[0], dict(zip(names, ys[1:])), r, head, meta, allowed, conf, iou))
+        k = len(out_names)
+        hw = tuple(x.shape[-2:])
+        if head.split_outputs:
+            checks.append(check_split_outputs(label, ys[:k], dict(zip(names, ys[k:])), r, head, meta))
+        else:
+            checks.append(check_outputs(label, ys[0], dict(zip(names, ys[1:])), r, head.at(hw), g.at(hw),
+                                        Allowed.for_input(x.shape, np_dtype, tol), conf, iou))
     return Verification(tuple(checks))

@@ -64,10 +64,11 @@ class LayoutCheck:
     exact_values: int  # of which pure data movement (allowed error 0)
     worst: str  # where the largest violation is ("" when none)
     ok: bool
+    source: str = "the prediction convs' outputs"  # what the raw outputs were compared with
 
     def __str__(self) -> str:
         computed = self.values - self.exact_values
-        what = (f"{self.values} values = the prediction convs' outputs rearranged" +
+        what = (f"{self.values} values = {self.source} rearranged" +
                 (f" ({computed} computed in the graph: sigmoid/DFL, a few ulps allowed)" if computed else ""))
         exact = " (exact)" if self.max_abs_err == 0 else ""
         return f"{what}: max abs error {self.max_abs_err:.3g}{exact}" + ("" if self.ok else f"; {self.worst}")
@@ -103,13 +104,15 @@ class DetectionCheck:
     matched: int  # kept on both sides from the same anchor row, same class, IoU >= MIN_IOU
     min_iou: float  # over the matched pairs (1.0 when there are none)
     borderline: int = 0  # rows whose score is within the score tolerance of conf on one side only
+    nms: bool = True  # False: an NMS-free (top-k) export, whose detections are its rows above conf
 
     @property
     def ok(self) -> bool:
         return self.n_ref == self.n_got == self.matched
 
     def __str__(self) -> str:
-        head = f"conf {self.conf:g}, NMS IoU {self.iou:g}: {self.n_ref} vs {self.n_got} detections"
+        how = f"NMS IoU {self.iou:g}" if self.nms else "top-k, no NMS"
+        head = f"conf {self.conf:g}, {how}: {self.n_ref} vs {self.n_got} detections"
         edge = (f"; {self.borderline} row(s) within the score tolerance of conf on one side only left out"
                 if self.borderline else "")
         if self.n_ref == self.n_got == 0:
@@ -120,41 +123,58 @@ class DetectionCheck:
 
 @dataclass(frozen=True)
 class Check:
-    """The three layers on one input."""
+    """The three layers on one input.
+
+    ``decode`` and ``detections`` are None when the original has no decoded output to compare with
+    (its outputs already are the raw head, split per level: YOLOv7 without ``--grid``); ``outputs`` then
+    compares the raw outputs with the original's outputs, rearranged. A layer that is None was not
+    run: :meth:`not_checked` says so and the report prints it, it never counts as passed.
+    """
 
     input: str  # "random(seed=0)" or an image path
     layout: LayoutCheck | None  # None: the candidate is a decoded model (nothing to lay out)
-    decode: DecodeCheck
-    detections: DetectionCheck
+    decode: DecodeCheck | None
+    detections: DetectionCheck | None
     engine: str = "ort"
+    outputs: LayoutCheck | None = None  # the raw outputs against the original's raw outputs (split heads)
 
     @property
     def ok(self) -> bool:
-        return (self.layout is None or self.layout.ok) and self.decode.ok and self.detections.ok
+        """Every layer that ran passed (and at least one ran)."""
+        ran = [x for x in (self.layout, self.outputs, self.decode, self.detections) if x is not None]
+        return bool(ran) and all(x.ok for x in ran)
+
+    def not_checked(self) -> tuple[str, ...]:
+        """The layers that did not run (there was nothing to compare them with)."""
+        return tuple(n for n, x in (("decode", self.decode), ("detections", self.detections)) if x is None)
 
     @property
     def max_abs_err(self) -> float:
+        if self.decode is None:
+            return max((x.max_abs_err for x in (self.layout, self.outputs) if x is not None), default=0.0)
         return self.decode.max_abs_err
 
     @property
     def max_abs_err_boxes(self) -> float:
-        return self.decode.max_abs_err_boxes
+        return self.decode.max_abs_err_boxes if self.decode is not None else math.nan
 
     @property
     def max_abs_err_scores(self) -> float:
-        return self.decode.max_abs_err_scores
+        return self.decode.max_abs_err_scores if self.decode is not None else math.nan
 
     @property
     def tolerance(self) -> float:
-        return self.decode.allowed.box_atol
+        return self.decode.allowed.box_atol if self.decode is not None else 0.0
 
     def failure(self) -> str | None:
         """One sentence naming the first layer that failed, or None."""
         if self.layout is not None and not self.layout.ok:
             return f"layer 1 (raw = conv outputs): {self.layout}"
-        if not self.decode.ok:
+        if self.outputs is not None and not self.outputs.ok:
+            return f"layer 1 (raw = the original's raw outputs): {self.outputs}"
+        if self.decode is not None and not self.decode.ok:
             return f"layer 2 (decode = original): {self.decode}"
-        if not self.detections.ok:
+        if self.detections is not None and not self.detections.ok:
             return f"layer 3 (detections): {self.detections}"
         return None
 

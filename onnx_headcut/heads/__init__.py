@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import anchor_grid, dist_anchor, grid_exp_obj
 from ._match import MatchContext, group_levels
-from .base import SCHEMA, Block, Branch, Geometry, Head, Kind, Layout, Level, Rejection
+from .base import SCHEMA, Block, Branch, DynamicHW, Geometry, Head, Kind, Layout, Level, Rejection, grids_at
 
 #: every decode kind, by the name recorded in the metadata
 ALL: tuple[Kind, ...] = (grid_exp_obj.KIND, dist_anchor.KIND, anchor_grid.KIND)
@@ -41,5 +41,5 @@ def kind(name: str) -> Kind:
     raise ValueError(f"unknown decode kind {name!r} (known: {', '.join(k.name for k in ALL)})")
 
 
-__all__ = ["ALL", "LOOKED_FOR", "PATTERNS", "SCHEMA", "Block", "Branch", "Geometry", "Head", "Kind", "Layout",
-           "Level", "MatchContext", "Rejection", "group_levels", "kind"]
+__all__ = ["ALL", "LOOKED_FOR", "PATTERNS", "SCHEMA", "Block", "Branch", "DynamicHW", "Geometry", "Head", "Kind",
+           "Layout", "Level", "MatchContext", "Rejection", "grids_at", "group_levels", "kind"]

@@ -12,7 +12,7 @@ looks kinds up by name; :mod:`onnx_headcut.heads` holds the explicit tuple of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,12 @@ from ..errors import UsageError
 from ..preprocess import Preprocess
 
 #: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`).
-#: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``
-SCHEMA = 3
+#: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``;
+#: 4: ``selection`` (an NMS-free top-k tail reproduced by the decode) and ``original_output.boxes`` (xyxy or xywh)
+SCHEMA = 4
+
+#: the one selection kind an original may apply after its decode (YOLOv10 / YOLO26 NMS-free exports)
+SELECTIONS = ("topk",)
 
 #: what the columns of a block hold: (as logits, with sigmoid applied in the graph)
 COLUMNS = {
@@ -82,6 +86,33 @@ class Block:
     source: Branch | None = None  # the conv it comes from
 
 
+#: what a dynamic record says of its levels, in words (also written into it)
+DYNAMIC_RULE = ("levels[].grid and first_row are at input.shape; at an input of H x W (multiples of multiple_of) "
+                "level i has grid (H / stride_i, W / stride_i) and the rows follow level by level as at input.shape")
+
+
+@dataclass(frozen=True)
+class DynamicHW:
+    """A raw graph that keeps the input's symbolic height and width: grids follow the input size."""
+
+    axes: tuple[str, str]  # the symbolic names of the input's height and width
+    multiple: int  # every input side must be a multiple of it (the largest stride)
+    verified: tuple[tuple[int, int], ...] = ()  # the sizes the cut was verified at
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.axes[0], "width": self.axes[1], "multiple_of": self.multiple,
+                "verified_at": [list(s) for s in self.verified], "rule": DYNAMIC_RULE}
+
+
+def grids_at(strides, size, multiple: int) -> tuple[tuple[int, int], ...]:
+    """Each level's grid at input ``size`` (H, W); :class:`ValueError` unless both sides are positive
+    multiples of ``multiple``."""
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(f"input {h}x{w} is not a multiple of {multiple} (the largest stride) on both sides")
+    return tuple((h // s, w // s) for s in strides)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """What the numpy decode needs: built from a :class:`Head` and a :class:`Layout`, or read from
@@ -99,10 +130,28 @@ class Geometry:
     ones_column: bool = True
     channel_first: bool = False
     original_decoded: bool = True
+    xyxy: bool = False  # the original decodes x1, y1, x2, y2 (an NMS-free export) rather than cx, cy, w, h
+    topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
+    multiple: int = 0  # a dynamic record: input sides are multiples of it and grids follow them (0: static)
 
     @property
     def na(self) -> int:
         return len(self.anchors[0]) if self.anchors else 1
+
+    @property
+    def dynamic(self) -> bool:
+        return self.multiple > 0
+
+    def at(self, size) -> Geometry:
+        """This geometry at input ``size`` (H, W): itself when it is that size already; a dynamic one with the
+        grids of that size; :class:`ValueError` for a static one of another size or a size the strides do not divide."""
+        size = tuple(int(v) for v in size)
+        if size == tuple(self.input_shape[-2:]):
+            return self
+        if not self.dynamic:
+            raise ValueError(f"the head has a static input {list(self.input_shape[-2:])}, not {list(size)}")
+        return replace(self, grids=grids_at(self.strides, size, self.multiple),
+                       input_shape=(*self.input_shape[:-2], *size))
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -143,7 +192,9 @@ class Geometry:
                        tuple(tuple(tuple(float(v) for v in a) for a in lv["anchors"]) for lv in levels
                              if "anchors" in lv),
                        bool(meta.get("ones_column", True)), orig.get("layout") == "channels",
-                       bool(orig.get("decoded", True)))
+                       bool(orig.get("decoded", True)), orig.get("boxes") == "xyxy",
+                       int(meta["selection"]["k"]) if "selection" in meta else 0,
+                       int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -169,6 +220,11 @@ class Kind:
         whose cells (gx, gy), strides and anchor sizes are given."""
         raise NotImplementedError
 
+    def corners(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+        """Decoded rows ``(B, K, 4 + nc)`` = ``[x1, y1, x2, y2, cls scores]``: only kinds whose originals may
+        end in a top-k selection (``dist_anchor``) have it."""
+        raise NotImplementedError(f"the {self.name} decode has no x1, y1, x2, y2 form")
+
     def __repr__(self) -> str:
         return f"<head kind {self.name}>"
 
@@ -193,6 +249,13 @@ class Head:
     ones_column: bool = True  # dist_anchor: the decoded output has a constant 1 at column 4 (YOLOv6)
     channel_first: bool = False  # the decoded output is (1, C, N) (Ultralytics) rather than (1, N, C)
     original_decoded: bool = True  # False: the original output is the raw head with sigmoids (YOLOX undecoded)
+    #: the original's outputs when they already are the raw head, split per level and 5-D (YOLOv7 without
+    #: ``--grid``): ((name, shape), ...) in level order; there is no decoded output to compare with
+    split_outputs: tuple = ()
+    anchors_from: str = "graph"  # where the anchors came from: "graph" or "--anchors"
+    xyxy: bool = False  # decoded boxes x1, y1, x2, y2 (Ultralytics end-to-end), not cx, cy, w, h
+    selection: Selection | None = None  # the NMS-free top-k tail after the decode (YOLOv10 / YOLO26 end-to-end)
+    dynamic_hw: DynamicHW | None = None  # the raw graph keeps the input's symbolic height and width
 
     @property
     def decode(self) -> str:
@@ -229,11 +292,18 @@ class Head:
     def upstream_reg_max(self) -> int:
         """``reg_max`` as the family defines it: Ultralytics' is the bin count (16), YOLOv6's the bin
         count - 1 (16 for 17 bins: 4*(reg_max+1) = 68 channels)."""
-        return self.dfl_bins if self.version == "Ultralytics" else self.reg_max
+        if self.version == "Ultralytics":
+            return self.dfl_bins if self.dfl else 1  # YOLO26: reg_max 1, one "bin" = the distance itself
+        return self.reg_max
 
     @property
     def reg_max_meaning(self) -> str:
         return "DFL bins (Ultralytics)" if self.version == "Ultralytics" else "DFL bins - 1 (YOLOv6)"
+
+    @property
+    def final_output(self) -> str:
+        """The original's output the verification compares with: after the selection, when there is one."""
+        return self.selection.output if self.selection is not None else self.output_name
 
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
         return self.kind.blocks(self, layout)
@@ -252,6 +322,17 @@ class Head:
     def effective(self, layout: Layout) -> Layout:
         return self.kind.effective(self, layout)
 
+    def at(self, size) -> Head:
+        """This head at input ``size`` (H, W) (a dynamic one: grids and rows follow; see :meth:`Geometry.at`)."""
+        g = self.geometry().at(size)
+        if g.grids == tuple(lv.grid for lv in self.levels):
+            return self
+        levels, row = [], 0
+        for lv, grid in zip(self.levels, g.grids):
+            levels.append(replace(lv, grid=grid, first_row=row))
+            row += grid[0] * grid[1] * self.na
+        return replace(self, levels=tuple(levels), input_shape=tuple(g.input_shape))
+
     def width(self, layout: Layout = Layout()) -> int:
         return sum(b.size for b in self.blocks(layout))
 
@@ -263,7 +344,9 @@ class Head:
                         tuple(self.input_shape), tuple((b.role, b.size, b.sigmoid) for b in self.blocks(layout)),
                         layout.kind, self.reg_max if left else 0,
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
-                        self.ones_column, self.channel_first, self.original_decoded)
+                        self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
+                        self.selection.k if self.selection is not None else 0,
+                        self.dynamic_hw.multiple if self.dynamic_hw else 0)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -278,7 +361,7 @@ class Head:
             "input": {"name": self.input_name, "shape": list(self.input_shape)},
             "preprocess": self.preprocess.to_json(),
             "num_classes": self.num_classes,
-            "reg_max": self.upstream_reg_max if left else 0,  # the family's own meaning, see reg_max_meaning
+            "reg_max": self.upstream_reg_max if left or not self.dfl else 0,  # the family's meaning: reg_max_meaning
             "dfl_bins": self.dfl_bins if left else 0,  # what the decode uses
             "dfl_in_graph": bool(self.dfl and layout.keep_dfl),
             "layout": layout.kind,
@@ -293,16 +376,44 @@ class Head:
             ],
             "original_output": {"name": self.output_name, "shape": list(self.output_shape),
                                 "decoded": self.original_decoded,
-                                "layout": "channels" if self.channel_first else "rows"},
+                                "layout": "channels" if self.channel_first else "rows"}
+            | ({"boxes": "xyxy"} if self.xyxy else {}),
         }
+        if self.split_outputs:  # the original was the raw head already, one 5-D output per level
+            d["original_output"] |= {"decoded": False, "layout": "5-D per level (1, na, h, w, 5+nc)",
+                                     "outputs": [{"name": n, "shape": list(s)} for n, s in self.split_outputs]}
+        if self.anchors:
+            d["anchors_from"] = self.anchors_from
+        if self.selection is not None:
+            d["selection"] = self.selection.to_json()
         if self.decode == "dist_anchor":
             d["ones_column"] = self.ones_column
             if left:
                 d["reg_max_meaning"] = self.reg_max_meaning
+        if self.dynamic_hw is not None:
+            d["dynamic_hw"] = self.dynamic_hw.to_json()
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)
         return d
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An NMS-free top-k tail after the decode (Ultralytics ``Detect.postprocess`` / YOLOv10 ``v10postprocess``).
+
+    The original keeps, of the decoded rows ``[x1, y1, x2, y2, scores...]``, the ``k`` anchors with the
+    best class score, then the ``k`` best (anchor, class) pairs of those, as ``output`` of ``shape``
+    ``(1, k, 6)`` = ``[x1, y1, x2, y2, score, class]``, without NMS.
+    """
+
+    k: int
+    output: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "topk", "k": self.k, "nms": False, "output": {"name": self.output, "shape": list(self.shape)},
+                "columns": "x1, y1, x2, y2, score, class"}
 
 
 @dataclass(frozen=True)

@@ -60,18 +60,26 @@ class DistAnchor(Kind):
         """The levels layout implies DFL kept and sigmoid applied (the layout YOLOv6's demo reads)."""
         return Layout("levels", keep_dfl=True, keep_sigmoid=True) if layout.kind == "levels" else layout
 
-    def decode(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
-               sizes: np.ndarray | None) -> np.ndarray:
+    def _parts(self, flat: np.ndarray, g: Geometry, cells: np.ndarray):
         cols = g.columns()
         dt = flat.dtype.type
         d = dfl_expectation(flat[..., cols["dfl"]], g.reg_max) if "dfl" in cols else flat[..., cols["reg"]]
         d = d.astype(flat.dtype)
         anchors = cells + dt(0.5)
-        x1y1 = anchors - d[..., 0:2]
-        x2y2 = anchors + d[..., 2:4]
-        box = np.concatenate([(x1y1 + x2y2) / dt(2), x2y2 - x1y1], -1) * strides
         cls = flat[..., cols["cls"]] if g.activated("cls") else sigmoid(flat[..., cols["cls"]])
+        return anchors - d[..., 0:2], anchors + d[..., 2:4], cls
+
+    def decode(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray,
+               sizes: np.ndarray | None) -> np.ndarray:
+        x1y1, x2y2, cls = self._parts(flat, g, cells)
+        box = np.concatenate([(x1y1 + x2y2) / flat.dtype.type(2), x2y2 - x1y1], -1) * strides
         return np.concatenate([box, np.ones((*flat.shape[:-1], 1), flat.dtype), cls], -1)
+
+    def corners(self, flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+        """Decoded rows ``(B, N, 4 + nc)`` = ``[x1, y1, x2, y2, sigmoid(cls)]`` in input pixels: what an
+        Ultralytics end-to-end export computes before its top-k selection (``dist2bbox(xywh=False) * s``)."""
+        x1y1, x2y2, cls = self._parts(flat, g, cells)
+        return np.concatenate([np.concatenate([x1y1, x2y2], -1) * strides, cls], -1)
 
 
 KIND = DistAnchor()
@@ -179,9 +187,12 @@ def match_anchor_free(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
 
 
 
-@matcher("YOLOv8 / YOLO11 (Ultralytics, DFL, channel-first output)", rows=False)  # (1, C, N): checked below
+@matcher("YOLOv8 / YOLO11 / YOLO26 (Ultralytics, channel-first output)", rows=False)  # (1, C, N): checked below
 def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Head | Rejection:
-    """YOLOv8 / YOLO11: per level a box conv (4·reg_max channels) and a cls conv; output (1, 4+nc, N).
+    """YOLOv8 / YOLO11 / YOLO26: per level a box conv (4·reg_max channels) and a cls conv; output (1, 4+nc, N).
+
+    YOLO26 has ``reg_max`` 1: 4 box channels (l, t, r, b in stride units), no DFL, so no Softmax. An
+    end-to-end export (before its top-k selection) decodes x1, y1, x2, y2 (no halving): recorded as ``xyxy``.
 
     DFL (Softmax + fixed 1x1 conv), anchor points at +0.5 and per-anchor strides as constants,
     sigmoid on the classes, channel-first output without objectness or ones column.
@@ -195,8 +206,6 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
     if out_shape[2] != n_rows:
         return no(f"output {out_shape} is not channel-first (1, 4+nc, {n_rows})")
     nc = out_shape[1] - 4
-    if "Softmax" not in region.ops:
-        return no("no DFL (Softmax) in the decode")
     levels, first, reg_ch = [], 0, None
     for stride, (h, w), convs in groups:
         if len(convs) != 2:
@@ -210,16 +219,22 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
             return no(f"cannot tell the box and cls convs of the {h}x{w} level apart")
         box = next(t for t in convs if t != cls)
         c = shapes[box][1]
-        if c % 4 or c // 4 < 2 or (reg_ch is not None and c != reg_ch):
+        if c % 4 or (reg_ch is not None and c != reg_ch):
             return no(f"the {h}x{w} level's box conv has {c} channels, not 4·reg_max")
         reg_ch = c
-        levels.append(Level(stride, (h, w), first, (Branch("dfl", box, c), Branch("cls", cls, nc))))
+        levels.append(Level(stride, (h, w), first, (Branch("dfl" if c > 4 else "reg", box, c), Branch("cls", cls, nc))))
         first += h * w
     assert reg_ch is not None  # locate() refuses a decode without prediction convs
+    if reg_ch > 4 and "Softmax" not in region.ops:
+        return no(f"box convs of {reg_ch} channels (DFL) but no Softmax in the decode")
+    if reg_ch == 4 and "Softmax" in region.ops:
+        return no("box convs of 4 channels (reg_max 1, no DFL) but a Softmax in the decode")
     cells = np.concatenate([cell_grid(*lv.grid) for lv in levels]) + 0.5
-    anchors_ok = False
+    anchors_ok = halved = False
     on_values = {id(x) for x in region.value_nodes()[0]}  # the data path, not the constant plumbing
     for n, _, v in region_consts(ix, region):
+        halved |= id(n) in on_values and v.size == 1 and (n.op_type, float(v.reshape(-1)[0])) in (("Div", 2.0),
+                                                                                                   ("Mul", 0.5))
         if v.size == 2 * n_rows and 2 in v.shape:
             a = v.reshape(-1, n_rows).T if v.shape[-1] == n_rows else v.reshape(-1, 2)
             if not np.array_equal(a, cells):
@@ -234,16 +249,23 @@ def match_ultralytics(ctx: MatchContext, groups: list[Group], no: Reject) -> Hea
         return no("no anchor-point constant (cell + 0.5) found in the decode")
     dw = any(n.op_type == "Conv" and (attr(n, "group", 1) or 1) > 1
              for n in upstream(ix, levels[0].branches[1].tensor, 4))
-    family = "YOLO11" if dw else "YOLOv8"
+    if reg_ch == 4:
+        family, why = "YOLO26", "4 box channels (reg_max 1, no DFL): YOLO26"
+    else:
+        family = "YOLO11" if dw else "YOLOv8"
+        why = "the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"
+    box = f"box {reg_ch} = 4 x {reg_ch // 4} DFL bins" if reg_ch > 4 else "box 4 = l, t, r, b"
     reasons = (
-        f"{len(levels)} levels of 2 prediction convs (box {reg_ch} = 4 x {reg_ch // 4} DFL bins, cls {nc})",
+        f"{len(levels)} levels of 2 prediction convs ({box}, cls {nc})",
         f"strides {[lv.stride for lv in levels]} = input {input_shape[-2]}x{input_shape[-1]} / grids "
         + ", ".join(f"{lv.grid[0]}x{lv.grid[1]}" for lv in levels),
         "output channel-first (1, 4+nc, N) with no objectness or ones column; anchor points at cell + 0.5",
-        ("the cls branch has depthwise convs: YOLO11" if dw else "the cls branch has plain 3x3 convs: YOLOv8"),
+        "boxes " + ("x1, y1, x2, y2 (no halving in the decode: an end-to-end export)" if not halved
+                    else "cx, cy, w, h"),
+        why,
         f"decode ops {dict(sorted(region.ops.items()))}",
     )
-    return located(ctx, KIND, family, "Ultralytics", nc, levels, reasons, reg_max=reg_ch // 4 - 1,
-                   ones_column=False, channel_first=True)
+    return located(ctx, KIND, family, "Ultralytics", nc, levels, reasons, reg_max=max(reg_ch // 4 - 1, 0),
+                   ones_column=False, channel_first=True, xyxy=not halved)
 
 
