@@ -206,7 +206,7 @@ def _locate_before_nms(model: onnx.ModelProto, nms: str, shapes: dict) -> _Locat
     for truncated, t, s in nms_candidates(model, shapes):
         try:
             inner = _locate(truncated)
-        except NoHeadError as e:
+        except (NoHeadError, AlreadyRawError) as e:  # a per-level (1, C, H*W) reshape of the convs is raw-looking
             tried.append(f"'{t}' {list(s)}: {e}")
             continue
         tail = len(model.graph.node) - len(truncated.graph.node)
@@ -295,6 +295,19 @@ def decoded_head(path: str | os.PathLike, role: str = "the model", anchors: tupl
     if isinstance(insp, RawInspection):
         raise UsageError(f"{path}: {role} must be a decoded export, but it is {insp.reason.split(';')[0]}")
     return insp.head
+
+
+def decoded_reference(path: str | os.PathLike, role: str = "the model",
+                      anchors: tuple | None = None) -> tuple[Head, str | os.PathLike | bytes]:
+    """:func:`decoded_head` and what onnxruntime runs as the original: the file itself, or for an
+    end-to-end NMS export the model truncated at the decoded tensor that fed the NMS (as ``strip``
+    verifies against; onnxruntime has no ``EfficientNMS_TRT``)."""
+    head = decoded_head(path, role, anchors)
+    model = load(path)
+    if not find_nms(model):
+        return head, path
+    found = _locate_file(model, path, anchors)
+    return head, found.reference if found.reference is not None else path
 
 
 def _inspection(path, work: onnx.ModelProto, head: Head, folded: bool, source_nodes: int,

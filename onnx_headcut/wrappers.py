@@ -60,7 +60,9 @@ def _image_batch(model: onnx.ModelProto) -> str | None:
     return None
 
 
-#: how many rounds of "Shape of a now static tensor → constant, integer chains → constants" are run
+#: the least number of rounds of "Shape of a now static tensor → constant, small chains → constants" run;
+#: a graph with more Shape nodes gets one round per Shape node (GELAN's ADown chunks under a dynamic batch
+#: need a round per block: a Shape is pinned only once the block before it has a static shape)
 PIN_ROUNDS = 12
 
 
@@ -69,7 +71,7 @@ def batch_pinned_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
 
     A dynamic-batch export computes its reshape targets at run time (``Shape → Gather → Unsqueeze →
     Concat → Reshape``), which ONNX shape inference does not follow. Each round replaces the ``Shape`` of
-    a tensor whose shape is now static by its value and every integer chain that became constant by an
+    a tensor whose shape is now static by its value and every small numeric chain that became constant by an
     initializer (:meth:`GraphIndex.const_value`), then infers again, until nothing changes. The copy is
     only used for its shapes; the model is not modified.
     """
@@ -85,7 +87,7 @@ def batch_pinned_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
         o.type.tensor_type.ClearField("shape")
     taken = {t.name for t in sk.graph.initializer} | {o for n in sk.graph.node for o in n.output}
     shapes = infer_shapes(sk)
-    for _ in range(PIN_ROUNDS):
+    for _ in range(max(PIN_ROUNDS, sum(n.op_type == "Shape" for n in sk.graph.node) + 1)):
         changed = False
         for k, n in enumerate(sk.graph.node):
             if n.op_type == "Shape" and is_static(shapes.get(n.input[0])):
@@ -96,6 +98,7 @@ def batch_pinned_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
                     "Constant", [], list(n.output), name=n.name, value=numpy_helper.from_array(value)))
                 changed = True
         ix = GraphIndex(sk)
+        pins = []  # evaluated on the graph as it is, then applied: a renamed input would hide the chain above
         for n in sk.graph.node:
             for j, t in enumerate(n.input):
                 if not t or t in ix.initializers or n.op_type == "Constant":
@@ -104,11 +107,14 @@ def batch_pinned_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
                 if src is None or src.op_type == "Constant":
                     continue
                 v = ix.const_value(t)
-                if v is not None and np.issubdtype(v.dtype, np.integer) and v.size <= 64:
-                    name = fresh(taken, t + "__pinned")
-                    sk.graph.initializer.append(numpy_helper.from_array(v, name))
-                    n.input[j] = name
-                    changed = True
+                # floats too: make_anchors' Range(0, Cast(W to float)) has a shape once its limit is known
+                if v is not None and np.issubdtype(v.dtype, np.number) and v.size <= 64:
+                    pins.append((n, j, v))
+        for n, j, v in pins:
+            name = fresh(taken, n.input[j] + "__pinned")
+            sk.graph.initializer.append(numpy_helper.from_array(v, name))
+            n.input[j] = name
+            changed = True
         if not changed:
             break
         shapes = infer_shapes(sk)

@@ -333,17 +333,25 @@ def build_gelan(nc: int = 80):
 
 
 def export_gelan_end2end(path, *, size=(320, 320), nc: int = 80, dynamic_batch: bool = True,
-                         topk_all: int = 100) -> Path:
+                         topk_all: int = 100, gelan_backbone: bool = False) -> Path:
     """WongKinYiu/yolov9 ``export.py --include onnx_end2end`` on a GELAN (``DDetect``) model: ``DDetect.export``,
     ``End2End`` with YOLOv9's ``ONNX_TRT`` (permute to (1, N, 4+nc), box slices, ``EfficientNMS_TRT``), opset 14
     (``export.py``'s default ``--opset``), four outputs with dim_params. Upstream also labels height and width
-    dynamic; this fixture keeps them static (``dynamic_batch`` only: dynamic H/W are another part of #14)."""
+    dynamic; this fixture keeps them static (``dynamic_batch`` only: dynamic H/W are another part of #14).
+    ``gelan_backbone``: the network of ``torch_ultralytics.build("gelan")`` (RepNCSPELAN4 + ADown, which names
+    the family YOLOv9) instead of plain stride-2 convs (named only by its head, "WongKinYiu DDetect head")."""
     import onnx
     import torch
 
     path = Path(path)
-    model = build_gelan(nc).eval()
-    model.detect.export = True
+    if gelan_backbone:
+        import torch_ultralytics
+
+        model = torch_ultralytics.build("gelan", nc)
+        model.detect = model.head  # what End2End flags; its DDetect returns the decoded tensor only
+    else:
+        model = build_gelan(nc).eval()
+        model.detect.export = True
     img = torch.zeros(1, 3, *size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..heads import Geometry
 from ..io import load
 from ..metadata import head_for
-from ..pipeline import decoded_head
+from ..pipeline import decoded_reference
 from ..preprocess import Preprocess
 from . import (
     DEFAULT_CONF,
@@ -49,8 +49,8 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
     (:func:`~onnx_headcut.check.gap_threshold`): for comparing models with random weights, whose
     scores are all tiny. Pass it as ``conf`` explicitly; headcut never lowers a threshold by itself."""
 
-    head = decoded_head(original, "ORIGINAL")
-    s = reference_session(original, conv_outputs(head)[:1])
+    head, ref = decoded_reference(original, "ORIGINAL")
+    s = reference_session(ref, conv_outputs(head)[:1])
     y = s.run([head.final_output], {s.get_inputs()[0].name: deterministic_input(head.input_shape, seed=seed)})[0]
     if head.selection is not None:  # NMS-free: the selected rows' scores
         return gap_threshold(y[0][:, 4], k=k)
@@ -114,7 +114,7 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             converted = convert(candidate, engine, d)
             return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed)
     meta = head_for(candidate)
-    head = decoded_head(original, "ORIGINAL", _given_anchors(meta))
+    head, ref = decoded_reference(original, "ORIGINAL", _given_anchors(meta))
     if meta is not None and head.dynamic_hw is not None:  # a symbolic-size original: compare at the candidate's size
         try:
             head = head.at(meta["input"]["shape"][-2:])
@@ -122,7 +122,7 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             pass  # _same_model says what differs
     _same_model(original, head, candidate, meta)
     extra = conv_outputs(head)
-    s = reference_session(original, extra if meta is not None else extra[:1])
+    s = reference_session(ref, extra if meta is not None else extra[:1])
     names = [o.name for o in extra[1:]] if meta is not None else []
     inp = s.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[:-2]] + list(head.input_shape[-2:])
