@@ -1,0 +1,119 @@
+"""``verify --int8`` on the trained sample: onnxruntime QDQ int8 against the fp32 original's detections.
+
+Calibration and held-out images are generated scenes (:func:`onnx_headcut.synth.scenes.save_scenes`)
+with seeds of their own, apart from the training (15) and mAP (15 + 1 000 000) seeds.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnx_headcut.check.int8 import agreement, parse_layouts, verify_int8
+from onnx_headcut.errors import UsageError
+from onnx_headcut.heads import Layout
+from onnx_headcut.report import int8_text
+from onnx_headcut.synth.scenes import save_scenes
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ROOT / "samples" / "trained" / "shapes-yolov8-320.onnx"
+CALIB_SEED, EVAL_SEED = 15 + 2_000_000, 15 + 3_000_000
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    save_scenes(root / "calib", CALIB_SEED, 32)
+    save_scenes(root / "eval", EVAL_SEED, 32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(images):
+    return verify_int8(TRAINED, calib=images / "calib", eval_dir=images / "eval", method="minmax",
+                       layouts=parse_layouts("split,flat"))
+
+
+def test_split_survives_int8(report):
+    rows = {r.name: r for r in report.rows}
+    assert list(rows) == ["original (decoded)", "split", "flat"]
+    assert report.calib_images == 32 and report.eval_images == 32 and report.method == "minmax"
+    split = rows["split"]
+    assert split.reference > 50  # the fp32 sample detects most shapes of 32 scenes at conf 0.25
+    assert split.recall >= 0.9 and split.precision >= 0.9
+    assert split.mean_iou >= 0.9 and split.score_error <= 0.05
+    decoded = rows["original (decoded)"]  # measured, whatever it is (0 here: scores drown beside pixels)
+    assert decoded.reference == split.reference and 0 <= decoded.recall <= 1
+    assert report.best is not None and report.best.name in ("split", "flat")
+    text = int8_text(report)
+    assert re.search(r"split\s+0\.9\d\d\s+[01]\.\d{3}", text) and "use       " in text
+    assert "original (decoded)" in text and "onnxruntime " in text
+
+
+def test_agreement_counts_pairs_one_to_one():
+    ref = [np.array([[0, 0, 10, 10, 0.9, 1], [20, 20, 30, 30, 0.8, 2]], np.float32)]
+    det = [np.array([[0, 0, 10, 11, 0.85, 1], [0, 0, 10, 10, 0.7, 1], [20, 20, 30, 30, 0.8, 0]], np.float32)]
+    a = agreement("x", det, ref)  # the second box duplicates a matched one; the third has the wrong class
+    assert (a.reference, a.detections, a.matched) == (2, 3, 1)
+    assert a.recall == 0.5 and a.precision == pytest.approx(1 / 3)
+    assert a.score_error == pytest.approx(0.05) and a.mean_iou == pytest.approx(100 / 110)
+    empty = agreement("y", [np.zeros((0, 6), np.float32)], ref)
+    assert empty.recall == 0 and np.isnan(empty.precision)
+
+
+def test_parse_layouts():
+    assert parse_layouts("flat, split+dfl,flat-split+sum") == (Layout("flat"), Layout("split", keep_dfl=True),
+                                                               Layout("flat-split", score_sum=True))
+    with pytest.raises(UsageError, match=r"\+bins"):
+        parse_layouts("split+bins")
+    with pytest.raises(UsageError, match="--layout must be one of"):
+        parse_layouts("columns")
+
+
+def test_cli_with_a_raw_model_and_min_recall(images, tmp_path):
+    raw = tmp_path / "flat.onnx"
+    p = _cli("strip", TRAINED, "-o", raw)
+    assert p.returncode == 0, p.stderr
+    p = _cli("verify", TRAINED, raw, "--int8", "--calib", images / "calib", "--eval", images / "eval",
+             "--min-recall", "1.0")
+    m = re.search(r"^  flat\s+(\d\.\d{3})", p.stdout, re.M)
+    assert m, p.stdout + p.stderr
+    recall = float(m.group(1))
+    assert p.returncode == (0 if recall >= 1.0 else 3), p.stderr
+    if p.returncode == 3:
+        assert "below --min-recall 1.0" in p.stderr and p.stderr.count("\n") == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["flat.head.json", "flat.onnx"]  # nothing written beside
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--calib", "{missing}", "--layouts", "split"], "no such calibration folder"),
+    (["--calib", "{empty}", "--layouts", "split"], "calibration folder has no images"),
+    (["--calib", "{calib}", "--calib-method", "kl", "--layouts", "split"], "--calib-method must be one of"),
+    (["--calib", "{calib}"], "needs a RAW model or --layouts"),
+    (["--layouts", "split"], "--int8 needs --calib DIR"),
+    (["--calib", "{calib}", "--layouts", "split+bins"], "unknown option +bins"),
+    (["--calib", "{calib}", "--layouts", "split", "--min-recall", "2"], "--min-recall must be in [0, 1]"),
+    (["--calib", "{calib}", "--layouts", "split", "--engine", "mnn"], "--engine and --image do not apply"),
+])
+def test_cli_bad_input_exits_2(images, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "calib": images / "calib"}
+    p = _cli("verify", TRAINED, "--int8", *(a.format(**paths) for a in args))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr and p.stderr.count("\n") == 1 and p.stdout == ""
+
+
+def test_calib_options_belong_to_int8(images):
+    p = _cli("verify", TRAINED, TRAINED, "--calib", images / "calib")
+    assert p.returncode == 2 and "--calib belongs to verify --int8" in p.stderr
