@@ -117,3 +117,19 @@ def test_cli_bad_input_exits_2(images, tmp_path, args, message):
 def test_calib_options_belong_to_int8(images):
     p = _cli("verify", TRAINED, TRAINED, "--calib", images / "calib")
     assert p.returncode == 2 and "--calib belongs to verify --int8" in p.stderr
+
+
+def test_quantize_writes_only_its_destination_and_prints_nothing(images, tmp_path, capfd):
+    from onnx_headcut.pipeline import decoded_head
+    from onnx_headcut.quantize import image_files, model_inputs, quantize
+
+    head = decoded_head(TRAINED)
+    xs = model_inputs(image_files(images / "calib")[:2], (320, 320), head.preprocess)
+    assert xs[0].shape == (1, 3, 320, 320) and xs[0].dtype == np.float32
+    out = quantize(TRAINED, tmp_path / "q.onnx", head.input_name, xs, "percentile")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["q.onnx", "q.pre.onnx"]
+    assert capfd.readouterr().out == ""  # the percentile calibrator's progress lines are swallowed
