@@ -8,11 +8,11 @@ with ``quantize_static`` (QDQ, S8S8, per-channel weights), calibrated on generat
 (seed 15 + 3 000 000) against the fp32 original's detections: recall / precision of matched
 detections (same class, IoU >= 0.5), mean score error and mean IoU of the matches.
 
-Two tables: the trained sample (``samples/trained``, conf 0.25) for every layout, DFL kept in the
-graph (``+dfl``, ``--keep-dfl``) or not, with MinMax, Percentile and Entropy calibration; and the
-bundled samples of each head kind (random weights: their scores are noise around 0.01, so they are
-measured at conf 0.011 as the README's detect example runs them; MinMax only). Random-weight
-figures show whether the numbers survive int8, not whether a trained model of that kind would.
+The trained sample (``samples/trained``, conf 0.25) for every layout, DFL kept in the graph
+(``+dfl``, ``--keep-dfl``) or not, with MinMax, Percentile and Entropy calibration. The bundled
+samples of the other head kinds are not measured: their weights are random, so at the README's conf
+0.011 they give thousands of near-tied noise detections per 32 scenes (YOLOX: 7208) and agreement
+between two runs of noise measures nothing (measured once: YOLOX split recall 0.049, decoded 0.000).
 """
 
 from __future__ import annotations
@@ -37,18 +37,6 @@ N_CALIB, N_EVAL = 64, 64
 TRAINED = ROOT / "samples" / "trained" / "shapes-yolov8-320.onnx"
 TRAINED_LAYOUTS = "flat,flat+dfl,split,split+dfl,flat-split,flat-split+dfl"
 METHODS = ("minmax", "percentile", "entropy")
-#: bundled sample -> layouts measured (DFL ones also with the expectation kept in the graph)
-KINDS = {
-    "yolov6-v0.1.0-320.onnx": "flat,split,flat-split",
-    "yolov6n-v0.3-320.onnx": "flat,split,flat-split",
-    "yolov6m-v0.3-dfl-320.onnx": "flat,flat+dfl,split,split+dfl,flat-split",
-    "yolox-320.onnx": "flat,split,flat-split",
-    "yolov5-320.onnx": "flat,split,flat-split",
-    "yolov7-320.onnx": "flat,split,flat-split",
-    "yolov8-320.onnx": "flat,flat+dfl,split,split+dfl,flat-split",
-}
-
-
 def _f(v: float) -> str:
     return "—" if v != v else f"{v:.3f}"
 
@@ -74,15 +62,10 @@ def main() -> str:
             rep = verify_int8(TRAINED, calib=calib, eval_dir=held, method=method,
                               layouts=parse_layouts(TRAINED_LAYOUTS), conf=0.25)
             trained += _rows("trained shapes-yolov8-320", rep)
-        kinds = []
-        for name, layouts in KINDS.items():
-            rep = verify_int8(ROOT / "samples" / name, calib=calib, eval_dir=held, method="minmax",
-                              layouts=parse_layouts(layouts), conf=0.011)
-            kinds += _rows(f"{name} (random weights, conf 0.011)", rep)
         version = rep.ort_version
     note = (f"onnxruntime {version} `quantize_static`, QDQ, S8S8, per-channel weights; {N_CALIB} calibration "
             f"scenes, {N_EVAL} held-out scenes; **(use)** marks the layout the report recommends.")
-    return "\n\n".join([note, table(HEADER, trained), table(HEADER, kinds)])
+    return "\n\n".join([note, table(HEADER, trained)])
 
 
 if __name__ == "__main__":

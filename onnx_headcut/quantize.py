@@ -57,6 +57,24 @@ def check_method(method: str) -> str:
     return m
 
 
+#: per-channel QDQ needs DequantizeLinear's ``axis`` (opset 13)
+MIN_OPSET = 13
+
+
+def _opset13(src: Path, tmp: Path) -> Path:
+    """``src``, or its conversion to opset 13 written to ``tmp`` when it declares an older default opset
+    (YOLOv5/v6 exports are often opset 11 or 12)."""
+    import onnx
+    from onnx import version_converter
+
+    m = onnx.load(str(src))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        return src
+    onnx.save(version_converter.convert_version(m, MIN_OPSET), str(tmp))
+    return tmp
+
+
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, input_name: str, inputs: Sequence[np.ndarray],
              method: str = "minmax") -> Path:
     """Write the int8 QDQ model of ``src`` to ``dst`` (a path in a temporary folder the caller owns),
@@ -75,7 +93,8 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, input_name: str, in
         raise InputError("no calibration images")
     dst = Path(dst)
     pre = dst.with_name(dst.stem + ".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quant_pre_process(str(_opset13(Path(src), dst.with_name(dst.stem + ".op13.onnx"))), str(pre),
+                      skip_symbolic_shape=True)
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
