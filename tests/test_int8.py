@@ -133,3 +133,24 @@ def test_quantize_writes_only_its_destination_and_prints_nothing(images, tmp_pat
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     assert sorted(f.name for f in tmp_path.iterdir()) == ["q.onnx", "q.pre.onnx"]
     assert capfd.readouterr().out == ""  # the percentile calibrator's progress lines are swallowed
+
+
+def test_quantize_an_opset_12_export(images, tmp_path):
+    """YOLOv6 0.1.0 exports are opset 12: per-channel QDQ needs DequantizeLinear's axis (opset 13), so
+    the model is converted first (before, onnxruntime refused the quantized model: 'Unrecognized attribute: axis')."""
+    import onnx
+    import onnxruntime as ort
+
+    from onnx_headcut.pipeline import decoded_head
+    from onnx_headcut.quantize import image_files, model_inputs, quantize
+
+    src = ROOT / "samples" / "yolov6-v0.1.0-320.onnx"
+    assert onnx.load(str(src)).opset_import[0].version == 12
+    head = decoded_head(src)
+    xs = model_inputs(image_files(images / "calib")[:2], (320, 320), head.preprocess)
+    out = quantize(src, tmp_path / "q.onnx", head.input_name, xs, "minmax")
+    q = onnx.load(str(out))
+    assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert any(n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute) for n in q.graph.node)
+    y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {head.input_name: xs[0]})[0]
+    assert y.shape == tuple(head.output_shape) and np.isfinite(y).all()
