@@ -71,6 +71,18 @@ def test_agreement_counts_pairs_one_to_one():
     assert empty.recall == 0 and np.isnan(empty.precision)
 
 
+def test_best_prefers_agreement_then_score_error_and_skips_empty_rows():
+    from onnx_headcut.check.int8 import Agreement, Int8Report
+
+    rows = (Agreement("original (decoded)", 10, 0, 0, float("nan"), float("nan")),
+            Agreement("flat", 10, 10, 9, 0.02, 0.9), Agreement("split", 10, 10, 9, 0.01, 0.9),
+            Agreement("levels", 10, 0, 0, float("nan"), float("nan")),
+            Agreement("flat-split", 10, 4, 0, float("nan"), float("nan")))
+    assert Int8Report("m.onnx", "minmax", "1", 1, 1, 0.25, rows).best is rows[2]
+    assert Int8Report("m.onnx", "minmax", "1", 1, 1, 0.25, rows[:1] + rows[3:]).best is rows[4]
+    assert Int8Report("m.onnx", "minmax", "1", 1, 1, 0.25, rows[:1] + rows[3:4]).best is None
+
+
 def test_parse_layouts():
     assert parse_layouts("flat, split+dfl,flat-split+sum") == (Layout("flat"), Layout("split", keep_dfl=True),
                                                                Layout("flat-split", score_sum=True))
@@ -104,6 +116,7 @@ def test_cli_with_a_raw_model_and_min_recall(images, tmp_path):
     (["--calib", "{calib}", "--layouts", "split+bins"], "unknown option +bins"),
     (["--calib", "{calib}", "--layouts", "split", "--min-recall", "2"], "--min-recall must be in [0, 1]"),
     (["--calib", "{calib}", "--layouts", "split", "--engine", "mnn"], "--engine and --image do not apply"),
+    (["--calib", "{calib}", "--layouts", "split", "--conf", "1.5"], "--conf must be in [0, 1]"),
 ])
 def test_cli_bad_input_exits_2(images, tmp_path, args, message):
     (tmp_path / "empty").mkdir()

@@ -15,6 +15,7 @@ private temporary folder, each verified by :func:`onnx_headcut.strip.strip` befo
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..evaluate import box_iou
 from ..heads import Geometry, Layout
 from ..metadata import head_for
 from ..quantize import check_method, image_files, model_inputs, quantize
+from .results import check_options
 
 #: the IoU at which an int8 detection matches a reference one
 MATCH_IOU = 0.5
@@ -69,7 +71,8 @@ class Int8Report:
         raw = [r for r in self.rows[1:] if r.reference and r.detections]
         if not raw:
             return None
-        return max(raw, key=lambda r: (round(min(r.recall, r.precision), 4), -r.score_error))
+        return max(raw, key=lambda r: (round(min(r.recall, r.precision), 4),
+                                       -r.score_error if r.score_error == r.score_error else -math.inf))
 
 
 def layout_name(layout: Layout) -> str:
@@ -185,6 +188,7 @@ def verify_int8(original: str | os.PathLike, raws: tuple[str | os.PathLike, ...]
 
     original = Path(original)
     method = check_method(method)
+    check_options(conf=conf, iou=iou)
     if not raws and not layouts:
         raise UsageError("verify --int8 needs a RAW model or --layouts")
     files = image_files(calib)
