@@ -50,6 +50,8 @@ class LayoutChoice(str, Enum):
 class Target(str, Enum):
     mnn = "mnn"
     ncnn = "ncnn"
+    openvino = "openvino"
+    tflite = "tflite"
 
 
 class Lang(str, Enum):
@@ -60,6 +62,11 @@ class EngineChoice(str, Enum):
     ort = "ort"
     mnn = "mnn"
     ncnn = "ncnn"
+    openvino = "openvino"
+    tflite = "tflite"
+
+
+_ENGINES = "[ort|mnn|ncnn|openvino|tflite]"
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -205,20 +212,27 @@ def inspect(
     typer.echo(_run(run))
 
 
-@app.command(cls=_Command, short_help="convert for MNN or ncnn, run once, check")
+@app.command(cls=_Command, short_help="convert for MNN, ncnn, OpenVINO or TFLite, run once, check")
 def convert(
     model: Path = typer.Argument(..., metavar="MODEL", help="raw (or decoded) ONNX model"),
-    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn]", help="the engine to convert for"),
+    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn|openvino|tflite]", help="the engine to convert for"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="DIR",
                                           help="folder for the converted files (default: beside MODEL)"),
+    int8: bool = typer.Option(False, "--int8", help="quantize to int8 (needs --calib)"),
+    calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", help="folder of calibration images"),
+    platform: Optional[str] = typer.Option(None, "--target-platform", metavar="NAME",
+                                           help="device the target converts for (openvino, tflite: cpu)"),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
 ) -> None:
-    """Convert MODEL for an edge engine and print the blob names the C++ side needs."""
+    """Convert MODEL for an edge engine and print the blob names the C++ side needs.
+
+    Each target runs in a worker process, in this Python or the one HEADCUT_PYTHON_<TARGET> names
+    (e.g. HEADCUT_PYTHON_TFLITE=venv/bin/python: an engine in its own virtualenv)."""
     def run():
         from .convert import convert as run_convert
 
         with _status(f"converting {model.name} for {to.value}"):
-            return run_convert(model, to.value, output, force=force)
+            return run_convert(model, to.value, output, force=force, int8=int8, calib=calib, platform=platform)
 
     from .report import convert_text
 
@@ -229,9 +243,9 @@ def convert(
 def verify(
     original: Path = typer.Argument(..., metavar="ORIGINAL", help="the original decoded ONNX export"),
     candidate: Optional[Path] = typer.Argument(None, metavar="CANDIDATE",
-                                               help="raw model (.onnx, .mnn or .param), or a converted original "
-                                                    "(with --int8 and --layouts: optional)"),
-    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar="[ort|mnn|ncnn]",
+                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite), or a converted "
+                                                    "original (with --int8 and --layouts: optional)"),
+    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
     image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
                                                help="also compare on this image (letterboxed; repeatable)"),
@@ -308,9 +322,9 @@ def _verify_int8(original, candidate, calib, eval_dir, method, layouts, min_reca
 @app.command(cls=_Command, short_help="detect objects in an image")
 def detect(
     model: Path = typer.Argument(..., metavar="MODEL",
-                                 help="original decoded export or raw model (.onnx, .mnn, .param)"),
+                                 help="original decoded export or raw model (.onnx, .mnn, .param, .xml, .tflite)"),
     image: Path = typer.Argument(..., metavar="IMAGE", help="image file"),
-    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar="[ort|mnn|ncnn]",
+    engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="OUT.png",
                                           help="write the image with boxes drawn (.png/.jpg)"),

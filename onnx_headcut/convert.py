@@ -1,4 +1,5 @@
-"""``headcut convert``: a raw ONNX model to MNN (``.mnn``) or ncnn (``.param`` + ``.bin``).
+"""``headcut convert``: a raw ONNX model to MNN (``.mnn``), ncnn (``.param`` + ``.bin``), OpenVINO
+(``.xml`` + ``.bin``) or TFLite (``.tflite``), each converted in the engine's worker (:mod:`.engines`).
 
 The head metadata travels with the converted files as ``<stem>.head.json`` so that
 ``headcut verify`` and C++ code can decode the engine's output. Files are staged and moved into
@@ -21,12 +22,13 @@ import onnx
 from onnx import numpy_helper
 
 from .check import deterministic_input, session
-from .engines import EngineError, _need, pnnx_binary, run, worker
-from .errors import HeadcutError, OutputError, VerificationError
+from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
+from .errors import HeadcutError, OutputError, UsageError, VerificationError
 from .graph import GraphIndex
 from .io import dependencies, load
 from .metadata import embedded
 from .staging import Staging, check_outputs
+from .targets import check_options, match_outputs
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,13 @@ class Converted:
     """What ``convert`` wrote and the blob names the C++ side binds to."""
 
     engine: str
-    model: Path  # the .mnn or .param file
+    model: Path  # the .mnn, .param, .xml or .tflite file
     files: tuple[Path, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    #: the converted model's input and outputs as the engine names and lays them out, in the raw
+    #: outputs' order (TFLite: NHWC, renamed, reordered), or None when the engine keeps ONNX's
+    io: dict | None = None
 
 
 def _head_json(model: onnx.ModelProto, source: str) -> str | None:
@@ -70,49 +75,67 @@ def _same_head(side: Path, head: str) -> bool:
 
 
 def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | None = None,
-            force: bool = False) -> Converted:
-    """Convert ``onnx_path`` for engine ``to`` ("mnn" or "ncnn") into ``out_dir`` (default: beside it).
+            force: bool = False, int8: bool = False, calib: str | os.PathLike | None = None,
+            platform: str | None = None) -> Converted:
+    """Convert ``onnx_path`` for target ``to`` (see :data:`~onnx_headcut.engines.TARGETS`) into ``out_dir``
+    (default: beside it).
 
-    The output set (``.mnn``, or ``.param`` + ``.bin``, and ``<stem>.head.json`` when the model has
-    head metadata) is checked before converting: an existing member is an error unless ``force``,
-    and the input or its external data never may be one. A ``.head.json`` that already holds the
-    model's metadata (the sidecar ``strip`` wrote) is left as it is.
+    The output set (the target's files, e.g. ``.mnn``, ``.param`` + ``.bin``, ``.xml`` + ``.bin``,
+    ``.tflite``, and the head JSON when the model has head metadata) is checked before converting: an
+    existing member is an error unless ``force``, and the input or its external data never may be
+    one. The head JSON is ``<stem>.head.json``; a target that renames or re-lays the tensors (TFLite)
+    writes ``<stem>.tflite.head.json`` instead, holding the head plus the ``converted`` record of its
+    tensors (:class:`Converted.io`). A ``.head.json`` that already holds the model's metadata (the
+    sidecar ``strip`` wrote) is left as it is.
     """
+    check_options(to, int8, calib, platform)
     src = Path(onnx_path)
     model = load(src)
     out = Path(out_dir) if out_dir is not None else src.parent
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is not a folder")
     stem = src.stem
-    names = {"mnn": [f"{stem}.mnn"], "ncnn": [f"{stem}.param", f"{stem}.bin"]}.get(to)
-    if names is None:
-        raise EngineError(f"unknown target {to!r} (choose mnn or ncnn)")
+    target = MODULES[to]
+    names = target.files(stem)
     head = _head_json(model, str(src))
-    side = out / f"{stem}.head.json"
+    relaid = getattr(target, "RELAYS", False)
+    if relaid and head is None:
+        raise UsageError(f"{src}: has no head record, and {to} re-lays and renames the outputs, which headcut records "
+                         f"in the head JSON; convert the raw model: headcut strip {src.name}, then convert that")
+    side = out / (f"{names[0]}.head.json" if relaid else f"{stem}.head.json")
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
     reads = dependencies(src)  # never written, even with force
     check_outputs(targets, reads, force)
+    io = None
     with Staging(out / names[0], targets=targets, protected=reads, force=force) as st:
-        if to == "mnn":
-            _need("MNN", "mnn")
-            res = json.loads(worker(["mnn", "convert", str(src.resolve()), str(st.path(names[0]))]))
-            inputs, outputs = res["inputs"], res["outputs"]
-        else:
+        if to == "ncnn":
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx_checked(src, model, st.path(names[0]), st.path(names[1]))
-        if to == "mnn":  # (ncnn: checked by _pnnx_checked)
-            check_converted(src, model, to, st.path(names[0]), inputs, outputs)
+        else:
+            _need(target.PACKAGES[-1], to)
+            options = {"input_shape": _input_shape(model)}
+            res = json.loads(worker([to, "convert", str(src.resolve()), str(st.path(names[0]).parent), stem,
+                                     json.dumps(options)]))
+            if relaid:
+                io = match_outputs(model, res)
+                inputs, outputs = [io["input"]["name"]], [o["name"] for o in io["outputs"]]
+            else:
+                inputs, outputs = res["inputs"], res["outputs"]
+            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io)
         if side in targets and head is not None:  # side is a target only with head metadata
-            st.path(side.name).write_text(head)
+            text = head if io is None else json.dumps({**json.loads(head), "converted": {"engine": to, **io}},
+                                                      indent=2) + "\n"
+            st.path(side.name).write_text(text)
         files = tuple(st.commit())
-    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs))
+    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io)
 
 
 #: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
 CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
 
 
-def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs) -> None:
+def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs,
+                    io: dict | None = None) -> None:
     """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
     same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
     cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
@@ -125,12 +148,12 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
     xs = [deterministic_input(shape, np.float32, 0) for shape in _input_shapes(model)]
     names = [o.name for o in model.graph.output]
     s = session(str(src))
-    if engine == "ncnn":
+    if engine in ("ncnn", "tflite"):  # the engine's own tensor names (TFLite: restored to ONNX's order)
         in_name, out_names = inputs[0], list(outputs)
     else:
         in_name, out_names = inp.name, names
     try:
-        outs = run(converted, xs, engine, in_name, out_names)
+        outs = run(converted, xs, engine, in_name, out_names, options={"io": io, "precision": "f32"})
     except HeadcutError as e:
         raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine}, nothing written: "
                                 f"{e}") from None

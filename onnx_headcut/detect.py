@@ -15,7 +15,7 @@ import numpy as np
 
 from .convert import param_blobs
 from .decode import canonical, decode, original_output, postprocess, selected
-from .engines import check_engine, engine_for, run
+from .engines import check_engine, engine_for, run, run_options
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .heads import Geometry
@@ -104,7 +104,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, out_names = ins[0], outs
     boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]), pre)
     x = to_input(boxed, pre)
-    (ys,) = run(model, [x], engine, in_name, out_names)
+    (ys,) = run(model, [x], engine, in_name, out_names, options=run_options(engine, head))
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]

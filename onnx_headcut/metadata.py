@@ -119,10 +119,14 @@ def head_for(candidate: str | os.PathLike) -> dict | None:
     For ``.onnx`` the metadata ``strip`` embedded (``metadata_props["headcut"]``) is what counts; a
     ``<stem>.head.json`` beside it must say the same, and one beside an ``.onnx`` without embedded
     metadata is stale (:class:`InputError` in both cases: a wrong head would decode garbage).
-    ``.mnn`` and ``.param`` carry no metadata: their sidecar is the head.
+    ``.mnn``, ``.param``, ``.xml`` and ``.tflite`` carry no metadata: their sidecar is the head, and
+    ``<name>.head.json`` (``raw.tflite.head.json``: the head plus the ``converted`` record of a target
+    that renames and re-lays the tensors) comes before ``<stem>.head.json``.
     """
     p = Path(candidate)
     side = p.with_name(p.stem + ".head.json")
+    if p.suffix.lower() != ".onnx" and p.with_name(p.name + ".head.json").is_file():
+        side = p.with_name(p.name + ".head.json")
     sidecar = parse_metadata(read_limited(side, 1 << 20, "head record"), str(side)) if side.is_file() else None
     if p.suffix.lower() != ".onnx":
         return sidecar
@@ -239,6 +243,8 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
                                                            for n in names):
                 raise _Bad(f"names must be a list of num_classes ({meta['num_classes']}) strings of at most "
                            f"{MAX_NAME_CHARS} characters")
+        if "converted" in meta:
+            _check_converted(meta)
         if "source_metadata" in meta:
             _get(meta, "source_metadata", "", dict)
         for k, o in enumerate(meta.get("raw_outputs", []) if isinstance(meta.get("raw_outputs", []), list)
@@ -278,6 +284,23 @@ def _check_layout(meta: dict) -> None:
         if len(meta["raw_outputs"]) != n:
             raise _Bad(f"{len(meta['raw_outputs'])} raw_outputs for the {layout} layout of "
                        f"{len(meta['levels'])} levels, which has {n}")
+
+
+def _check_converted(meta: dict) -> None:
+    """The ``converted`` record: ``{"engine", "input": {name, layout}, "outputs": [{name, layout}, ...]}``,
+    one output per raw output."""
+    conv = _get(meta, "converted", "", dict)
+    _get(conv, "engine", "converted.", str)
+    for w, t in [("converted.input.", _get(conv, "input", "converted.", dict)),
+                 *((f"converted.outputs[{k}].", o) for k, o in enumerate(_get(conv, "outputs", "converted.", list)))]:
+        if not isinstance(t, dict):
+            raise _Bad(f"{w[:-1]} must be an object")
+        _get(t, "name", w, str)
+        if t.get("layout") not in ("same", "NHWC", "NWC"):
+            raise _Bad(f"{w}layout must be 'same', 'NHWC' or 'NWC', not {t.get('layout')!r}"[:200])
+    raw = meta.get("raw_outputs")
+    if isinstance(raw, list) and raw and len(conv["outputs"]) != len(raw):
+        raise _Bad(f"converted.outputs has {len(conv['outputs'])} entries for {len(raw)} raw outputs")
 
 
 def _check_selection(sel: dict, meta: dict) -> None:

@@ -232,8 +232,8 @@ def test_uncovered_records_are_refused_naming_what(change, says, tmp_path):
 def test_cli_refuses_an_uncovered_record_exit_2_one_line(tmp_path):
     raw = _strip_v8(tmp_path)
     meta = read_metadata(raw)
-    meta["input"]["shape"] = [1, 3, "h", "w"]
-    (tmp_path / "dyn.head.json").write_text(json.dumps(meta))
+    meta["dynamic_hw"] = {"height": "h", "width": "w", "multiple_of": 32, "verified_at": [[320, 320], [160, 224]]}
+    (tmp_path / "dyn.head.json").write_text(json.dumps(meta))  # a well-formed record of a symbolic-size head
     code, out, err = headcut("codegen", tmp_path / "dyn.head.json", "-o", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1 and "does not cover a dynamic input size yet" in err, err
     assert not (tmp_path / "out").exists()

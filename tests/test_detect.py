@@ -28,7 +28,10 @@ def _arr(res):
 @pytest.mark.parametrize("make,kw,layout", [(yolov6_v1, {}, Layout()), (yolov6_af, {"reg_max": 16}, Layout()),
                                             (yolov6_af, {"levels": 4, "size": (192, 320), "width": 4},
                                              Layout("levels")),
-                                            (yolov8, {}, Layout("split", score_sum=True)),
+                                            # seed 1: with seed 0, chelsea.jpg has an anchor whose two best classes
+                                            # tie to 2e-9 (5.3349e-5 / 5.3351e-5), which argmax breaks differently
+                                            # in onnxruntime and numpy (layer 3 allows that: test_adversarial.py)
+                                            (yolov8, {"seed": 1}, Layout("split", score_sum=True)),
                                             (yolov5, {}, Layout("flat-split", keep_sigmoid=True))])
 @pytest.mark.parametrize("photo", ["chelsea.jpg", "astronaut.jpg"])
 def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):

@@ -27,7 +27,7 @@ from onnx_headcut.synth import yolov6_af
 pytest.importorskip("torch")
 
 EXPORTS = {"yolov5": export_yolov5, "yolov8": export_yolov8, "yolov6_af": export_yolov6_af}
-FAMILY = {"yolov5": "YOLOv5", "yolov8": "YOLOv8", "yolov6_af": "YOLOv6"}
+FAMILY = {"yolov5": "YOLOv5", "yolov8": "Ultralytics Detect head", "yolov6_af": "YOLOv6"}  # plain torch backbone
 #: the sizes verified: the probe (the export's imgsz, else 640) and half its height, 3/4 of its width
 SIZES = {"yolov5": [[640, 640], [320, 480]], "yolov8": [[320, 320], [160, 224]], "yolov6_af": [[640, 640], [320, 480]]}
 #: what a raw graph of these fixtures may hold (backbone convs and SiLU, the head's layout ops)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..convert import convert, param_blobs
 from ..decode import canonical
-from ..engines import check_engine, engine_for, run
+from ..engines import check_engine, engine_for, run, run_options
 from ..errors import UsageError
 from ..heads import Geometry
 from ..io import load
@@ -146,7 +146,10 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     if engine == "ncnn":
         ins, outs = param_blobs(candidate)
         in_name, raw_names = ins[0], outs
-    results = run(candidate, xs, engine, in_name, raw_names)
+    info: dict = {}
+    results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, meta), info=info)
+    if info.get("precision"):  # OpenVINO: say which inference precision ran (f32 is asked for)
+        engine = f"{engine} ({info.get('device', 'CPU')} {info['precision']})"
     checks = []
     k = len(out_names)
     for (label, x), ref, ys in zip(feeds, refs, results):

@@ -222,6 +222,16 @@ def _scored(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes, score, cls
 
 
+def _same_class_if_tied(rows: np.ndarray, cls: np.ndarray, ref_cls: np.ndarray, score_atol: float) -> np.ndarray:
+    """``cls`` with the reference's class wherever that class scores within ``score_atol`` of the best one on
+    this side: two classes that near-tie (random weights, or saturated sigmoids) are not a disagreement about
+    the detection, since layer 2 already holds every score to that tolerance."""
+    r = rows.astype(np.float64)
+    at = np.arange(len(r))
+    tied = (cls != ref_cls) & (r[at, 5 + cls] - r[at, 5 + ref_cls] <= score_atol)
+    return np.where(tied, ref_cls, cls)
+
+
 def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou: float,
                     score_atol: float = DEFAULT_TOL) -> DetectionCheck:
     """Layer 3 on two decoded ``(B, N, 5+nc)`` row tensors (see :func:`~onnx_headcut.decode.canonical`), first image.
@@ -231,10 +241,12 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     then row) on both sides, so that tied scores — common where sigmoids saturate at 1.0 — cannot be
     broken differently by rounding. The kept rows must be the same, each pair of the same class and
     IoU >= :data:`MIN_IOU`. A row whose score is within ``score_atol`` of ``conf`` on one side only is
-    left out of both (and counted); any other disagreement about a row fails the check.
+    left out of both (and counted), and a row whose best two classes tie within ``score_atol`` takes the
+    reference's class on both sides; any other disagreement about a row fails the check.
     """
     rb, rs, rc = _scored(ref_rows[0])
     gb, gs, gc = _scored(got_rows[0])
+    gc = _same_class_if_tied(got_rows[0], gc, rc, score_atol)
     pr, pg = rs >= conf, gs >= conf
     edge = (pr != pg) & (np.abs(rs - conf) <= score_atol)
     pr, pg = pr & ~edge, pg & ~edge

@@ -94,7 +94,7 @@ def spec_of(head: dict[str, Any] | Geometry, name: str) -> Spec:
 def _covered(meta: dict[str, Any]) -> None:
     """Refuse, naming it, what the record says that the generator has no code for yet."""
     shape = meta.get("input", {}).get("shape", [])
-    if any(not isinstance(d, int) for d in shape[-2:]):
+    if "dynamic_hw" in meta or any(not isinstance(d, int) for d in shape[-2:]):
         raise InputError(f"codegen does not cover a dynamic input size yet (input shape {shape}); "
                          "strip a model with a static height and width")
     for k, o in enumerate(meta.get("raw_outputs", [])):

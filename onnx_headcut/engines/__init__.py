@@ -1,11 +1,19 @@
-"""Edge engines: convert a raw ONNX model to MNN or ncnn, and run a model on ort, MNN or ncnn.
+"""Edge engines: convert a raw ONNX model for a target, and run a model on ort or a target.
 
-Each engine is imported only when used, and MNN and ncnn only ever run in a child process
-(:mod:`._worker`): ``import MNN`` writes to stdout at C level, a converter crash must not take the
-CLI down, and MNN's own ``mnnconvert``/``mnnquant`` scripts (which pip-install a logging package
-and send usage data) are never touched — the converter's C entry ``_tools.mnnconvert`` is called.
-pnnx is used through its bundled binary only, so its Python package (which imports torch) is not
-imported either.
+Each target is one small module beside this one (``mnn.py``, ``ncnn.py``, ``openvino.py``,
+``tflite.py``) holding its ``convert`` and ``run``; it imports only the standard library and numpy at
+the top and its engine's package inside its functions, and it only ever runs in a child process
+(:mod:`._worker`, started by file path): an engine's import may write to stdout at C level, a
+converter crash must not take the CLI down, and the child may be **another interpreter**, so an engine
+whose package pins versions headcut cannot share lives in its own virtualenv holding just numpy and
+the engine::
+
+    HEADCUT_PYTHON_TFLITE=/path/to/venv/bin/python headcut convert raw.onnx --to tflite
+
+(``HEADCUT_PYTHON_<TARGET>`` for each target; default: this interpreter). A target whose package the
+interpreter cannot import is an :class:`EngineError` (exit 2) with its one-line install hint.
+MNN's own ``mnnconvert``/``mnnquant`` scripts (which pip-install a logging package and send usage
+data) are never touched, nor OpenVINO's telemetry; pnnx is used through its bundled binary only.
 """
 
 from __future__ import annotations
@@ -22,18 +30,54 @@ import numpy as np
 
 from ..check import session
 from ..errors import HeadcutError, UsageError
+from . import mnn, ncnn, openvino, tflite
 
-ENGINES = ("ort", "mnn", "ncnn")
-EXTRA_HINT = 'pip install "onnx_headcut[engines]" && pip install --no-deps pnnx'
+#: targets ``convert`` writes for, each run in the worker
+TARGETS = ("mnn", "ncnn", "openvino", "tflite")
+ENGINES = ("ort", *TARGETS)
+MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite}
+EXTRA_HINT = ncnn.INSTALL
+#: the model file each engine runs
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite"}
+_KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite"}
+WORKER = Path(__file__).with_name("_worker.py")
 
 
 class EngineError(HeadcutError):
     """An engine is missing, or failed to convert or run a model."""
 
 
+def python_variable(engine: str) -> str:
+    """The environment variable naming the interpreter ``engine``'s worker runs in."""
+    return f"HEADCUT_PYTHON_{engine.upper()}"
+
+
+def interpreter(engine: str) -> str:
+    """The Python that runs ``engine``: ``$HEADCUT_PYTHON_<ENGINE>`` when set, else this one."""
+    var = python_variable(engine)
+    chosen = os.environ.get(var, "").strip()
+    if not chosen:
+        return sys.executable
+    path = Path(chosen).expanduser()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise EngineError(f"{var}={chosen}: no such interpreter (point it at a virtualenv's bin/python)")
+    return str(path)
+
+
+def install_hint(engine: str) -> str:
+    """How to make ``engine`` available, on one line."""
+    hint = MODULES[engine].INSTALL
+    var = python_variable(engine)
+    return hint if var in hint else f"{hint} (or set {var} to a Python that has it)"
+
+
 def _need(module: str, engine: str) -> None:
+    """In this interpreter (the default worker's): :class:`EngineError` when ``module`` is missing."""
+    if engine in MODULES and os.environ.get(python_variable(engine), "").strip():
+        return  # another interpreter: its worker reports what it lacks
     if importlib.util.find_spec(module) is None:
-        raise EngineError(f"the {engine} engine needs the '{module}' package: {EXTRA_HINT}")
+        raise EngineError(f"the {engine} engine needs the '{module}' package: "
+                          f"{install_hint(engine) if engine in MODULES else EXTRA_HINT}")
 
 
 def pnnx_binary() -> Path:
@@ -52,16 +96,12 @@ def pnnx_binary() -> Path:
 def engine_for(path: str | os.PathLike) -> str:
     """The engine a model file runs on, from its extension."""
     suffix = Path(path).suffix.lower()
-    return {".onnx": "ort", ".mnn": "mnn", ".param": "ncnn"}.get(suffix) or _bad_model(path)
-
-
-#: the model file each engine runs
-SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param"}
+    return next((e for e, s in SUFFIX.items() if s == suffix), None) or _bad_model(path)
 
 
 def check_engine(path: str | os.PathLike, engine: str, convertible: bool = False) -> None:
     """:class:`UsageError` (one line) when ``engine`` cannot run the file at ``path``. With
-    ``convertible`` an ``.onnx`` is accepted for MNN and ncnn (the caller converts it first)."""
+    ``convertible`` an ``.onnx`` is accepted for every target (the caller converts it first)."""
 
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
@@ -71,23 +111,34 @@ def check_engine(path: str | os.PathLike, engine: str, convertible: bool = False
         return
     hint = (f"convert it first: headcut convert {Path(path).name} --to {engine}" if suffix == ".onnx" else
             f"give the .onnx model, or run it with --engine {own}")
-    kind = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn"}[own]
-    raise UsageError(f"{path}: --engine {engine} runs {SUFFIX[engine]} files, and this is {kind} model ({suffix}); "
-                     f"{hint}")
+    raise UsageError(f"{path}: --engine {engine} runs {SUFFIX[engine]} files, and this is {_KIND[own]} model "
+                     f"({suffix}); {hint}")
 
 
 def _bad_model(path) -> str:
-    raise EngineError(f"{path}: unknown model type (expected .onnx, .mnn or .param)")
+    known = ", ".join(sorted(set(SUFFIX.values())))
+    raise EngineError(f"{path}: unknown model type (expected one of {known})")
 
 
 def worker(args: list[str], timeout: float = 600) -> str:
-    """Run ``python -m onnx_headcut.engines._worker ARGS`` and return its last stdout line (JSON)."""
+    """Run ``PYTHON _worker.py ARGS`` (``ARGS[0]`` is the engine; PYTHON its :func:`interpreter`) and
+    return its answer (JSON). A package the interpreter lacks is an :class:`EngineError` naming it and the
+    install hint; any other failure an :class:`EngineError` with the worker's last line."""
+    engine = args[0]
+    python = interpreter(engine)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
-        p = subprocess.run([sys.executable, "-m", "onnx_headcut.engines._worker", *args], capture_output=True,
-                           text=True, timeout=timeout, env=env)
+        p = subprocess.run([python, str(WORKER), *args], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise EngineError(f"engine worker timed out after {timeout:.0f} s ({args[0]} {args[1]})") from None
+    except OSError as e:
+        raise EngineError(f"cannot start {python} for the {engine} engine: {e.strerror or e}") from None
+    missing = [ln for ln in p.stdout.splitlines() if ln.startswith("HEADCUT_MISSING ")]
+    if missing:
+        what = json.loads(missing[-1].split(" ", 1)[1])
+        where = "" if python == sys.executable else f" in {python}"
+        hint = install_hint(engine) if what["package"] != "numpy" else f"{python} -m pip install numpy"
+        raise EngineError(f"the {engine} engine needs the '{what['package']}' package{where}: {hint}")
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("HEADCUT_RESULT ")]
     if p.returncode != 0 or not lines:
         tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])[-1]
@@ -97,12 +148,26 @@ def worker(args: list[str], timeout: float = 600) -> str:
     return lines[-1][len("HEADCUT_RESULT "):]
 
 
+def run_options(engine: str, meta: dict | None) -> dict:
+    """What ``run`` passes the target for a model whose head record is ``meta``: OpenVINO is asked for
+    fp32 inference (its CPU plugin may default to bf16); TFLite gets the recorded tensor layout."""
+    if engine == "openvino":
+        return {"precision": "f32"}
+    if engine == "tflite":
+        return {"io": (meta or {}).get("converted")}
+    return {}
+
+
 def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None = None,
-        input_name: str | None = None, output_names: list[str] | None = None) -> list[list[np.ndarray]]:
+        input_name: str | None = None, output_names: list[str] | None = None, options: dict | None = None,
+        info: dict | None = None) -> list[list[np.ndarray]]:
     """Run ``model`` on ``engine`` for each input array; returns, per input, the list of outputs.
 
-    ort runs in this process; MNN and ncnn in a worker process. Output arrays are given back with
-    the batch axis and NCHW layout restored (ncnn drops the batch axis; MNN may hand out NC4HW4).
+    ort runs in this process; the targets in a worker process. Output arrays are given back with
+    the batch axis and NCHW layout restored (ncnn drops the batch axis; MNN may hand out NC4HW4;
+    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`).
+    ``options`` go to the target's ``run`` (OpenVINO: ``precision``); ``info``, when given, receives
+    what the worker reports (OpenVINO: the precision that ran).
     """
     engine = engine or engine_for(model)
     if engine not in ENGINES:
@@ -111,13 +176,15 @@ def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None =
         s = session(model)
         name = input_name or s.get_inputs()[0].name
         return [s.run(output_names, {name: x}) for x in inputs]
-    _need({"mnn": "MNN", "ncnn": "ncnn"}[engine], engine)
+    _need(MODULES[engine].PACKAGES[0], engine)
     with tempfile.TemporaryDirectory(prefix="headcut-run-") as d:
         np.savez(Path(d, "in.npz"), *inputs)
         spec = {"model": str(Path(model).resolve()), "input": input_name, "outputs": output_names,
-                "shapes": None}
+                "shapes": None, "options": options or {}}
         Path(d, "spec.json").write_text(json.dumps(spec))
-        worker([engine, "run", d])
+        answer = json.loads(worker([engine, "run", d]))
+        if info is not None:
+            info.update(answer)
         out = np.load(Path(d, "out.npz"))
         n_out = int(out["n_outputs"])
         return [[out[f"y{i}_{k}"] for k in range(n_out)] for i in range(len(inputs))]
