@@ -242,8 +242,9 @@ def convert(
 @app.command(cls=_Command, short_help="run a raw/converted model, compare with the original")
 def verify(
     original: Path = typer.Argument(..., metavar="ORIGINAL", help="the original decoded ONNX export"),
-    candidate: Path = typer.Argument(..., metavar="CANDIDATE",
-                                     help="raw model (.onnx, .mnn, .param, .xml, .tflite), or a converted original"),
+    candidate: Optional[Path] = typer.Argument(None, metavar="CANDIDATE",
+                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite), or a converted "
+                                                    "original (with --int8 and --layouts: optional)"),
     engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
     image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
@@ -252,11 +253,37 @@ def verify(
     iou: float = typer.Option(0.45, "--iou", metavar="IOU", help="NMS IoU threshold"),
     tol: float = typer.Option(1e-3, "--tol", metavar="TOL",
                               help="decode error allowed: px per 640 px of input (boxes), and on scores; (0, 1]"),
+    int8: bool = typer.Option(False, "--int8", help="quantize ORIGINAL and the raw models to int8 (onnxruntime QDQ) "
+                                                   "and measure their detections against the fp32 original's"),
+    calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", help="--int8: calibration images"),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", metavar="DIR",
+                                            help="--int8: held-out images (default: every second --calib image)"),
+    calib_method: str = typer.Option("minmax", "--calib-method", metavar="[minmax|percentile|entropy]",
+                                     help="--int8: onnxruntime calibration method"),
+    layouts: Optional[str] = typer.Option(None, "--layouts", metavar="LIST",
+                                          help="--int8: also strip ORIGINAL into these layouts and measure each "
+                                               "(e.g. flat,split,flat-split,split+dfl)"),
+    min_recall: Optional[float] = typer.Option(None, "--min-recall", metavar="X",
+                                               help="--int8: exit 3 when a raw model's recall is below X"),
 ) -> None:
-    """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections)."""
+    """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections).
+
+    With --int8: quantize ORIGINAL and CANDIDATE (and ORIGINAL stripped into each of --layouts) with
+    onnxruntime's static QDQ quantization on --calib images and report how many of the fp32 original's
+    detections each int8 model keeps (same class, IoU >= 0.5), and which layout to use."""
     def run():
+        from .errors import UsageError, VerificationError
+
+        if int8:
+            return _verify_int8(original, candidate, calib, eval_dir, calib_method, layouts, min_recall, conf, iou,
+                                engine, image)
+        if candidate is None:
+            raise UsageError("verify needs CANDIDATE (only --int8 --layouts works without one)")
+        extra = next((f for f, v in (("--calib", calib), ("--eval", eval_dir), ("--layouts", layouts),
+                                     ("--min-recall", min_recall)) if v is not None), None)
+        if extra is not None:
+            raise UsageError(f"{extra} belongs to verify --int8")
         from .check.engine import verify_engine
-        from .errors import VerificationError
         from .report import verify_text
 
         with _status(f"running {candidate.name} and {original.name}"):
@@ -267,6 +294,29 @@ def verify(
             raise VerificationError(f"the candidate differs from the original on {bad.input}: {bad.failure()}")
 
     _run(run)
+
+
+def _verify_int8(original, candidate, calib, eval_dir, method, layouts, min_recall, conf, iou, engine, image):
+    """``verify --int8``: the measurement, its report, and the ``--min-recall`` check on each raw model."""
+    from .check.int8 import parse_layouts, verify_int8
+    from .errors import UsageError, VerificationError
+    from .report import int8_text
+
+    if calib is None:
+        raise UsageError("--int8 needs --calib DIR (calibration images)")
+    if engine is not None and engine.value != "ort" or image:
+        raise UsageError("--int8 runs onnxruntime on the --calib/--eval images; --engine and --image do not apply")
+    if min_recall is not None and not 0 <= min_recall <= 1:
+        raise UsageError(f"--min-recall must be in [0, 1], not {min_recall}")
+    lays = parse_layouts(layouts) if layouts is not None else ()
+    with _status(f"quantizing {original.name} and the raw models to int8 (onnxruntime QDQ)"):
+        rep = verify_int8(original, (candidate,) if candidate is not None else (), calib=calib, eval_dir=eval_dir,
+                          method=method, layouts=lays, conf=conf, iou=iou)
+    typer.echo(_fit(int8_text(rep)))
+    low = next((r for r in rep.rows[1:] if min_recall is not None and not r.recall >= min_recall), None)
+    if low is not None:
+        raise VerificationError(f"int8 {low.name}: recall {low.recall:.3f} of the fp32 detections, below "
+                                f"--min-recall {min_recall}")
 
 
 @app.command(cls=_Command, short_help="detect objects in an image")

@@ -181,3 +181,22 @@ def detect_table(res, conf: float, limit: int = 50):
     for i, d in enumerate(res.detections[:limit]):
         t.add_row(str(i), Text(printable(d.name)), f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box))
     return t
+
+
+def _figure(v: float, digits: int = 3) -> str:
+    return "-" if v != v else f"{v:.{digits}f}"  # nan: no detections (precision) or no match
+
+
+def int8_text(rep) -> str:
+    """``headcut verify --int8``: per model, int8 detections against the fp32 original's, and the layout to use."""
+    lines = [f"int8      onnxruntime {rep.ort_version} QDQ, S8S8, per-channel weights, {rep.method} calibration "
+             f"on {rep.calib_images} images; {rep.eval_images} held-out images, conf {rep.conf:g}",
+             f"reference {rep.rows[0].reference} fp32 detections of {printable(rep.original)}",
+             f"  {'model':<20} {'recall':>7} {'precis.':>7} {'int8 det':>8} {'score err':>9} {'mean IoU':>8}"]
+    for r in rep.rows:
+        lines.append(f"  {printable(r.name):<20} {_figure(r.recall):>7} {_figure(r.precision):>7} {r.detections:>8} "
+                     f"{_figure(r.score_error, 4):>9} {_figure(r.mean_iou):>8}")
+    best = rep.best
+    lines.append("use       " + (f"{printable(best.name)} (recall {best.recall:.3f}, precision {best.precision:.3f})"
+                                 if best is not None else "none: no raw model detects anything after int8"))
+    return printable_lines(lines)

@@ -145,3 +145,19 @@ def image_scene(name: str) -> Scene:
     """The scene a committed test image of :data:`IMAGES` shows (shapes 20 px and up, at most 5)."""
     seed, size = IMAGES[name]
     return scene(np.random.default_rng(seed), size, max_objects=5, min_size=20, max_size=100)
+
+
+def save_scenes(folder, seed: int, count: int, size: tuple[int, int] = (320, 320)) -> list:
+    """Write ``count`` scenes of :func:`scenes` (``seed``) as PNG files ``000.png``... into ``folder``
+    (made if missing): calibration or held-out images for ``verify --int8``. Returns the paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, s in enumerate(scenes(seed, count, size)):
+        paths.append(out / f"{i:03d}.png")
+        Image.fromarray(s.image).save(paths[-1])
+    return paths
