@@ -141,6 +141,26 @@ def _dynamo_export(model, img, path: Path, *, opset: int, input_name: str, outpu
                       dynamic_shapes=shapes)
 
 
+def _finish_ultralytics(path: Path, meta: dict, dynamo: bool, slim: bool) -> Path:
+    """What Ultralytics' exporter does after ``torch.onnx.export``: onnxslim (legacy exports, when asked)
+    and its ``metadata_props``. A dynamo export keeps its external data, so only the metadata is added."""
+    import onnx
+
+    if dynamo:
+        _add_metadata(path, meta)
+        return path
+    m = onnx.load(str(path))
+    if slim:
+        import onnxslim
+
+        m = onnxslim.slim(m)
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, str(v)
+    onnx.save(m, str(path))
+    return path
+
+
 def _add_metadata(path: Path, meta: dict, *, check: bool = False) -> None:
     """Add ``meta`` to the file's ``metadata_props`` in place (external data stays in its side file)."""
     import onnx
@@ -556,7 +576,6 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
     {'images': {0: 'batch', 2: 'height', 3: 'width'}, 'output0': {0: 'batch', 2: 'anchors'}}`` (dynamo:
     ``dynamic_shapes`` with batch, height and width ``Dim.AUTO``).
     """
-    import onnx
     import torch
 
     path = Path(path)
@@ -583,19 +602,7 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
     meta = {"description": "Ultralytics YOLOv8-tiny fixture", "author": "Ultralytics", "stride": int(max(det.stride)),
             "task": "detect", "batch": 1, "imgsz": list(size), "names": {i: str(i) for i in range(nc)},
             "channels": 3, "end2end": False}
-    if dynamo:
-        _add_metadata(path, meta)
-        return path
-    m = onnx.load(str(path))
-    if slim:
-        import onnxslim
-
-        m = onnxslim.slim(m)
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, str(v)
-    onnx.save(m, str(path))
-    return path
+    return _finish_ultralytics(path, meta, dynamo, slim)
 
 
 # ---------------------------------------------------------------------------------------------- YOLOX

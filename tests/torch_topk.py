@@ -31,7 +31,7 @@ import math
 import warnings
 from pathlib import Path
 
-from torch_families import STRIDES, WIDTHS, _add_metadata, _blocks, _dynamo_export, _seeded
+from torch_families import STRIDES, WIDTHS, _blocks, _dynamo_export, _finish_ultralytics, _seeded
 
 SEED = 20260114
 
@@ -190,7 +190,6 @@ def export(path, *, size=(320, 320), nc: int = 80, reg_max: int = 1, end2end: bo
            postprocess: str = "8.4", opset: int = 18, slim: bool = True, dynamo: bool = False,
            max_det: int = 300) -> Path:
     """Export the fixture to ``path`` as Ultralytics' ``Exporter`` (format='onnx') does; return the path."""
-    import onnx
     import torch
 
     path = Path(path)
@@ -212,16 +211,4 @@ def export(path, *, size=(320, 320), nc: int = 80, reg_max: int = 1, end2end: bo
                               input_names=["images"], output_names=["output0"], dynamo=False)
     meta = {"description": "Ultralytics tiny fixture", "author": "Ultralytics", "stride": 32, "task": "detect",
             "batch": 1, "imgsz": list(size), "names": {i: str(i) for i in range(nc)}, "end2end": end2end}
-    if dynamo:
-        _add_metadata(path, meta)
-        return path
-    m = onnx.load(str(path))
-    if slim:
-        import onnxslim
-
-        m = onnxslim.slim(m)
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, str(v)
-    onnx.save(m, str(path))
-    return path
+    return _finish_ultralytics(path, meta, dynamo, slim)

@@ -18,6 +18,7 @@ from onnx import helper
 
 from ._common import backbone, check_size, finish
 from .builder import Builder
+from .yolov5 import detect_bias
 
 
 def yolov7_raw(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, opset: int = 12,
@@ -31,9 +32,7 @@ def yolov7_raw(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8,
     for i, (f, c) in enumerate(feats):
         s = 8 * 2 ** i
         h, w = H // s, W // s
-        bias = np.zeros((na, no), np.float32)
-        bias[:, 4] = np.log(8 / (640 / s) ** 2)  # upstream _initialize_biases
-        bias[:, 5:] = np.log(0.6 / (nc - 0.99))
+        bias = detect_bias(na, nc, s)
         p = b.conv(f, c, na * no, 1, 1, f"model.105.m.{i}", std=0.01, bias=bias.ravel())
         y = b.node("Reshape", [p, b.const(np.array([1, na, no, h, w], np.int64), scope="/model.105")],
                    scope="/model.105")

@@ -20,6 +20,14 @@ ANCHORS_V5 = (((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119)), (
 ANCHORS_V7 = (((12, 16), (19, 36), (40, 28)), ((36, 75), (76, 55), (72, 146)), ((142, 110), (192, 243), (459, 401)))
 
 
+def detect_bias(na: int, nc: int, stride: int) -> np.ndarray:
+    """The prediction conv's bias as upstream ``Detect._initialize_biases`` sets it: (na * (nc + 5),)."""
+    bias = np.zeros((na, nc + 5), np.float32)
+    bias[:, 4] = np.log(8 / (640 / stride) ** 2)
+    bias[:, 5:] = np.log(0.6 / (nc - 0.99))
+    return bias
+
+
 def yolov5(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, v7: bool = False, opset: int = 12,
            simplify: bool = False, seed: int = 0) -> onnx.ModelProto:
     """A YOLOv5 (or, with ``v7=True``, YOLOv7) decoded export: input 'images', output 'output0' ('output' for v7)."""
@@ -32,9 +40,7 @@ def yolov5(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, v7:
     for i, (f, c) in enumerate(feats):
         s = 8 * 2 ** i
         h, w = H // s, W // s
-        bias = np.zeros((na, no), np.float32)
-        bias[:, 4] = np.log(8 / (640 / s) ** 2)  # upstream _initialize_biases
-        bias[:, 5:] = np.log(0.6 / (nc - 0.99))
+        bias = detect_bias(na, nc, s)
         p = b.conv(f, c, na * no, 1, 1, f"model.24.m.{i}", std=0.01, bias=bias.ravel())
         y = b.node("Reshape", [p, b.const(np.array([1, na, no, h, w], np.int64), scope="/model.24")], scope="/model.24")
         y = b.node("Sigmoid", [b.node("Transpose", [y], scope="/model.24", perm=[0, 1, 3, 4, 2])], scope="/model.24")
