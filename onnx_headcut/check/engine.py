@@ -134,9 +134,10 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     feeds += [(str(p), image_input(p, shape, pre=pre)) for p in images]
     xs = [x for _, x in feeds]
     out_names = [n for n, _ in head.split_outputs] or [head.output_name]
-    refs = [s.run([*out_names, *names], {inp.name: x}) for x in xs]
-    if head.selection is not None:  # an NMS-free export: layer 2 compares its (1, k, 6) output too
-        refs = [[(s.run([head.final_output], {inp.name: x})[0], r[0]), *r[1:]] for x, r in zip(xs, refs)]
+    final = [head.final_output] if head.selection is not None else []  # an NMS-free export: also its (1, k, 6)
+    refs = [s.run([*final, *out_names, *names], {inp.name: x}) for x in xs]
+    if final:  # layer 2 compares the selected output beside the decoded tensor (one run of the original)
+        refs = [[(r[0], r[1]), *r[2:]] for r in refs]
     raw_names: list[str] | None
     if meta is not None:
         in_name = meta["input"]["name"]
