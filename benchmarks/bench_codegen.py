@@ -5,11 +5,11 @@
 The same trained-looking raw tensors as ``bench_decode.py`` (scores mostly far below the threshold,
 20 objects of 6 anchors each) at 640x640, 8400 anchors, 80 classes; per-level layouts are the same
 rows laid out as one (1, C, h, w) buffer per level, the split layout as a box, a score and a
-score-sum output per level, the top-k head (YOLO26 end-to-end) selects 300 without NMS. The header is generated from each geometry,
-compiled with ``g++ -std=c++17 -O2`` and timed in its harness (``decode_main --repeat``: decode +
-NMS only, the raw buffers already in memory, one core; median and fastest of 2000 calls); numpy is
-``onnx_headcut.decode.detect`` (the top-k head: ``selected(original_output)``), median of 300 calls. Both
-must give the same detections. Needs g++.
+score-sum output per level, the top-k head (YOLO26 end-to-end) selects 300 without NMS. The header
+is generated from each geometry, compiled with ``g++ -std=c++17 -O2`` and timed in its harness
+(``decode_main --repeat``: decode + NMS only, the raw buffers already in memory, one core; median
+and fastest of 2000 calls); numpy is ``onnx_headcut.decode.detect`` (the top-k head:
+``selected(original_output)``), median of 300 calls. Both must give the same detections. Needs g++.
 """
 
 from __future__ import annotations

@@ -39,6 +39,15 @@ GXX = shutil.which("g++")
 needs_gxx = pytest.mark.skipif(GXX is None, reason="no C++ compiler (g++) on this machine")
 PHOTO = Path(__file__).resolve().parents[1] / "samples" / "images" / "chelsea.jpg"
 
+def _yolov5_dynamic() -> onnx.ModelProto:
+    """YOLOv5 v7.0's ``export.py --dynamic`` of the torch fixture (an anchor head with a symbolic height and width)."""
+    pytest.importorskip("torch")
+    from torch_families import export_yolov5
+
+    with tempfile.TemporaryDirectory() as d:
+        return onnx.load(str(export_yolov5(Path(d) / "dyn.onnx", nc=3, dynamic_hw=True)))
+
+
 #: every head kind and raw layout strip writes today: name → (decoded export, layout)
 CASES = {
     "v6-0.1.0": (lambda: yolov6_v1(nc=5, width=8, size=(256, 320)), Layout()),
@@ -76,6 +85,7 @@ CASES = {
     "v6-af-dynamic": (lambda: yolov6_af(nc=3, dynamic_hw=True), Layout()),
     "v6-af-dfl-dynamic-split": (lambda: yolov6_af(nc=3, reg_max=16, dynamic_hw=True), Layout("split")),
     "v6-af-dynamic-levels": (lambda: yolov6_af(nc=3, dynamic_hw=True), Layout("levels")),
+    "v5-dynamic-flat-split": (_yolov5_dynamic, Layout("flat-split")),
 }
 #: the cases with a dynamic input size, and the second size they are run at (H, W; the first is the record's)
 DYNAMIC = {name: (256, 384) for name in CASES if "dynamic" in name}
