@@ -364,6 +364,8 @@ def detect(
 
     console = Console(highlight=False)
     console.print(detect_table(res, conf))
+    if res.note:
+        console.print(Text(printable(f"note: {res.note}")))
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:

@@ -22,15 +22,16 @@ struct Candidates {
 
 NMS = """\
 // Class-aware greedy NMS as onnx_headcut.decode.postprocess and nms do it: every box is offset by
-// class * span (span = max |coordinate| + 1), candidates are sorted by score, highest first, ties
-// in row order (a stable sort); a box is dropped when its IoU with a kept box is > iou, where
+// class * span (span = 2 * max |coordinate| + 1, so boxes of different classes never overlap whatever
+// their signs), candidates are sorted by score, highest first, ties in row order (a stable sort); a
+// box is dropped when its IoU with a kept box is > iou, where
 // IoU = inter / max(area_a + area_b - inter, 1e-9) and areas clamp negative sides at 0.
 inline std::vector<Detection> nms(const std::vector<Detection>& cand, const Options& opt) {
   const std::size_t n = cand.size();
   float m = 0;
   for (const Detection& d : cand)
     m = std::max({m, std::fabs(d.x1), std::fabs(d.y1), std::fabs(d.x2), std::fabs(d.y2)});
-  const float span = float(double(m) + 1.0);
+  const float span = float(2.0 * double(m) + 1.0);
   std::vector<float> b(4 * n), area(n);  // the offset boxes
   for (std::size_t i = 0; i < n; ++i) {
     const float off = float(cand[i].cls) * span;
