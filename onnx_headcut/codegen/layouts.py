@@ -76,7 +76,8 @@ inline std::vector<Detection> decode_rows(const float* const* outputs, const std
       for (int y = 0; y < lv.h; ++y)
         for (int x = 0; x < lv.w; ++x, box += kBoxWidth, cls += kClsWidth{step}) {{
 {reject}          if (gate_value(FlatRow{{cls}}, kGate - kBoxWidth) >= gate)  // the gate columns are score columns
-            decode_row(SplitRow{{box, cls, 1, 1}}, {_cell(spec)}, opt.conf, cand);
+            decode_row(SplitRow{{box, cls, 1, 1}},
+                       {_cell(spec)}, opt.conf, cand);
         }}
   }}
   return finish(cand, opt);
@@ -131,7 +132,8 @@ def split(spec: Spec) -> str:
         if (sum[i] < sum_gate) continue;  // early rejection on the score sum: one read per pixel
         if (gate_value(PlaneRow{{cls + i, cstep}}, kGate - kBoxWidth) >= gate) {{
           const int y = int(i / lv.w), x = int(i % lv.w);
-          decode_row(SplitRow{{box + i, cls + i, bstep, cstep}}, {_cell(spec)}, opt.conf, cand);
+          decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+                     {_cell(spec)}, opt.conf, cand);
         }}
       }}"""
     else:
@@ -145,7 +147,8 @@ def split(spec: Spec) -> str:
           if (best[k] >= gate) {{
             const std::size_t i = i0 + k;
             const int y = int(i / lv.w), x = int(i % lv.w);
-            decode_row(SplitRow{{box + i, cls + i, bstep, cstep}}, {_cell(spec)}, opt.conf, cand);
+            decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+                     {_cell(spec)}, opt.conf, cand);
           }}
       }}"""
     return f"""\
@@ -207,8 +210,9 @@ def public(spec: Spec) -> str:
     """The public overloads around ``detail::decode_rows``: the sizes of the outputs and ``decode_outputs``."""
     g = spec.g
     per_level, n = g.layout in ("levels", "split"), len(g.parts)
-    names = [p or ("row" if per_level else "rows") for p in g.parts]
-    order = f"per level, stride ascending: {', '.join(names)}" if per_level else ", ".join(names)
+    names = ", ".join(p for p in g.parts if p)
+    order = (f"per level, stride ascending{': ' + names if names else ''}" if per_level
+             else f"{names} of all rows" if names else "all rows")
     size, levels = ("Size input, ", "levels_at(input).at") if spec.dynamic else ("", "kLevels")
     check = "  if (!valid(input)) return {};  // not a size this head takes\n" if spec.dynamic else ""
     if per_level:

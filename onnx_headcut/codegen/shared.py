@@ -71,7 +71,7 @@ TOPK = """\
 // as onnx_headcut.decode.select_topk and selected reproduce it; TopK is largest first, ties to the lower
 // index, as onnxruntime sorts:
 //   first = TopK(max_c score, k) over the rows;  pick = TopK(scores[first] flattened row-major, k)
-//   detection j = [corners of row first[pick_j / nc], scores flat[pick_j], class pick_j % nc], kept when >= conf
+//   detection j, p = pick_j: [corners of row first[p / nc], score flat[p], class p % nc], if >= conf
 // Only rows that reached the gate are candidates: a row below it has every score below conf, ranks after
 // every candidate in the first TopK and gives no pair >= conf to the second, so the detections are the same.
 inline std::vector<Detection> finish(const Candidates& cand, const Options& opt) {
