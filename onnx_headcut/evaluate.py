@@ -1,6 +1,6 @@
 """mAP@0.5 of a decoded Ultralytics-style detector on scenes with known boxes (numpy + onnxruntime).
 
-Used by ``scripts/train_sample.py`` and the tests to state how well the trained sample detects.
+Used by ``scripts/train_sample.py`` and the tests to state how well the trained samples detect.
 Matching as in Ultralytics' ``DetectionValidator`` at a single IoU threshold: detections sorted by
 score, each matched to the unmatched ground-truth box of the same class it overlaps most (IoU ≥
 ``iou``); AP is the area under the monotone precision envelope sampled at 101 recall points
