@@ -101,6 +101,8 @@ def test_rknn_fp16_convert_and_verify_raw(sample, tmp_path):
     assert check.layout is not None and check.layout.ok and 0 < check.layout.max_abs_err <= 4.5e-3
     assert 0 < check.max_abs_err_boxes <= 0.04 and check.max_abs_err_scores <= 1e-3
     det = check.detections
+    print(f"\nRKNN-FP16 {sample} raw: layer 1 {check.layout.max_abs_err:.2g}, boxes {check.max_abs_err_boxes:.2g} px, "
+          f"scores {check.max_abs_err_scores:.2g}, detections {det.matched}/{det.n_ref}")
     assert det.n_ref == det.n_got == det.matched >= 5 and det.min_iou >= 0.99
     assert check.ok
 
@@ -160,6 +162,7 @@ def test_rknn_int8_trained_sample_split_agrees(scenes_dir, tmp_path):
     calib = np.load(tmp_path / "raw.rknn.build.calib.npy")
     assert calib.shape == (16, 3, 320, 320) and calib.dtype == np.float32 and 0 <= calib.min() < calib.max() <= 1
     a = _agreement(res.model, head_for(tmp_path / "raw.onnx"), located, held, refs, "split")
+    print(f"\nRKNN-INT8 split: {a}")
     assert a.reference > 40  # most shapes of 16 scenes at conf 0.25
     assert a.recall >= 0.95 and a.precision >= 0.9 and a.mean_iou >= 0.95 and a.score_error <= 0.03
     # the decoded original, measured too: rknn-toolkit2 2.5.0 cannot build it (in fp16 either), one line, exit 2
