@@ -166,7 +166,8 @@ def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None =
 
     ort runs in this process; the targets in a worker process. Output arrays are given back with
     the batch axis and NCHW layout restored (ncnn drops the batch axis; MNN may hand out NC4HW4;
-    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`).
+    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`; RKNN's
+    simulator runs the model rebuilt from what ``convert`` recorded beside the ``.rknn``, see :mod:`.rknn`).
     ``options`` go to the target's ``run`` (OpenVINO: ``precision``); ``info``, when given, receives
     what the worker reports (OpenVINO: the precision that ran).
     """
