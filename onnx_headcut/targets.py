@@ -33,6 +33,10 @@ def check_options(to: str, int8: bool = False, calib: str | os.PathLike | None =
         calibration_images(calib)
         if not getattr(MODULES[to], "INT8", False):
             raise UsageError(f"--int8: headcut does not quantize for {to} yet (fp32 only)")
+        int8_platforms = getattr(MODULES[to], "INT8_PLATFORMS", None)  # a target quantizing for some only
+        if int8_platforms and platform is not None and platform.lower() not in int8_platforms:
+            raise UsageError(f"--int8 --target-platform {platform}: {to} quantizes for "
+                             f"{', '.join(int8_platforms)} only")
 
 
 def calibration_images(folder: str | os.PathLike) -> list[Path]:

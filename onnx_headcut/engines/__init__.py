@@ -1,8 +1,8 @@
 """Edge engines: convert a raw ONNX model for a target, and run a model on ort or a target.
 
 Each target is one small module beside this one (``mnn.py``, ``ncnn.py``, ``openvino.py``,
-``tflite.py``, ``rknn.py``) holding its ``convert`` and ``run``; it imports only the standard library and numpy at
-the top and its engine's package inside its functions, and it only ever runs in a child process
+``tflite.py``, ``rknn.py``, ``nncase.py``) holding its ``convert`` and ``run``; it imports only the standard
+library and numpy at the top and its engine's package inside its functions, and it only ever runs in a child process
 (:mod:`._worker`, started by file path): an engine's import may write to stdout at C level, a
 converter crash must not take the CLI down, and the child may be **another interpreter**, so an engine
 whose package pins versions headcut cannot share lives in its own virtualenv holding just numpy and
@@ -30,17 +30,18 @@ import numpy as np
 
 from ..check import session
 from ..errors import HeadcutError, UsageError
-from . import mnn, ncnn, openvino, rknn, tflite
+from . import mnn, ncnn, nncase, openvino, rknn, tflite
 
 #: targets ``convert`` writes for, each run in the worker
-TARGETS = ("mnn", "ncnn", "openvino", "tflite", "rknn")
+TARGETS = ("mnn", "ncnn", "openvino", "tflite", "rknn", "nncase")
 ENGINES = ("ort", *TARGETS)
-MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite, "rknn": rknn}
+MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite, "rknn": rknn, "nncase": nncase}
 EXTRA_HINT = ncnn.INSTALL
 #: the model file each engine runs
-SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite", "rknn": ".rknn"}
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite", "rknn": ".rknn",
+          "nncase": ".kmodel"}
 _KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite",
-         "rknn": "an RKNN"}
+         "rknn": "an RKNN", "nncase": "an nncase"}
 WORKER = Path(__file__).with_name("_worker.py")
 
 
@@ -187,7 +188,8 @@ def run(model: str | os.PathLike | bytes, inputs: list[np.ndarray], engine: str 
         spec = {"model": str(Path(model).resolve()), "input": input_name, "outputs": output_names,
                 "shapes": None, "options": options or {}}
         Path(d, "spec.json").write_text(json.dumps(spec))
-        answer = json.loads(worker([engine, "run", d]))
+        # nncase's K230 simulator: ~6 s an input on a quiet machine, 70 s measured on a loaded one
+        answer = json.loads(worker([engine, "run", d], timeout=max(600.0, 150.0 * len(inputs))))
         if info is not None:
             info.update(answer)
         out = np.load(Path(d, "out.npz"))
