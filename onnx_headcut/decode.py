@@ -30,10 +30,12 @@ from functools import lru_cache
 import numpy as np
 
 from .heads import Geometry, kind
+from .heads.tasks import extra_columns, segment
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
-__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "nms",
+__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "masks", "nms",
+           "protos",
            "original_output", "postprocess", "raw_outputs", "scale_boxes", "select_topk", "selected", "sigmoid",
            "sized",
            "dfl_expectation", "to_input"]
@@ -86,6 +88,8 @@ def raw_outputs(raw, head) -> list[np.ndarray]:
         raise ValueError(f"the {g.layout} layout has {len(expected)} outputs; pass the list of session outputs "
                          "(session.run(None, ...)), not one array")
     outs = [np.asarray(r) for r in raw] if listed else [np.asarray(raw)]
+    if g.protos and len(outs) == len(expected) - 1:  # the raw outputs without the prototypes kept after them
+        expected = expected[:-1]
     if len(outs) != len(expected):
         raise ValueError(f"{len(outs)} raw outputs given, the {g.layout} layout of this head has {len(expected)}")
     batch = outs[0].shape[0] if outs[0].ndim else 0
@@ -107,6 +111,8 @@ def flatten_levels(raw, head) -> np.ndarray:
     """
     g = Geometry.of(head)
     outs = raw_outputs(raw, g)
+    if g.protos:  # the prototypes kept after the raw outputs are not rows
+        outs = outs[:len(g.output_shapes()) - 1]
     if g.layout == "flat":
         return outs[0]
     if g.layout == "flat-split":
@@ -139,7 +145,14 @@ def decode(raw, head, input_size=None) -> np.ndarray:
         raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width}){hint}")
     cells, strides = rows[0].astype(flat.dtype), rows[1].astype(flat.dtype)
     sizes = None if rows[2] is None else rows[2].astype(flat.dtype)
-    return kind(g.decode).decode(flat, g, cells, strides, sizes)
+    return _decoded(flat, g, cells, strides, sizes)
+
+
+def _decoded(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray, sizes) -> np.ndarray:
+    """The kind's decoded rows, then the task's extra columns (:mod:`onnx_headcut.heads.tasks`) when it has one."""
+    out = kind(g.decode).decode(flat, g, cells, strides, sizes)
+    extra = extra_columns(flat, g, cells, strides)
+    return np.concatenate([out, *extra], -1) if extra else out
 
 
 def corners(raw, head) -> np.ndarray:
@@ -273,27 +286,45 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
     threshold = conf if g.activated(gate_role) else float(np.log(conf / (1 - conf)))
     hits = np.flatnonzero(gate >= np.float32(threshold))  # flat indices: cheaper than .any(1) on a strided view
     cand = np.unique(hits // gate.shape[1]) if gate.shape[1] > 1 else hits
-    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det)
+    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det, g.num_classes)
 
 
-def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
-    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` from a decoded ``(1, N, 5 + nc)`` output.
+def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                num_classes: int | None = None) -> np.ndarray:
+    """Detections ``(K, 6 + E)`` = ``[x1, y1, x2, y2, score, class, extras]`` from a decoded ``(1, N, 5 + nc + E)``
+    output.
 
     Works on what every decoded YOLOv6/YOLOX export returns, ``[cx, cy, w, h, obj_or_1, cls scores]``:
-    score = column 4 × best class score, then class-aware NMS.
+    score = column 4 × best class score, then class-aware NMS. With ``num_classes`` the columns after the
+    classes are a task's extras (segment: mask coefficients), carried into the detections as they are.
     """
     d = np.asarray(decoded, dtype=np.float32)[0]
-    cls_id = d[:, 5:].argmax(1)
+    nc = d.shape[1] - 5 if num_classes is None else num_classes
+    extras = d[:, 5 + nc:]
+    cls_id = d[:, 5:5 + nc].argmax(1)
     score = d[:, 4] * d[np.arange(len(d)), 5 + cls_id]
     keep = score >= conf
-    d, score, cls_id = d[keep], score[keep], cls_id[keep]
+    d, score, cls_id, extras = d[keep], score[keep], cls_id[keep], extras[keep]
     boxes = np.concatenate([d[:, 0:2] - d[:, 2:4] / 2, d[:, 0:2] + d[:, 2:4] / 2], 1)
     span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
     k = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
-    return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32)], 1)
+    return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32), extras[k]], 1)
+
+
+def protos(raw, head) -> np.ndarray:
+    """The prototypes ``(B, nm, h, w)`` of a segmentation head: the output kept after the raw ones."""
+    g = Geometry.of(head)
+    if not g.protos or not isinstance(raw, (list, tuple)) or len(raw) != len(g.output_shapes()):
+        raise ValueError("no prototypes: pass every session output (session.run(None, ...)) of a segment head")
+    return np.asarray(raw[-1])
+
+
+def masks(dets: np.ndarray, protos: np.ndarray, head, shape=None) -> np.ndarray:
+    """``(K, H, W)`` bool masks of segment detections (see :func:`onnx_headcut.heads.tasks.segment.masks`)."""
+    return segment.masks(dets, protos, head, shape)
 
 
 def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
     """:func:`decode` restricted to the rows ``index`` of the flat layout: returns (K, 5 + nc)."""
     cells, strides, sizes = _rows(g)
-    return kind(g.decode).decode(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]
+    return _decoded(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]

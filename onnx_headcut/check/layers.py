@@ -58,6 +58,9 @@ def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple
         n = len(g.parts)
         pairs = [(np.concatenate([r[0] for r in rows[k::n]], 1), np.concatenate([r[1] for r in rows[k::n]], 1))
                  for k in range(n)]
+    if head.protos:  # the prototypes output, kept as it is: equal to the original's, bit for bit
+        p = convs[head.protos[0]]
+        pairs.append((p, np.zeros(p.shape)))
     return [v for v, _ in pairs], [m for _, m in pairs]
 
 
@@ -145,6 +148,11 @@ def _where(head: Head | None, g: Geometry, row: int) -> str:
     return f"row {row}"
 
 
+def pixel_columns(g: Geometry, width: int) -> slice:
+    """The original's columns (of ``width``) after the classes that hold pixels: a face head's landmarks."""
+    return slice(width - g.part_width("lmk"), width) if g.task == "face" else slice(width, width)
+
+
 def _column(g: Geometry, col: int, channel_first: bool) -> str:
     names = ["cx", "cy", "w", "h"]
     if col < 4:
@@ -167,6 +175,7 @@ def decode_check(original_out: np.ndarray, decoded: np.ndarray, allowed: Allowed
     err = np.nan_to_num(err, nan=math.inf)
     atol = np.full(a.shape[-1], allowed.score_atol)
     atol[:4] = allowed.box_atol
+    atol[pixel_columns(g, a.shape[-1])] = allowed.box_atol  # a task's extra columns in pixels (landmarks)
     with np.errstate(invalid="ignore"):
         limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
     excess = err - limit
@@ -272,6 +281,26 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     return DetectionCheck(conf, iou, len(kr), len(kg), int(good.sum()), float(ious.min(initial=1.0)), int(edge.sum()))
 
 
+def mask_agreement(ref_rows: np.ndarray, got_rows: np.ndarray, ref_protos: np.ndarray, got_protos: np.ndarray,
+                   g: Geometry, conf: float, iou: float) -> float:
+    """Layer 3 for a segment head: the min IoU of the masks of matched detections (each side its own rows'
+    coefficients and prototypes; pairs by row, same class), 1.0 when there are none."""
+    from ..decode import postprocess
+    from ..heads.tasks.segment import mask_iou, masks
+
+    ref = postprocess(ref_rows[:1], conf, iou, 10 ** 6, g.num_classes)
+    got = postprocess(got_rows[:1], conf, iou, 10 ** 6, g.num_classes)
+    if not len(ref) or not len(got):
+        return 1.0
+    pairs = [(i, int(np.argmax(_iou_one(r, got)))) for i, r in enumerate(ref)]
+    pairs = [(i, j) for i, j in pairs if got[j, 5] == ref[i, 5] and _iou_one(ref[i], got[j:j + 1])[0] >= MIN_IOU]
+    if not pairs:
+        return 1.0
+    a = masks(ref[[i for i, _ in pairs]], ref_protos[:1], g)
+    b = masks(got[[j for _, j in pairs]], got_protos[:1], g)
+    return float(mask_iou(a, b).min())
+
+
 def gap_threshold(scores, conf: float = DEFAULT_CONF, k: int = 20, gap: float = 1e-3) -> float:
     """A detection threshold that at least ``k`` of ``scores`` reach: ``conf`` when they do, else one in
     the middle of a gap of at least ``gap`` (relative) between consecutive scores, so that rounding
@@ -319,7 +348,12 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
                 lay = LayoutCheck(math.inf, 0, 0, str(e), False)
         dec = decode_check(ref_out, got, allowed, g_orig)
         if got.shape == ref_out.shape:
-            det = detection_check(canonical(ref_out, g_orig), canonical(got, g_orig), conf, iou, allowed.score_atol)
+            cols = 5 + g_orig.num_classes  # a task's extra columns are not scores
+            ref_rows, got_rows = canonical(ref_out, g_orig), canonical(got, g_orig)
+            det = detection_check(ref_rows[..., :cols], got_rows[..., :cols], conf, iou, allowed.score_atol)
+            if head.protos and convs is not None:
+                det = replace(det, mask_iou=mask_agreement(ref_rows, got_rows, convs[head.protos[0]], raw[-1],
+                                                           g_orig, conf, iou))
         else:
             det = DetectionCheck(conf, iou, 0, 0, 0, 0.0)
     return Check(label, lay, dec, det, engine)
