@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from . import torch_ultralytics as tu
+import torch_ultralytics as tu
 
 SEEDS = {"yolov8-seg": 20230112, "yolo11-seg": 20240931}
 NM, NPR = 32, 16  # upstream: nm 32 mask coefficients, npr 256 prototype channels (kept small here)
