@@ -30,6 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from .heads import Geometry, kind
+from .heads.base import TASK_ROLES
 from .heads.tasks import extra_columns, segment
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
@@ -225,7 +226,16 @@ def original_output(raw, head, input_size=None) -> np.ndarray:
     out = decode(raw, g)
     if not g.ones_column:
         out = np.concatenate([out[..., :4], out[..., 5:]], -1)
+    if g.extra_at >= 0:  # the task's extra block sits inside the original's row (YOLOv6 face: after the box)
+        e = out.shape[-1] - g.extra_at - _extra_width(g)
+        out = np.concatenate([out[..., :g.extra_at], out[..., -_extra_width(g):], out[..., g.extra_at:e + g.extra_at]],
+                             -1)
     return out.transpose(0, 2, 1) if g.channel_first else out
+
+
+def _extra_width(g: Geometry) -> int:
+    """Columns of the task's extra block in a decoded row (0 for a detection head)."""
+    return sum(n for r, n, _ in g.channels if r in TASK_ROLES)
 
 
 def canonical(original_out: np.ndarray, head) -> np.ndarray:
@@ -242,6 +252,9 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
     if g.topk:
         raise ValueError("a top-k output holds detections, not decoded rows; see selected()")
     y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
+    if g.extra_at >= 0:  # the extra block back after the classes
+        a, n = g.extra_at, _extra_width(g)
+        y = np.concatenate([y[..., :a], y[..., a + n:], y[..., a:a + n]], -1)
     if g.xyxy:  # x1, y1, x2, y2 → cx, cy, w, h
         y = np.concatenate([(y[..., 0:2] + y[..., 2:4]) / 2, y[..., 2:4] - y[..., 0:2], y[..., 4:]], -1)
     if not g.ones_column:

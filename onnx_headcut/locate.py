@@ -26,7 +26,7 @@ from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
 from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
 from .heads.anchor_raw import match_split_raw
-from .heads.tasks import segment
+from .heads.tasks import face, segment
 from .metadata import METADATA_KEY
 from .region import LAYOUT_OPS, RAW_OPS, decode_region
 
@@ -54,7 +54,7 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         raise NoHeadError(f"no YOLO head: input '{inp.name}' has shape {in_shape}, expected static (1, 3, H, W)")
     outputs = [o.name for o in model.graph.output]
     protos = None  # a segmentation export: the prototypes output, kept as it is beside the raw head
-    if (pair := segment.outputs(ix, shapes, outputs)) is not None:
+    if (pair := segment.outputs(ix, shapes, outputs, tuple(in_shape))) is not None:
         outputs, protos = [pair[0]], pair[1]
     seg = refusals.segmentation(outputs, shapes)
     if seg:
@@ -93,9 +93,11 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         if isinstance(found, Head):
             return found
         raise NoHeadError(f"no YOLO head: {found}")
-    face = refusals.face(ctx)
-    if face:
-        raise NoHeadError(face)
+    landmarks = face.match(ctx, PATTERNS)
+    if isinstance(landmarks, Head):
+        return landmarks
+    if landmarks is not None:
+        raise NoHeadError(f"no YOLO head: {landmarks}")
     rejections = []
     for pattern in PATTERNS:
         r = pattern(ctx)

@@ -99,3 +99,85 @@ def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = Fa
         return path
     onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
     return path
+
+
+# ------------------------------------------------------------------------------ YOLOv6 0.3.1 face
+
+
+def build_yolov6_face(nc: int = 1):
+    """The ``tests.torch_families`` YOLOv6 anchor-free network (0.3.0 ``Detect``, no DFL) with the face release's
+    ``lmks_preds``: per level a Conv2d(c, 10, 1) on the reg branch's features; eval output
+    ``cat([pred_bboxes, (lmks + anchor_points.repeat(1, 5)) * stride_tensor, ones, cls], -1)`` (1, N, 15 + nc)."""
+    import torch
+    import torch_families as tf
+    from torch import nn
+
+    base = tf.build_yolov6_af(nc, 0).eval()
+    det = base.detect
+
+    class FaceDetect(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.det = det
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(20230301)
+                self.lmks_preds = nn.ModuleList(nn.Conv2d(c.conv.out_channels, 10, 1) for c in det.reg_convs)
+                for p in self.lmks_preds.parameters():
+                    p.data.mul_(0.5)
+                for c in det.cls_preds:  # scores spread around the threshold (upstream's prior leaves them at 0.01)
+                    c.weight.data.mul_(20.0)
+                    c.bias.data.fill_(-1.0)
+
+        def forward(self, x):
+            d = self.det
+            anchor_points, stride_tensor = [], []
+            for i, s in enumerate(d.stride.tolist()):
+                _, _, h, w = x[i].shape
+                sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+                anchor_points.append(torch.stack([sx, sy], -1).to(torch.float).reshape(-1, 2))
+                stride_tensor.append(torch.full((h * w, 1), s, dtype=torch.float))
+            anchor_points, stride_tensor = torch.cat(anchor_points), torch.cat(stride_tensor)
+            cls_list, reg_list, lmk_list = [], [], []
+            for i in range(d.nl):
+                b, _, h, w = x[i].shape
+                f = d.stems[i](x[i])
+                cls_output = torch.sigmoid(d.cls_preds[i](d.cls_convs[i](f)))
+                reg_feat = d.reg_convs[i](f)
+                cls_list.append(cls_output.reshape([b, d.nc, h * w]))
+                reg_list.append(d.reg_preds[i](reg_feat).reshape([b, 4, h * w]))
+                lmk_list.append(self.lmks_preds[i](reg_feat).reshape([b, 10, h * w]))
+            cls_all = torch.cat(cls_list, -1).permute(0, 2, 1)
+            reg_all = torch.cat(reg_list, -1).permute(0, 2, 1)
+            lmk_all = torch.cat(lmk_list, -1).permute(0, 2, 1)
+            lt, rb = torch.split(reg_all, 2, -1)
+            x1y1, x2y2 = anchor_points - lt, anchor_points + rb
+            boxes = torch.cat([(x1y1 + x2y2) / 2, x2y2 - x1y1], -1) * stride_tensor
+            lmks = (lmk_all + anchor_points.repeat(1, 5)) * stride_tensor
+            ones = torch.ones((b, boxes.shape[1], 1), dtype=boxes.dtype)
+            return torch.cat([boxes, lmks, ones, cls_all], -1)
+
+    base.detect = FaceDetect()
+    for p in base.parameters():
+        p.requires_grad = False
+    return base.eval()
+
+
+def export_yolov6_face(path, *, size=(320, 320), nc: int = 1, opset: int = 13, dynamo: bool = False) -> Path:
+    """Export the face fixture as YOLOv6's ``deploy/ONNX/export_onnx.py`` does (legacy, opset 13, 'images' ->
+    'outputs'), or with the dynamo exporter (opset 18, weights in ``<path>.data``)."""
+    import torch
+
+    path = Path(path)
+    model = build_yolov6_face(nc)
+    img = torch.zeros(1, 3, *size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(img)
+        if dynamo:
+            torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
+                              input_names=["images"], output_names=["outputs"], opset_version=max(opset, 18))
+        else:
+            torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
+                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
+                              input_names=["images"], output_names=["outputs"], dynamo=False)
+    return path

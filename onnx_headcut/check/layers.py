@@ -149,8 +149,11 @@ def _where(head: Head | None, g: Geometry, row: int) -> str:
 
 
 def pixel_columns(g: Geometry, width: int) -> slice:
-    """The original's columns (of ``width``) after the classes that hold pixels: a face head's landmarks."""
-    return slice(width - g.part_width("lmk"), width) if g.task == "face" else slice(width, width)
+    """The original's columns (of ``width``) of a task's extra block that hold pixels: a face head's landmarks."""
+    if g.task != "face":
+        return slice(width, width)
+    at = g.extra_at if g.extra_at >= 0 else width - g.part_width("lmk")
+    return slice(at, at + g.part_width("lmk"))
 
 
 def _column(g: Geometry, col: int, channel_first: bool) -> str:
@@ -179,8 +182,11 @@ def decode_check(original_out: np.ndarray, decoded: np.ndarray, allowed: Allowed
     with np.errstate(invalid="ignore"):
         limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
     excess = err - limit
-    boxes = float(err[..., :4].max()) if err.size else 0.0
-    scores = float(err[..., 4:].max()) if err[..., 4:].size else 0.0
+    px = np.zeros(a.shape[-1], bool)
+    px[:4] = True
+    px[pixel_columns(g, a.shape[-1])] = True  # landmarks count with the boxes (pixels)
+    boxes = float(err[..., px].max()) if err.size else 0.0
+    scores = float(err[..., ~px].max()) if err[..., ~px].size else 0.0
     bad = excess > 0
     if not bad.any():
         return DecodeCheck(boxes, scores, allowed, "", True)

@@ -164,6 +164,7 @@ class Geometry:
     score_sum: bool = False  # split layouts: a score-sum output follows each cls output
     task: str = "detect"  # "segment", "face": the head has the task's extra block (:data:`TASK_ROLES`)
     protos: tuple[int, ...] = ()  # segment: the shape (1, nm, h, w) of the prototypes output kept after the raw ones
+    extra_at: int = -1  # the column of the original's row where the task's extra block sits (-1: after the classes)
 
     @property
     def na(self) -> int:
@@ -245,7 +246,8 @@ class Geometry:
                        int(meta["selection"]["k"]) if "selection" in meta else 0,
                        int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0,
                        bool(meta.get("score_sum", False)), str(meta.get("task", "detect")),
-                       tuple(int(d) for d in meta["protos"]["shape"]) if "protos" in meta else ())
+                       tuple(int(d) for d in meta["protos"]["shape"]) if "protos" in meta else (),
+                       int(orig.get("extra_at", -1)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -319,6 +321,7 @@ class Head:
     task: str = "detect"  # "segment", "face": each level has the task's extra branch (:data:`TASK_ROLES`)
     protos: tuple = ()  # segment: (output name, shape (1, nm, h, w)) of the prototypes, a graph output kept as is
     landmarks: int = 0  # face: landmarks per detection (x, y each)
+    extra_at: int = -1  # the column of the original's row where the extra block sits (-1: after the classes)
 
     @property
     def kept_outputs(self) -> tuple[str, ...]:
@@ -423,7 +426,7 @@ class Head:
                         self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
                         self.selection.k if self.selection is not None else 0,
                         self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum, self.task,
-                        tuple(self.protos[1]) if self.protos else ())
+                        tuple(self.protos[1]) if self.protos else (), self.extra_at)
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -456,7 +459,8 @@ class Head:
             "original_output": {"name": self.output_name, "shape": list(self.output_shape),
                                 "decoded": self.original_decoded,
                                 "layout": "channels" if self.channel_first else "rows"}
-            | ({"boxes": "xyxy"} if self.xyxy else {}),
+            | ({"boxes": "xyxy"} if self.xyxy else {})
+            | ({"extra_at": self.extra_at} if self.extra_at >= 0 else {}),
         }
         if layout.kind in SPLIT:
             d["score_sum"] = layout.score_sum

@@ -4,7 +4,8 @@ exporter, onnxslim, opset 18): the :func:`~.yolov8.yolov8` detection export plus
     per level: feature ─► cv4: Conv 3x3 ─► SiLU ─► Conv 3x3 ─► SiLU ─► Conv 1x1 (1,nm,h,w) ─► Reshape (1,nm,-1)
                                                                         ─► Concat(levels) mc (1,nm,N)
     Concat([dbox, sigmoid(cls), mc], axis 1) ─► output0 (1, 4+nc+nm, N)   (onnxslim merges the two Concats)
-    P3 ─► Proto: Conv 3x3 ─► SiLU ─► ConvTranspose 2x2/2 ─► Conv 3x3 ─► SiLU ─► Conv 1x1 ─► SiLU ─► output1 (1,nm,H/4,W/4)
+    P3 ─► Proto: Conv 3x3 ─► SiLU ─► ConvTranspose 2x2/2 ─► Conv 3x3 ─► SiLU ─► Conv 1x1 ─► SiLU
+        ─► output1 (1, nm, H/4, W/4)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 module                      heads                                                  extra block (role)
 ==========================  =====================================================  ==========================
 :mod:`.segment`             Ultralytics YOLOv8 / YOLO11 ``Segment``                mask coefficients (mask)
+:mod:`.face`                YOLOv6 0.3.1 face                                      landmark offsets (lmk)
 ==========================  =====================================================  ==========================
 
 Each module has ``TASK``, ``ROLE``, how its branch is located (``match``), and the decode of its extra columns
@@ -15,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Geometry
-from . import segment
+from . import face, segment
 
 #: every task module
-TASKS = (segment,)
+TASKS = (segment, face)
 
 
 def extra_columns(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray) -> list[np.ndarray]:
@@ -27,4 +28,4 @@ def extra_columns(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.
     return [t.decode(flat, g, cells, strides) for t in TASKS if t.ROLE in cols]
 
 
-__all__ = ["TASKS", "extra_columns", "segment"]
+__all__ = ["TASKS", "extra_columns", "face", "segment"]

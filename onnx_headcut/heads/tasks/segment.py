@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph import is_static
-from .._match import MatchContext, rejecter
+from ...region import decode_region
+from .._match import MatchContext, group_levels, rejecter
 from ..base import Geometry, Head, Rejection
 from ._branch import detection_context, last_columns, layout_only, split_extra, with_extra
 
@@ -51,15 +52,24 @@ def made_by_conv(ix, t: str) -> bool:
     return False
 
 
-def outputs(ix, shapes, names: list[str]) -> tuple[str, str] | None:
+def outputs(ix, shapes, names: list[str], input_shape) -> tuple[str, str] | None:
     """(decoded output, prototypes output) of a two-output export whose second kind of output is a static
-    ``(1, nm, h, w)`` tensor made by a conv; None for anything else."""
+    ``(1, nm, h, w)`` tensor made by a conv, and whose decode reads, on every level, one conv of ``nm`` channels
+    through layout ops only (the coefficients); None for anything else."""
     if len(names) != 2:
         return None
     four = [n for n in names if len(s := shapes.get(n) or ()) == 4 and is_static(s) and s[0] == 1]
     three = [n for n in names if len(shapes.get(n) or ()) == 3]
     if len(four) != 1 or len(three) != 1 or not made_by_conv(ix, four[0]):
         return None
+    region = decode_region(ix, three[0])
+    groups = group_levels(shapes, region, input_shape)
+    if isinstance(groups, str) or not groups:
+        return None
+    nm = shapes[four[0]][1]
+    for _, _, convs in groups:
+        if sum(shapes[t][1] == nm and layout_only(ix, t, three[0]) for t in convs) != 1:
+            return None
     return three[0], four[0]
 
 
