@@ -281,6 +281,8 @@ def _check_layout(meta: dict) -> None:
     if isinstance(meta.get("raw_outputs"), list):
         parts = (3 if meta.get("score_sum") else 2) if layout in SPLIT else 1
         n = parts * (len(meta["levels"]) if layout in ("levels", "split") else 1)
+        if "protos" in meta:  # a segment head's prototypes, kept after the raw outputs
+            n += 1
         if len(meta["raw_outputs"]) != n:
             raise _Bad(f"{len(meta['raw_outputs'])} raw_outputs for the {layout} layout of "
                        f"{len(meta['levels'])} levels, which has {n}")
