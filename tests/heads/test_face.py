@@ -129,3 +129,24 @@ def test_layer2_sees_landmarks_recorded_elsewhere(exported, tmp_path):
     assert good.ok and good.max_abs_err_boxes <= 1e-3
     wrong = decode_check(y, original_output(r, Geometry.of(meta)), allowed, Geometry.of(res.metadata))
     assert not wrong.ok and wrong.max_abs_err > 1.0
+
+
+PHOTO = Path(__file__).resolve().parents[2] / "samples" / "images" / "astronaut.jpg"
+
+
+def test_detect_landmarks_original_and_raw(exported, tmp_path):
+    """``detect`` on a photograph: the original and the raw model give the same boxes and landmarks (image
+    pixels); --json carries them as [[x, y], ...]; the drawing has the dots."""
+    from onnx_headcut.detect import detect as detect_image
+    from onnx_headcut.detect import draw
+
+    strip(exported, tmp_path / "raw.onnx", conf=CONF)
+    orig = detect_image(exported, PHOTO, conf=CONF)
+    raw = detect_image(tmp_path / "raw.onnx", PHOTO, conf=CONF)
+    assert len(raw.detections) == len(orig.detections) > 0
+    for a, b in zip(orig.detections, raw.detections):
+        assert len(a.landmarks) == len(b.landmarks) == 5
+        assert np.abs(np.subtract(a.landmarks, b.landmarks)).max() <= 1e-2
+    js = raw.to_json()["detections"][0]
+    assert js["landmarks"] == [[round(x, 2), round(y, 2)] for x, y in raw.detections[0].landmarks]
+    assert draw(PHOTO, raw, tmp_path / "drawn.png").stat().st_size > 0

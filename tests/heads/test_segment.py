@@ -166,3 +166,52 @@ def test_mask_layer_fails_on_other_prototypes(exported, tmp_path):
     geo = Geometry.of(g)
     assert mask_agreement(rows, rows, y1, y1, geo, 0.25, 0.45) == 1.0
     assert mask_agreement(rows, rows, y1, other, geo, 0.25, 0.45) < 0.9
+
+
+PHOTO = Path(__file__).resolve().parents[2] / "samples" / "images" / "astronaut.jpg"
+
+
+def _unrle(r: dict) -> np.ndarray:
+    h, w = r["size"]
+    flat = np.zeros(h * w, bool)
+    at, value = 0, False
+    for c in r["counts"]:
+        flat[at:at + c] = value
+        at, value = at + c, not value
+    return flat.reshape((h, w), order="F")
+
+
+def test_detect_masks_original_and_raw(exported, tmp_path):
+    """``detect`` on a photograph: the original and the raw model give the same boxes and masks; --json carries
+    each mask as COCO uncompressed RLE of the image-sized mask; the drawing has the overlays."""
+    import subprocess
+
+    from onnx_headcut.detect import detect as detect_image
+    from onnx_headcut.detect import draw
+
+    strip(exported, tmp_path / "raw.onnx")
+    orig = detect_image(exported, PHOTO, conf=0.25)
+    raw = detect_image(tmp_path / "raw.onnx", PHOTO, conf=0.25)
+    assert (orig.kind, raw.kind) == ("decoded", "raw")
+    w0, h0 = raw.image_size
+    # random weights on a photograph tie scores to 1e-7, where greedy NMS may keep another neighbour: pair by box
+    pairs = [(a, b) for a in orig.detections for b in raw.detections
+             if a.cls == b.cls and np.abs(np.subtract(a.box, b.box)).max() <= 1e-2]
+    assert len(pairs) >= 20 and min(len(orig.detections), len(raw.detections)) > 20
+    for a, b in pairs:
+        assert a.mask is not None and b.mask is not None and b.mask.shape == (h0, w0)
+        assert (a.mask != b.mask).sum() <= 1e-3 * a.mask.size
+    assert any(d.mask.any() for d in raw.detections)
+    js = raw.to_json()["detections"][0]
+    assert js["mask"]["encoding"] == "rle-coco-uncompressed" and js["mask"]["size"] == [h0, w0]
+    assert np.array_equal(_unrle(js["mask"]), raw.detections[0].mask)
+    out = draw(PHOTO, raw, tmp_path / "drawn.png")
+    plain = draw(PHOTO, type(raw)(**{**raw.__dict__, "detections": tuple(
+        type(d)(d.box, d.score, d.cls, d.name) for d in raw.detections)}), tmp_path / "plain.png")
+    from PIL import Image
+
+    assert np.abs(np.asarray(Image.open(out), np.int16) - np.asarray(Image.open(plain), np.int16)).sum() > 0
+    cli = subprocess.run([sys.executable, "-m", "onnx_headcut", "detect", str(tmp_path / "raw.onnx"), str(PHOTO),
+                          "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["detections"][0]["mask"] == js["mask"]
