@@ -209,10 +209,16 @@ def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
 
 
+def _six(d) -> np.ndarray:
+    """Detections as (K, 6) float64 ``[x1, y1, x2, y2, score, class]``: a task's extra columns left out."""
+    a = np.asarray(d, np.float64)
+    return a.reshape(-1, a.shape[-1])[:, :6] if a.ndim == 2 else a.reshape(-1, 6)
+
+
 def match_detections(ref: np.ndarray, got: np.ndarray, min_iou: float = MIN_IOU) -> tuple[int, float]:
     """(matched pairs, min IoU over them): each reference detection, best score first, takes its
     best unmatched same-class partner; a pair counts when its IoU >= ``min_iou``."""
-    ref, got = np.asarray(ref, np.float64).reshape(-1, 6), np.asarray(got, np.float64).reshape(-1, 6)
+    ref, got = _six(ref), _six(got)
     free = np.ones(len(got), bool)
     matched, worst = 0, 1.0
     for r in ref[np.argsort(-ref[:, 4], kind="stable")]:

@@ -215,3 +215,24 @@ def test_detect_masks_original_and_raw(exported, tmp_path):
                           "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["detections"][0]["mask"] == js["mask"]
+
+
+def test_codegen_refuses_segment_heads(tmp_path):
+    from onnx_headcut.codegen.spec import spec_of
+    from onnx_headcut.errors import InputError
+
+    onnx.save(yolov8_seg(nc=5), str(tmp_path / "seg.onnx"))
+    res = strip(tmp_path / "seg.onnx", tmp_path / "raw.onnx", verify=False)
+    with pytest.raises(InputError, match=r"^codegen does not cover segment heads yet"):
+        spec_of(res.metadata, "raw")
+
+
+def test_match_detections_reads_the_first_six_columns():
+    """Detections with a task's extra columns pair on [x1, y1, x2, y2, score, class] only."""
+    from onnx_headcut.check import match_detections
+
+    d = np.array([[0, 0, 10, 10, 0.9, 1, *np.arange(NM)]], np.float32)
+    e = d.copy()
+    e[0, 6:] = -1
+    assert match_detections(d, e) == (1, 1.0)
+    assert match_detections(np.zeros((0, 6 + NM)), d)[0] == 0
