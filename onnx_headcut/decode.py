@@ -116,11 +116,12 @@ def flatten_levels(raw, head) -> np.ndarray:
         outs = outs[:len(g.output_shapes()) - 1]
     if g.layout == "flat":
         return outs[0]
+    j = g.joined_parts  # box, cls (, a task's extra block); not the score sum
     if g.layout == "flat-split":
-        return np.concatenate(outs[:2], -1)
-    if g.layout == "split":  # per level [box, cls(, sum)]: (B, na·k, h, w) → (B, na, k, h·w), joined on k
+        return np.concatenate(outs[:j], -1)
+    if g.layout == "split":  # per level [box, cls(, extra)(, sum)]: (B, na·k, h, w) → (B, na, k, h·w), joined on k
         n = len(g.parts)
-        outs = [np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]) for o in outs[k:k + 2]], 2)
+        outs = [np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]) for o in outs[k:k + j]], 2)
                 .reshape(outs[k].shape[0], -1, *outs[k].shape[2:]) for k in range(0, len(outs), n)]
     if g.na > 1:  # anchor heads: (B, na*no, h, w) per level → rows (level, anchor, y, x)
         return np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]).transpose(0, 1, 3, 2)

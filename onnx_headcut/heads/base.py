@@ -67,6 +67,7 @@ class Layout:
     keep_dfl: bool = False
     keep_sigmoid: bool = False
     score_sum: bool = False
+    extra: tuple[str, ...] = ()  # a task head's extra roles (:data:`TASK_ROLES`): split layouts give each an output
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
@@ -78,7 +79,9 @@ class Layout:
     @property
     def parts(self) -> tuple[str, ...]:
         """The outputs per level (per-level layouts) or in all (flat ones): ``("",)`` unless split."""
-        return ("box", "cls", "sum")[:3 if self.score_sum else 2] if self.kind in SPLIT else ("",)
+        if self.kind not in SPLIT:
+            return ("",)
+        return ("box", "cls", *(PART[r] for r in self.extra), *(("sum",) if self.score_sum else ()))
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,13 @@ class Geometry:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return Layout(self.layout, score_sum=self.score_sum).parts
+        extra = tuple(r for r, _, _ in self.channels if r in TASK_ROLES)
+        return Layout(self.layout, score_sum=self.score_sum, extra=extra).parts
+
+    @property
+    def joined_parts(self) -> int:
+        """How many of the outputs per level (split) or in all (flat-split) hold row columns: all but the sum."""
+        return len(self.parts) - self.score_sum
 
     def part_width(self, part: str) -> int:
         """Channels per anchor of a split layout's ``part`` (``box``, ``cls``, ``sum``; ``""``: the whole row)."""
@@ -391,15 +400,14 @@ class Head:
         if layout.keep_sigmoid and layout.kind == "levels" and self.decode == "anchor_grid":
             raise UsageError(f"--keep-sigmoid with --layout levels does not apply to {name} (the sigmoid would "
                              "reach the box columns); use the flat or split layout")
-        if self.task != "detect" and layout.kind in SPLIT:
-            raise UsageError(f"--layout {layout.kind} is not available for {name} ({self.task}); "
-                             "use --layout flat or levels")
         if layout.score_sum and self.kind.gate == "obj":
             raise UsageError(f"--score-sum does not apply to {name}: its objectness (the first channel of each cls "
                              "output) already bounds every score, reject on it")
 
     def effective(self, layout: Layout) -> Layout:
-        return self.kind.effective(self, layout)
+        """The layout emitted for ``layout``: the kind's, knowing the task's extra roles (split: outputs of their own)."""
+        extra = tuple(b.role for b in self.levels[0].branches if b.role in TASK_ROLES)
+        return replace(self.kind.effective(self, layout), extra=extra)
 
     def at(self, size) -> Head:
         """This head at input ``size`` (H, W) (a dynamic one: grids and rows follow; see :meth:`Geometry.at`)."""
@@ -494,8 +502,10 @@ def _split_outputs(layout: Layout, na: int) -> str:
     """In words, what the outputs of a split layout are and in which order (recorded as ``outputs``)."""
     per = "per level (stride ascending) <output>_s<stride>_box, _cls" if layout.kind == "split" else \
         "<output>_box (1, N, box), <output>_cls (1, N, scores)"
-    text = per + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
+    extra = "".join(f", _{PART[r]}" for r in layout.extra)
+    text = per + extra + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
     text += "those named 'cls' (objectness first where the head has it)"
+    text += "".join(f", then the '{PART[r]}' block" for r in layout.extra)
     if na > 1:
         text += (f"; {na} anchors per cell: each output holds, per anchor, its own block of those channels"
                  if layout.kind == "split" else f"; rows ordered level, anchor, y, x ({na} anchors per cell)")

@@ -85,6 +85,19 @@ def test_torch_face_levels(exported, tmp_path):
     assert check.ok and check.decode.max_abs_err_boxes <= 1e-3 and check.detections.matched > 5
 
 
+def test_generated_face_split(tmp_path):
+    """The split layouts give the landmarks an output of their own, after _cls and before _sum."""
+    src = tmp_path / "face.onnx"
+    onnx.save(yolov6_af(width=8, nc=1, landmarks=True), str(src))
+    res = strip(src, tmp_path / "raw.onnx", layout=Layout("flat-split", score_sum=True), conf=0.0105)
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert [(o.name, _dims(o)) for o in raw.graph.output] == [
+        ("outputs_box", [1, ROWS, 4]), ("outputs_cls", [1, ROWS, 1]), ("outputs_lmk", [1, ROWS, 10]),
+        ("outputs_sum", [1, ROWS, 1])]
+    (check,) = res.verification.checks
+    assert check.ok and check.decode.max_abs_err <= 1e-3 and check.detections.matched > 0
+
+
 @pytest.mark.parametrize("nc,opset", [(1, 13), (3, 12)])
 def test_generated_face(nc, opset, tmp_path):
     src = tmp_path / "face.onnx"

@@ -133,12 +133,25 @@ def test_generated_segment(yolo11, tmp_path):
     assert side["task"] == "segment"
 
 
-def test_split_layouts_refused(tmp_path):
-    src = tmp_path / "seg.onnx"
-    onnx.save(yolov8_seg(nc=5), str(src))
-    for kind in ("split", "flat-split"):
-        with pytest.raises(UsageError, match=rf"^--layout {kind} is not available for .*segment"):
-            strip(src, tmp_path / "raw.onnx", layout=Layout(kind))
+@pytest.mark.parametrize("layout", [Layout("split", score_sum=True), Layout("flat-split")], ids=["split", "flat-split"])
+def test_torch_segment_split(exported, layout, tmp_path):
+    """The split layouts give the coefficients an output of their own, after _cls and before _sum."""
+    res = strip(exported, tmp_path / "raw.onnx", layout=layout)
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    names = [(o.name, _dims(o)) for o in raw.graph.output]
+    if layout.kind == "split":
+        assert names[:4] == [("output0_s8_box", [1, 64, 40, 40]), ("output0_s8_cls", [1, NC, 40, 40]),
+                             ("output0_s8_mask", [1, NM, 40, 40]), ("output0_s8_sum", [1, 1, 40, 40])]
+        assert len(names) == 3 * 4 + 1
+    else:
+        assert names == [("output0_box", [1, ROWS, 64]), ("output0_cls", [1, ROWS, NC]),
+                         ("output0_mask", [1, ROWS, NM]), ("output1", [1, NM, 80, 80])]
+    assert names[-1] == ("output1", [1, NM, 80, 80])
+    assert [c["output"] for c in res.metadata["channels"]] == ["box", "cls", "mask"]
+    assert len(res.metadata["raw_outputs"]) == len(names)
+    (check,) = res.verification.checks
+    assert check.ok and check.layout.max_abs_err <= 1e-6 and check.decode.max_abs_err <= 1e-3
+    assert check.detections.matched > 20 and check.detections.mask_iou == 1.0
 
 
 def test_coefficients_not_last_are_refused():
