@@ -405,7 +405,7 @@ class Head:
                              "output) already bounds every score, reject on it")
 
     def effective(self, layout: Layout) -> Layout:
-        """The layout emitted for ``layout``: the kind's, knowing the task's extra roles (split: outputs of their own)."""
+        """The layout emitted for ``layout``: the kind's, with the task's extra roles (split: outputs of their own)."""
         extra = tuple(b.role for b in self.levels[0].branches if b.role in TASK_ROLES)
         return replace(self.kind.effective(self, layout), extra=extra)
 

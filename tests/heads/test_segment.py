@@ -17,7 +17,7 @@ import pytest
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.check.layers import mask_agreement
 from onnx_headcut.decode import canonical, detect, masks, original_output, protos
-from onnx_headcut.errors import NoHeadError, UsageError
+from onnx_headcut.errors import NoHeadError
 from onnx_headcut.graph import GraphIndex, infer_shapes, max_rank
 from onnx_headcut.heads import Layout
 from onnx_headcut.locate import locate
