@@ -35,11 +35,9 @@ from .heads.tasks import extra_columns, segment
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
-__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "masks", "nms",
-           "protos",
-           "original_output", "postprocess", "raw_outputs", "scale_boxes", "select_topk", "selected", "sigmoid",
-           "sized",
-           "dfl_expectation", "to_input"]
+__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "dfl_expectation", "flatten_levels", "letterbox",
+           "masks", "nms", "original_coefficients", "original_output", "postprocess", "protos", "raw_outputs",
+           "scale_boxes", "select_topk", "selected", "sigmoid", "sized", "to_input"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +223,8 @@ def original_output(raw, head, input_size=None) -> np.ndarray:
                 flat[..., cols[role]] = sigmoid(flat[..., cols[role]])
         return flat
     out = decode(raw, g)
+    if g.coefficients:  # YOLOv6 seg: the coefficients are an output of their own (original_coefficients)
+        out = out[..., :out.shape[-1] - _extra_width(g)]
     if not g.ones_column:
         out = np.concatenate([out[..., :4], out[..., 5:]], -1)
     if g.extra_at >= 0:  # the task's extra block sits inside the original's row (YOLOv6 face: after the box)
@@ -232,6 +232,16 @@ def original_output(raw, head, input_size=None) -> np.ndarray:
         out = np.concatenate([out[..., :g.extra_at], out[..., -_extra_width(g):], out[..., g.extra_at:e + g.extra_at]],
                              -1)
     return out.transpose(0, 2, 1) if g.channel_first else out
+
+
+def original_coefficients(raw, head) -> np.ndarray:
+    """What a YOLOv6 seg export's coefficient output holds for this raw output: ``(B, N, 1 + nm)`` = per row
+    [level index, mask coefficients]."""
+    g = Geometry.of(head)
+    flat = flatten_levels(raw, g)
+    level = np.concatenate([np.full(h * w * g.na, i, flat.dtype) for i, (h, w) in enumerate(g.grids)])
+    idx = np.broadcast_to(level[None, :, None], (flat.shape[0], len(level), 1))
+    return np.concatenate([idx, flat[..., g.columns()["mask"]]], -1)
 
 
 def _extra_width(g: Geometry) -> int:

@@ -124,7 +124,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
             import onnx
 
             outputs = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
-            out_names = [located.output_name, *located.kept_outputs] \
+            out_names = [located.output_name, *located.kept_outputs, *located.compared_outputs] \
                 if len(outputs) > 1 and located.output_name in outputs else None
         pre, recorded = located.preprocess, (None if names is not None else model_names(model, nc))
     labels = class_names(nc, names, recorded)  # a bad names file fails before the model runs
@@ -146,24 +146,28 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         dets = selected(ys[0], conf)
     else:
         g = Geometry.of(located)
-        dets = postprocess(canonical(ys[0], g), conf, iou, num_classes=nc)
+        rows = canonical(ys[0], g)
+        if located.coefficients:  # YOLOv6 seg: the coefficients after the level index of their own output
+            rows = np.concatenate([rows, ys[-1][..., 1:]], -1)
+        dets = postprocess(rows, conf, iou, num_classes=nc)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
-    masks_, points = _extras(dets, ys, g, ratio, pad, (h0, w0))
+    protos = ys[-1] if head is not None else ys[1] if g is not None and g.protos else None
+    masks_, points = _extras(dets, protos, g, ratio, pad, (h0, w0))
     out = tuple(Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(d[4]), int(d[5]),
                           labels[int(d[5])], masks_[k] if masks_ is not None else None, points[k] if points else ())
                 for k, (b, d) in enumerate(zip(boxes, dets)))
     return DetectResult(str(model), "raw" if head is not None else "decoded", engine, str(image), (w0, h0), out)
 
 
-def _extras(dets: np.ndarray, ys, g: Geometry | None, ratio: float, pad, size) -> tuple[np.ndarray | None, list]:
+def _extras(dets: np.ndarray, protos, g: Geometry | None, ratio: float, pad, size) -> tuple[np.ndarray | None, list]:
     """A task head's extras of ``dets`` on the original image: segment masks (K, h0, w0), face landmarks."""
     if g is None or g.task == "detect" or not len(dets):
         return None, []
     if g.task == "segment":
-        return image_masks(masks(dets, ys[-1], g), ratio, pad, size), []
+        return image_masks(masks(dets, protos, g), ratio, pad, size), []
     if g.task == "face":
         pts = (dets[:, 6:].reshape(len(dets), -1, 2) - np.asarray(pad, np.float32)) / ratio
         return None, [tuple((float(x), float(y)) for x, y in p) for p in pts]

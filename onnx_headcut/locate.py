@@ -54,8 +54,11 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         raise NoHeadError(f"no YOLO head: input '{inp.name}' has shape {in_shape}, expected static (1, 3, H, W)")
     outputs = [o.name for o in model.graph.output]
     protos = None  # a segmentation export: the prototypes output, kept as it is beside the raw head
+    coefs = None  # a YOLOv6 seg export: its output of [level index, coefficients], reproduced by the decode
     if (pair := segment.outputs(ix, shapes, outputs, tuple(in_shape))) is not None:
         outputs, protos = [pair[0]], pair[1]
+    elif (triple := segment.separate_outputs(ix, shapes, outputs, tuple(in_shape))) is not None:
+        outputs, protos, coefs = [triple[0]], triple[1], triple[2]
     seg = refusals.segmentation(outputs, shapes)
     if seg:
         raise NoHeadError(seg)
@@ -89,7 +92,8 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
                           "so no single recorded formula reproduces it; headcut does not cut such a decode")
     ctx = MatchContext(ix, shapes, region, inp.name, tuple(in_shape), group_levels(shapes, region, in_shape))
     if protos is not None:
-        found = segment.match(ctx, PATTERNS, protos)
+        found = segment.match(ctx, PATTERNS, protos) if coefs is None else \
+            segment.match_separate(ctx, PATTERNS, protos, coefs)
         if isinstance(found, Head):
             return found
         raise NoHeadError(f"no YOLO head: {found}")

@@ -181,3 +181,106 @@ def export_yolov6_face(path, *, size=(320, 320), nc: int = 1, opset: int = 13, d
                               training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
                               input_names=["images"], output_names=["outputs"], dynamo=False)
     return path
+
+
+# ------------------------------------------------------------------------------ YOLOv6 0.4.1 seg
+
+
+def build_yolov6_seg(nc: int = 3, nm: int = NM, npr: int = NPR):
+    """The ``tests.torch_families`` YOLOv6 anchor-free network with 0.4.1's seg head
+    (``yolov6/models/heads/effidehead_fuseab_seg.py`` ``Detect``, eval path, ``use_dfl`` False): per level
+    ``seg_convs`` (ConvBNSiLU 3x3 on the stem) → ``seg_preds`` (nm); ``Proto`` (Conv 3x3 → Upsample nearest x2 →
+    Conv 3x3 → Conv 1x1) on P3's stem; returns ``(cat([boxes, ones, cls], -1), [protos], seg_conf)`` with
+    ``seg_conf`` (1, N, 1 + nm) = per row [``proto_no`` = the level index, coefficients]."""
+    import torch
+    import torch_families as tf
+    from torch import nn
+
+    base = tf.build_yolov6_af(nc, 0).eval()
+    det = base.detect
+    _, _, ExportSiLU, Conv, _ = tf._blocks()
+
+    class Proto(nn.Module):
+        def __init__(self, c1, c_, c2):
+            super().__init__()
+            self.cv1 = Conv(c1, c_, 3, act=ExportSiLU())
+            self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+            self.cv2 = Conv(c_, c_, 3, act=ExportSiLU())
+            self.cv3 = Conv(c_, c2, 1, act=ExportSiLU())
+
+        def forward(self, x):
+            return self.cv3(self.cv2(self.upsample(self.cv1(x))))
+
+    class SegDetect(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.det = det
+            chans = [c.conv.out_channels for c in det.stems]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(20230915)
+                self.seg_convs = nn.ModuleList(Conv(c, c, 3, act=ExportSiLU()) for c in chans)
+                self.seg_preds = nn.ModuleList(nn.Conv2d(c, nm, 1) for c in chans)
+                self.seg_proto = nn.ModuleList([Proto(chans[0], npr, nm)])
+                for c in det.cls_preds:  # scores spread around the threshold
+                    c.weight.data.mul_(20.0)
+                    c.bias.data.fill_(-1.0)
+
+        def forward(self, x):
+            d = self.det
+            anchor_points, stride_tensor = [], []
+            for i, s in enumerate(d.stride.tolist()):
+                _, _, h, w = x[i].shape
+                sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+                anchor_points.append(torch.stack([sx, sy], -1).to(torch.float).reshape(-1, 2))
+                stride_tensor.append(torch.full((h * w, 1), s, dtype=torch.float))
+            anchor_points, stride_tensor = torch.cat(anchor_points), torch.cat(stride_tensor)
+            cls_list, reg_list, seg_conf = [], [], []
+            seg_mask = None
+            for i in range(d.nl):
+                b, _, h, w = x[i].shape
+                l_ = h * w
+                f = d.stems[i](x[i])
+                if i == 0:  # upstream: seg_proto on x[0] before the stems; here on P3's stem output (same role)
+                    seg_mask = self.seg_proto[0](f)
+                cls_output = torch.sigmoid(d.cls_preds[i](d.cls_convs[i](f)))
+                reg_output = d.reg_preds[i](d.reg_convs[i](f))
+                seg_output = self.seg_preds[i](self.seg_convs[i](f))
+                proto_no = torch.ones(b, 1, l_) * i
+                cls_list.append(cls_output.reshape([b, d.nc, l_]))
+                reg_list.append(reg_output.reshape([b, 4, l_]))
+                seg_conf.append(torch.cat([proto_no, seg_output.reshape([b, nm, l_])], axis=1))
+            cls_all = torch.cat(cls_list, -1).permute(0, 2, 1)
+            reg_all = torch.cat(reg_list, -1).permute(0, 2, 1)
+            seg_all = torch.cat(seg_conf, -1).permute(0, 2, 1)
+            lt, rb = torch.split(reg_all, 2, -1)
+            x1y1, x2y2 = anchor_points - lt, anchor_points + rb
+            boxes = torch.cat([(x1y1 + x2y2) / 2, x2y2 - x1y1], -1) * stride_tensor
+            ones = torch.ones((b, boxes.shape[1], 1), dtype=boxes.dtype)
+            return torch.cat([boxes, ones, cls_all], -1), [seg_mask], seg_all
+
+    base.detect = SegDetect()
+    for p in base.parameters():
+        p.requires_grad = False
+    return base.eval()
+
+
+def export_yolov6_seg(path, *, size=(320, 320), nc: int = 3, opset: int = 13, dynamo: bool = False) -> Path:
+    """Export the YOLOv6 0.4.1 seg fixture (legacy exporter, opset 13, as ``deploy/ONNX/export_onnx.py``; or dynamo):
+    'outputs' (1, N, 5 + nc), 'protos' (1, nm, H/4, W/4), 'coefficients' (1, N, 1 + nm)."""
+    import torch
+
+    path = Path(path)
+    model = build_yolov6_seg(nc)
+    img = torch.zeros(1, 3, *size)
+    names = ["outputs", "protos", "coefficients"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(img)
+        if dynamo:
+            torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
+                              input_names=["images"], output_names=names, opset_version=max(opset, 18))
+        else:
+            torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
+                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
+                              input_names=["images"], output_names=names, dynamo=False)
+    return path

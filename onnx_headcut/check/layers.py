@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..decode import canonical, nms, original_output
+from ..decode import canonical, nms, original_coefficients, original_output
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
@@ -293,6 +293,25 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     return DetectionCheck(conf, iou, len(kr), len(kg), int(good.sum()), float(ious.min(initial=1.0)), int(edge.sum()))
 
 
+def _with_coefficients(dec: DecodeCheck, ref: np.ndarray, raw: list[np.ndarray], g: Geometry,
+                       allowed: Allowed) -> DecodeCheck:
+    """Layer 2 of a YOLOv6 seg head: ``dec`` (the detections output) and the coefficient output
+    ``(B, N, 1 + nm)`` = [level index, coefficients] rebuilt from the raw outputs."""
+    got = original_coefficients(raw, g)
+    if got.shape != ref.shape:
+        return replace(dec, worst=f"the coefficients output: the decode gives {list(got.shape)}, the original "
+                                  f"{list(ref.shape)}", ok=False)
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    limit = allowed.score_atol + allowed.rtol * np.abs(ref.astype(np.float64))
+    worst = float(err.max()) if err.size else 0.0
+    if (err > limit).any():
+        r, c = np.unravel_index(int(np.argmax(err - limit)), err.shape[1:]) if err.ndim == 3 else (0, 0)
+        return replace(dec, max_abs_err_scores=max(dec.max_abs_err_scores, worst), ok=False,
+                       worst=f"the coefficients output at {_where(None, g, int(r))}, column {int(c)}: original "
+                             f"{ref[0, r, c]:.6g}, decoded {got[0, r, c]:.6g}")
+    return replace(dec, max_abs_err_scores=max(dec.max_abs_err_scores, worst))
+
+
 def mask_agreement(ref_rows: np.ndarray, got_rows: np.ndarray, ref_protos: np.ndarray, got_protos: np.ndarray,
                    g: Geometry, conf: float, iou: float) -> float:
     """Layer 3 for a segment head: the min IoU of the masks of matched detections (each side its own rows'
@@ -359,10 +378,15 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
                 got = np.full((1,), np.nan)
                 lay = LayoutCheck(math.inf, 0, 0, str(e), False)
         dec = decode_check(ref_out, got, allowed, g_orig)
+        if head.coefficients and convs is not None and lay is not None and lay.ok:
+            dec = _with_coefficients(dec, convs[head.coefficients[0]], raw, g, allowed)
         if got.shape == ref_out.shape:
             cols = 5 + g_orig.num_classes  # a task's extra columns are not scores
             ref_rows, got_rows = canonical(ref_out, g_orig), canonical(got, g_orig)
             det = detection_check(ref_rows[..., :cols], got_rows[..., :cols], conf, iou, allowed.score_atol)
+            if head.coefficients and convs is not None:  # YOLOv6 seg: the coefficients from their own output
+                ref_rows = np.concatenate([ref_rows, convs[head.coefficients[0]][..., 1:]], -1)
+                got_rows = np.concatenate([got_rows, original_coefficients(raw, g)[..., 1:]], -1)
             if head.protos and convs is not None:
                 det = replace(det, mask_iou=mask_agreement(ref_rows, got_rows, convs[head.protos[0]], raw[-1],
                                                            g_orig, conf, iou))

@@ -127,7 +127,7 @@ def conv_outputs(head: Head) -> list[onnx.ValueInfoProto]:
     of ``head`` (an inner tensor in an end-to-end export), every prediction conv and the outputs the raw model
     keeps (segment: the prototypes, compared bit for bit in layer 1)."""
     names = dict.fromkeys([head.output_name] + [b.tensor for lv in head.levels for b in lv.branches]
-                          + list(head.kept_outputs))
+                          + list(head.kept_outputs) + list(head.compared_outputs))
     return [onnx.ValueInfoProto(name=n) for n in names]
 
 

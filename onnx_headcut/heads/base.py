@@ -168,6 +168,7 @@ class Geometry:
     task: str = "detect"  # "segment", "face": the head has the task's extra block (:data:`TASK_ROLES`)
     protos: tuple[int, ...] = ()  # segment: the shape (1, nm, h, w) of the prototypes output kept after the raw ones
     extra_at: int = -1  # the column of the original's row where the task's extra block sits (-1: after the classes)
+    coefficients: tuple[int, ...] = ()  # YOLOv6 seg: the shape (1, N, 1 + nm) of the original's coefficient output
 
     @property
     def na(self) -> int:
@@ -256,7 +257,8 @@ class Geometry:
                        int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0,
                        bool(meta.get("score_sum", False)), str(meta.get("task", "detect")),
                        tuple(int(d) for d in meta["protos"]["shape"]) if "protos" in meta else (),
-                       int(orig.get("extra_at", -1)))
+                       int(orig.get("extra_at", -1)),
+                       tuple(int(d) for d in orig["coefficients"]["shape"]) if "coefficients" in orig else ())
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -331,6 +333,14 @@ class Head:
     protos: tuple = ()  # segment: (output name, shape (1, nm, h, w)) of the prototypes, a graph output kept as is
     landmarks: int = 0  # face: landmarks per detection (x, y each)
     extra_at: int = -1  # the column of the original's row where the extra block sits (-1: after the classes)
+    #: YOLOv6 seg: (name, shape (1, N, 1 + nm)) of the original's output of [level index, coefficients] per row,
+    #: which the decode reproduces (compared in layer 2) and the raw model does not keep
+    coefficients: tuple = ()
+
+    @property
+    def compared_outputs(self) -> tuple[str, ...]:
+        """The original's outputs besides the decoded one that the verification compares (the coefficients)."""
+        return (self.coefficients[0],) if self.coefficients else ()
 
     @property
     def kept_outputs(self) -> tuple[str, ...]:
@@ -434,7 +444,8 @@ class Head:
                         self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
                         self.selection.k if self.selection is not None else 0,
                         self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum, self.task,
-                        tuple(self.protos[1]) if self.protos else (), self.extra_at)
+                        tuple(self.protos[1]) if self.protos else (), self.extra_at,
+                        tuple(self.coefficients[1]) if self.coefficients else ())
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -468,7 +479,10 @@ class Head:
                                 "decoded": self.original_decoded,
                                 "layout": "channels" if self.channel_first else "rows"}
             | ({"boxes": "xyxy"} if self.xyxy else {})
-            | ({"extra_at": self.extra_at} if self.extra_at >= 0 else {}),
+            | ({"extra_at": self.extra_at} if self.extra_at >= 0 else {})
+            | ({"coefficients": {"name": self.coefficients[0], "shape": list(self.coefficients[1]),
+                                 "columns": "level index (0 for stride 8, 1, ...), then the mask coefficients"}}
+               if self.coefficients else {}),
         }
         if layout.kind in SPLIT:
             d["score_sum"] = layout.score_sum

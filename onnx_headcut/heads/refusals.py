@@ -22,7 +22,9 @@ def segmentation(outputs: list[str], shapes: dict[str, Shape]) -> str | None:
     if not any(len(s := shapes.get(n) or ()) == 4 and s[1] in coef for n in outputs):
         return None
     desc = ", ".join(f"'{n}' {list(shapes.get(n) or [])}" for n in outputs)
-    return f"segmentation export ({desc}: mask prototypes beside the detections): headcut strips detection heads only"
+    return (f"segmentation export ({desc}: mask prototypes beside the detections) whose mask branch headcut does not "
+            "find by structure (per level one conv of as many coefficients as the prototypes, copied by layout ops "
+            "only): headcut does not strip it")
 
 
 def extra_branch(ix, shapes: dict[str, Shape], region, input_shape, out_shape) -> str | None:

@@ -65,3 +65,61 @@ def yolov8_seg(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8,
     g.output.append(helper.make_tensor_value_info("output1", TensorProto.FLOAT, [1, nm, H // 4, W // 4]))
     check(model)
     return model
+
+
+def yolov6_seg(nc: int = 80, size: tuple[int, int] = (320, 320), width: int = 8, reg_max: int = 0, nm: int = 32,
+               npr: int = 16, opset: int = 13, seed: int = 0) -> onnx.ModelProto:
+    """A YOLOv6 0.4.1 seg export (``yolov6/models/heads/effidehead_fuseab_seg.py`` eval path): the anchor-free
+    :func:`~.yolov6.yolov6_af` detections 'outputs' (1, N, 5+nc), the prototypes 'protos' (1, nm, H/4, W/4) and
+    'coefficients' (1, N, 1+nm) = per row [level index, nm coefficients]::
+
+        stem ─► seg_conv 3x3 ─► SiLU ─► seg_pred 1x1 (1,nm,h,w) ─► Reshape (1,nm,l) ─┐
+                         Constant (1,1,l) = level index ─► Concat([index, coeffs], 1) ─► Concat(levels, -1)
+                                                                                    ─► Transpose ─► coefficients
+        P3 stem ─► Proto: Conv 3x3 ─► SiLU ─► Resize (nearest, x2) ─► Conv 3x3 ─► SiLU ─► Conv 1x1 ─► SiLU ─► protos
+    """
+    from .yolov6 import yolov6_af
+
+    model = yolov6_af(nc, size, width, reg_max=reg_max, opset=opset, seed=seed)
+    g = model.graph
+    H, W = size
+    b = Builder(seed + 11)
+    inits = {t.name: t for t in g.initializer}
+    producer_of_input = {n.input[1]: n for n in g.node if n.op_type == "Conv" and len(n.input) > 1}
+    stems = []
+    for i in range(3):
+        conv = producer_of_input[f"detect.stems.{i}.conv.weight"]
+        act = next(n for n in g.node if n.op_type == "Mul" and conv.output[0] in n.input)
+        stems.append((act.output[0], inits[f"detect.stems.{i}.conv.weight"].dims[0]))
+    sc = "/detect"
+    parts = []
+    for i, (f, c) in enumerate(stems):
+        s = 8 * 2 ** i
+        l_ = (H // s) * (W // s)
+        x = b.silu(b.conv(f, c, c, 3, 1, f"detect.seg_convs.{i}.conv"), f"{sc}/seg_convs.{i}/act")
+        y = b.conv(x, c, nm, 1, 1, f"detect.seg_preds.{i}", std=0.3)
+        y = b.node("Reshape", [y, b.const(np.array([1, nm, l_], np.int64), scope=sc)], scope=sc)
+        idx = b.const(np.full((1, 1, l_), float(i), np.float32), scope=sc)  # torch.ones(b, 1, l) * i, folded
+        parts.append(b.node("Concat", [idx, y], scope=sc, axis=1))
+    cat = b.node("Concat", parts, scope=sc, axis=-1)
+    b.nodes.append(helper.make_node("Transpose", [cat], ["coefficients"], name=f"{sc}/Transpose_coefficients",
+                                    perm=[0, 2, 1]))
+    p3, c3 = stems[0]
+    x = b.silu(b.conv(p3, c3, npr, 3, 1, "detect.seg_proto.0.cv1.conv"), f"{sc}/seg_proto.0/cv1/act")
+    scales = b.const(np.array([1, 1, 2, 2], np.float32), scope=f"{sc}/seg_proto.0/upsample")
+    x = b.node("Resize", [x, "", scales], scope=f"{sc}/seg_proto.0/upsample", mode="nearest",
+               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    x = b.silu(b.conv(x, npr, npr, 3, 1, "detect.seg_proto.0.cv2.conv"), f"{sc}/seg_proto.0/cv2/act")
+    y = b.conv(x, npr, nm, 1, 1, "detect.seg_proto.0.cv3.conv")
+    sig = b.node("Sigmoid", [y], scope=f"{sc}/seg_proto.0/cv3/act")
+    b.nodes.append(helper.make_node("Mul", [y, sig], ["protos"], name=f"{sc}/seg_proto.0/cv3/act/Mul"))
+    out = next(n for n in g.node if "outputs" in n.output)
+    at = list(g.node).index(out)
+    for k, node in enumerate(b.nodes):
+        g.node.insert(at + k, node)
+    g.initializer.extend(b.inits)
+    n = sum((H // s) * (W // s) for s in (8, 16, 32))
+    g.output.append(helper.make_tensor_value_info("protos", TensorProto.FLOAT, [1, nm, H // 4, W // 4]))
+    g.output.append(helper.make_tensor_value_info("coefficients", TensorProto.FLOAT, [1, n, 1 + nm]))
+    check(model)
+    return model

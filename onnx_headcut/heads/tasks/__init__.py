@@ -3,7 +3,7 @@
 ==========================  =====================================================  ==========================
 module                      heads                                                  extra block (role)
 ==========================  =====================================================  ==========================
-:mod:`.segment`             Ultralytics YOLOv8 / YOLO11 ``Segment``                mask coefficients (mask)
+:mod:`.segment`             Ultralytics YOLOv8 / YOLO11 ``Segment``, YOLOv6 0.4.1  mask coefficients (mask)
 :mod:`.face`                YOLOv6 0.3.1 face                                      landmark offsets (lmk)
 ==========================  =====================================================  ==========================
 

@@ -1,4 +1,9 @@
-"""``segment``: instance segmentation heads — Ultralytics YOLOv8 / YOLO11 ``Segment``.
+"""``segment``: instance segmentation heads — Ultralytics YOLOv8 / YOLO11 ``Segment``, YOLOv6 0.4.1 seg.
+
+YOLOv6 0.4.1 seg (``yolov6/models/heads/effidehead_fuseab_seg.py``, eval path) exports three outputs: the
+anchor-free detections (1, N, 5 + nc), the prototypes and (1, N, 1 + nm) = per row [level index, coefficients]
+(``seg_preds`` per level, concatenated with ``proto_no`` = the level index); the decode reproduces that output
+(layer 2) and the raw model does not keep it (the coefficients are the raw row's last columns).
 
 Upstream (``ultralytics/nn/modules/head.py``): a ``Detect`` head plus, per level, ``cv4`` = Conv 3x3 → Conv 3x3 →
 Conv2d 1x1 of ``nm`` (32) mask coefficients, and ``Proto`` on P3 (Conv 3x3 → ConvTranspose 2x2 → Conv 3x3 →
@@ -22,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph import is_static
-from ...region import decode_region
-from .._match import MatchContext, group_levels, rejecter
+from ...region import LAYOUT_OPS, decode_region
+from .._match import MatchContext, group_levels, region_consts, rejecter
 from ..base import Geometry, Head, Rejection
 from ._branch import detection_context, last_columns, layout_only, split_extra, with_extra
 
@@ -71,6 +76,64 @@ def outputs(ix, shapes, names: list[str], input_shape) -> tuple[str, str] | None
         if sum(shapes[t][1] == nm and layout_only(ix, t, three[0]) for t in convs) != 1:
             return None
     return three[0], four[0]
+
+
+def separate_outputs(ix, shapes, names: list[str], input_shape) -> tuple[str, str, str] | None:
+    """(decoded output, prototypes output, coefficient output) of a YOLOv6 0.4.1 seg export: three outputs, the
+    prototypes ``(1, nm, h, w)`` made by a conv, and a ``(1, N, 1 + nm)`` output made, through layout ops only,
+    of one conv of ``nm`` channels per level and a constant column; None for anything else."""
+    if len(names) != 3:
+        return None
+    four = [n for n in names if len(s := shapes.get(n) or ()) == 4 and is_static(s) and s[0] == 1]
+    if len(four) != 1 or not made_by_conv(ix, four[0]):
+        return None
+    nm = shapes[four[0]][1]
+    three = [n for n in names if len(shapes.get(n) or ()) == 3 and is_static(shapes[n])]
+    coefs = [n for n in three if shapes[n][2] == 1 + nm and _coefficient_output(ix, shapes, n, nm, input_shape)]
+    if len(three) != 2 or len(coefs) != 1:
+        return None
+    det = next(n for n in three if n != coefs[0])
+    return det, four[0], coefs[0]
+
+
+def _coefficient_output(ix, shapes, name: str, nm: int, input_shape) -> bool:
+    region = decode_region(ix, name)
+    groups = group_levels(shapes, region, input_shape)
+    return (not isinstance(groups, str) and bool(groups) and not region.blockers
+            and set(region.ops) <= LAYOUT_OPS
+            and all(len(c) == 1 and shapes[c[0]][1] == nm and layout_only(ix, c[0], name) for _, _, c in groups))
+
+
+def match_separate(ctx: MatchContext, patterns, protos: str, coefs: str) -> Head | Rejection:
+    """A YOLOv6 0.4.1 seg head: the detection head of ``ctx`` plus the coefficient convs of the ``coefs`` output,
+    whose only constants must be, per level, a column of the level's index (upstream's ``proto_no``)."""
+    ix, shapes = ctx.ix, ctx.shapes
+    region = decode_region(ix, coefs)
+    groups = group_levels(shapes, region, ctx.input_shape)
+    assert not isinstance(groups, str)  # separate_outputs() checked it
+    by_grid = {hw: c[0] for _, hw, c in groups}
+    levels = [hw for _, hw, _ in groups]
+    for n, _, v in region_consts(ix, region):
+        flat = v.reshape(-1)
+        k = next((i for i, (h, w) in enumerate(levels) if flat.size == h * w), None)
+        if k is None or not bool((flat == k).all()):
+            return _no(f"a {n.op_type} in the coefficient output '{coefs}' uses a constant {list(v.shape)} that is not "
+                       "a level's index column")
+    reasons = []
+    for pattern in patterns:
+        r = pattern(ctx)
+        if isinstance(r, Head):
+            if any(lv.grid not in by_grid for lv in r.levels):
+                return _no(f"the coefficient convs' grids {levels} are not the detection levels'")
+            nm = shapes[protos][1]
+            pshape, cshape = tuple(shapes[protos]), tuple(shapes[coefs])
+            return with_extra(r, ctx, ROLE, [by_grid[lv.grid] for lv in r.levels], nm, task=TASK,
+                              protos=(protos, pshape), coefficients=(coefs, cshape),
+                              reasons=(*r.reasons, f"per level a conv of {nm} mask coefficients, output '{coefs}' "
+                                                   f"{list(cshape)} = [level index, coefficients] (layout ops only)",
+                                       f"prototypes '{protos}' {list(pshape)} made by a conv, kept as an output"))
+        reasons.append(str(r))
+    return _no("the detection head beside the mask branch is not recognised: " + "; ".join(reasons))
 
 
 def match(ctx: MatchContext, patterns, protos: str) -> Head | Rejection:
