@@ -94,3 +94,17 @@ def test_coefficient_output_is_checked(tmp_path):
         got = _with_coefficients(dec, bad, r, g, allowed)
         assert not got.ok and "the coefficients output at row 1700" in got.worst
     assert not replace(dec, ok=True).worst
+
+
+def test_detect_reads_the_coefficient_output(exported, tmp_path):
+    """``detect`` on the decoded original takes the coefficients from their own output: the same masks as the raw."""
+    from onnx_headcut.detect import detect as detect_image
+
+    photo = Path(__file__).resolve().parents[2] / "samples" / "images" / "astronaut.jpg"
+    strip(exported, tmp_path / "raw.onnx")
+    orig = detect_image(exported, photo, conf=0.1)
+    raw = detect_image(tmp_path / "raw.onnx", photo, conf=0.1)
+    assert orig.kind == "decoded" and len(orig.detections) > 5
+    a, b = orig.detections[0], raw.detections[0]
+    assert np.abs(np.subtract(a.box, b.box)).max() <= 1e-2 and a.mask is not None and b.mask is not None
+    assert a.mask.any() and (a.mask != b.mask).sum() <= 1e-3 * a.mask.size
