@@ -130,6 +130,9 @@ def _run(fn):
     except typer.Exit:
         raise
     except KeyboardInterrupt:
+        from .staging import remove_live
+
+        remove_live()  # staging folders an interrupt caught outside their with block
         typer.echo("headcut: interrupted; nothing written", err=True)
         raise typer.Exit(130) from None
     except Exception as e:  # a bug: still one line, traceback on request
@@ -364,6 +367,8 @@ def detect(
 
     console = Console(highlight=False)
     console.print(detect_table(res, conf))
+    if res.note:
+        console.print(Text(printable(f"note: {res.note}")))
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:

@@ -35,7 +35,7 @@ def test_run_all_only_reruns_one_part_and_keeps_the_others_text(monkeypatch):
     text = run_all.report({"startup"}, previous)
     old = {c.split("\n", 1)[0]: c for c in previous.split("\n### ")[1:]}
     new = {c.split("\n", 1)[0]: c for c in text.split("\n### ")[1:]}
-    assert list(new) == list(old) and len(new) == 5
+    assert list(new) == list(old) and len(new) == 6
     assert all(new[t].strip() == old[t].strip() for t in new if t != "start-up")
     assert "| x | 9.999 |" in new["start-up"] and "| x | 9.999 |" not in old["start-up"]
     assert text.startswith(previous.strip().splitlines()[0]) and "Re-run since (start-up) on:" in text

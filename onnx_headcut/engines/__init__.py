@@ -158,7 +158,7 @@ def run_options(engine: str, meta: dict | None) -> dict:
     return {}
 
 
-def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None = None,
+def run(model: str | os.PathLike | bytes, inputs: list[np.ndarray], engine: str | None = None,
         input_name: str | None = None, output_names: list[str] | None = None, options: dict | None = None,
         info: dict | None = None) -> list[list[np.ndarray]]:
     """Run ``model`` on ``engine`` for each input array; returns, per input, the list of outputs.
@@ -169,13 +169,16 @@ def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None =
     ``options`` go to the target's ``run`` (OpenVINO: ``precision``); ``info``, when given, receives
     what the worker reports (OpenVINO: the precision that ran).
     """
-    engine = engine or engine_for(model)
+    if isinstance(model, bytes) and engine != "ort":
+        raise EngineError("a serialized model runs on onnxruntime only")
+    engine = engine or ("ort" if isinstance(model, bytes) else engine_for(model))
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if engine == "ort":
         s = session(model)
         name = input_name or s.get_inputs()[0].name
         return [s.run(output_names, {name: x}) for x in inputs]
+    assert not isinstance(model, bytes)  # refused above
     _need(MODULES[engine].PACKAGES[0], engine)
     with tempfile.TemporaryDirectory(prefix="headcut-run-") as d:
         np.savez(Path(d, "in.npz"), *inputs)
