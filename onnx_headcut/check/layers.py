@@ -326,9 +326,17 @@ def mask_agreement(ref_rows: np.ndarray, got_rows: np.ndarray, ref_protos: np.nd
     pairs = [(i, j) for i, j in pairs if got[j, 5] == ref[i, 5] and _iou_one(ref[i], got[j:j + 1])[0] >= MIN_IOU]
     if not pairs:
         return 1.0
-    a = masks(ref[[i for i, _ in pairs]], ref_protos[:1], g)
-    b = masks(got[[j for _, j in pairs]], got_protos[:1], g)
-    return float(mask_iou(a, b).min())
+    worst = 1.0
+    for k in range(0, len(pairs), _MASK_CHUNK):  # input-sized masks: a chunk at a time bounds the memory
+        chunk = pairs[k:k + _MASK_CHUNK]
+        a = masks(ref[[i for i, _ in chunk]], ref_protos[:1], g)
+        b = masks(got[[j for _, j in chunk]], got_protos[:1], g)
+        worst = min(worst, float(mask_iou(a, b).min()))
+    return worst
+
+
+#: detections whose masks layer 3 builds at once
+_MASK_CHUNK = 16
 
 
 def gap_threshold(scores, conf: float = DEFAULT_CONF, k: int = 20, gap: float = 1e-3) -> float:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from ...region import LAYOUT_OPS
 from .._match import Group, MatchContext
-from ..base import Branch, Head, Level
+from ..base import Branch, Head
 
 
 def forward_ops(ix, t: str, output: str) -> set[str] | None:
@@ -76,7 +76,7 @@ def last_columns(ix, output: str, convs: list[str]) -> bool:
     """True when ``output`` is a Concat whose last input comes from ``convs`` alone (through layout ops), and
     no other input reads them: the extra block is the output's last columns."""
     node = ix.producer.get(output)
-    while node is not None and node.op_type in ("Identity", "Transpose") :
+    while node is not None and node.op_type in ("Identity", "Transpose"):
         node = ix.producer.get(node.input[0])
     if node is None or node.op_type != "Concat" or len(node.input) < 2:
         return False
@@ -103,4 +103,4 @@ def last_columns(ix, output: str, convs: list[str]) -> bool:
     return last == wanted and all(not (sources(i) & wanted) for i in node.input[:-1])
 
 
-__all__ = ["Level", "detection_context", "forward_ops", "last_columns", "layout_only", "split_extra", "with_extra"]
+__all__ = ["detection_context", "forward_ops", "last_columns", "layout_only", "split_extra", "with_extra"]
