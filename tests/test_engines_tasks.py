@@ -1,5 +1,5 @@
-"""headcut convert + verify on MNN and ncnn for the task heads: a raw segment model (prototypes as a second
-output, masks compared in layer 3) and a raw face model (landmarks in pixels in layer 2)."""
+"""headcut convert + verify on MNN and ncnn for the task heads: raw segment models (Ultralytics and YOLOv6 0.4.1;
+prototypes as a second output, masks compared in layer 3) and a raw face model (landmarks in pixels in layer 2)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,19 @@ def _segment(path: Path) -> None:
     torch_tasks.export("yolov8-seg", path)
 
 
+def _yolov6_segment(path: Path) -> None:
+    """The torch YOLOv6 0.4.1 seg fixture (upstream's eval path: detections, prototypes, coefficient output)."""
+    pytest.importorskip("torch")
+    import torch_tasks
+
+    torch_tasks.export_yolov6_seg(path)
+
+
 def _face(path: Path) -> None:
     onnx.save(yolov6_af(width=8, nc=1, landmarks=True), str(path))
 
 
-TASKS = {"segment": (_segment, 2), "face": (_face, 1)}
+TASKS = {"segment": (_segment, 2), "yolov6-segment": (_yolov6_segment, 2), "face": (_face, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +68,7 @@ def test_task_head_on_engine(task, engine, raw_models):
     assert check.max_abs_err_boxes <= 1e-3 and check.max_abs_err_scores <= 1e-3
     det = check.detections
     assert det.n_ref == det.n_got == det.matched >= 5
-    if task == "segment":
+    if task.endswith("segment"):
         assert det.mask_iou is not None and det.mask_iou >= 0.99
     else:
         assert det.mask_iou is None
