@@ -52,6 +52,7 @@ class Target(str, Enum):
     ncnn = "ncnn"
     openvino = "openvino"
     tflite = "tflite"
+    rknn = "rknn"
 
 
 class Lang(str, Enum):
@@ -64,9 +65,10 @@ class EngineChoice(str, Enum):
     ncnn = "ncnn"
     openvino = "openvino"
     tflite = "tflite"
+    rknn = "rknn"
 
 
-_ENGINES = "[ort|mnn|ncnn|openvino|tflite]"
+_ENGINES = "[ort|mnn|ncnn|openvino|tflite|rknn]"
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -215,16 +217,17 @@ def inspect(
     typer.echo(_run(run))
 
 
-@app.command(cls=_Command, short_help="convert for MNN, ncnn, OpenVINO or TFLite, run once, check")
+@app.command(cls=_Command, short_help="convert for MNN, ncnn, OpenVINO, TFLite or RKNN, run once, check")
 def convert(
     model: Path = typer.Argument(..., metavar="MODEL", help="raw (or decoded) ONNX model"),
-    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn|openvino|tflite]", help="the engine to convert for"),
+    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn|openvino|tflite|rknn]", help="the engine to convert for"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="DIR",
                                           help="folder for the converted files (default: beside MODEL)"),
     int8: bool = typer.Option(False, "--int8", help="quantize to int8 (needs --calib)"),
     calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", help="folder of calibration images"),
     platform: Optional[str] = typer.Option(None, "--target-platform", metavar="NAME",
-                                           help="device the target converts for (openvino, tflite: cpu)"),
+                                           help="device the target converts for (openvino, tflite: cpu; "
+                                                "rknn: rk3588, rk3576, ...)"),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
 ) -> None:
     """Convert MODEL for an edge engine and print the blob names the C++ side needs.
@@ -246,8 +249,8 @@ def convert(
 def verify(
     original: Path = typer.Argument(..., metavar="ORIGINAL", help="the original decoded ONNX export"),
     candidate: Optional[Path] = typer.Argument(None, metavar="CANDIDATE",
-                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite), or a converted "
-                                                    "original (with --int8 and --layouts: optional)"),
+                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite, .rknn), or a "
+                                                    "converted original (with --int8 and --layouts: optional)"),
     engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
     image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
@@ -325,7 +328,8 @@ def _verify_int8(original, candidate, calib, eval_dir, method, layouts, min_reca
 @app.command(cls=_Command, short_help="detect objects in an image")
 def detect(
     model: Path = typer.Argument(..., metavar="MODEL",
-                                 help="original decoded export or raw model (.onnx, .mnn, .param, .xml, .tflite)"),
+                                 help="original decoded export or raw model (.onnx, .mnn, .param, .xml, .tflite, "
+                                      ".rknn)"),
     image: Path = typer.Argument(..., metavar="IMAGE", help="image file"),
     engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),

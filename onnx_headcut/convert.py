@@ -112,16 +112,18 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx_checked(src, model, st.path(names[0]), st.path(names[1]))
         else:
-            _need(target.PACKAGES[-1], to)
-            options = {"input_shape": _input_shape(model)}
+            _need(getattr(target, "CONVERTER", target.PACKAGES[-1]), to)
+            options = {"input_shape": _input_shape(model), **_minimal_int8_options(src, model, int8, calib, platform,
+                                                                                st.path(names[0]).parent)}
             res = json.loads(worker([to, "convert", str(src.resolve()), str(st.path(names[0]).parent), stem,
-                                     json.dumps(options)]))
+                                     json.dumps(options)], timeout=1800 if int8 else 600))
             if relaid:
                 io = match_outputs(model, res)
                 inputs, outputs = [io["input"]["name"]], [o["name"] for o in io["outputs"]]
             else:
                 inputs, outputs = res["inputs"], res["outputs"]
-            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io)
+            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io, int8=int8,
+                            half=res.get("precision") == "fp16")
         if side in targets and head is not None:  # side is a target only with head metadata
             text = head if io is None else json.dumps({**json.loads(head), "converted": {"engine": to, **io}},
                                                       indent=2) + "\n"
@@ -130,17 +132,45 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io)
 
 
+def _minimal_int8_options(src: Path, model: onnx.ModelProto, int8: bool, calib, platform: str | None,
+                          scratch: Path) -> dict:
+    """MINIMAL stand-in (branch i16-rknn) for helper i16-int8's int8 plumbing, which replaces it on merge:
+    the agreed ``options`` (``int8``, ``calib``: one float32 NCHW .npy of the calibration images letterboxed
+    with the model's preprocess, ``platform``, ``input_name``). The .npy is written in ``scratch`` (the
+    staging folder, removed with it; not an output)."""
+    inits = {t.name for t in model.graph.initializer}
+    opts: dict = {"input_name": next(i.name for i in model.graph.input if i.name not in inits), "int8": int8,
+                  "calib": None, "platform": platform}
+    if int8 and calib is not None:
+        from .metadata import embedded as _embedded
+        from .pipeline import decoded_head
+        from .preprocess import Preprocess
+        from .quantize import model_inputs
+        from .targets import calibration_images
+
+        meta = _embedded(model, str(src))
+        pre = Preprocess.of(meta) if meta is not None else decoded_head(src).preprocess
+        shape = _input_shape(model)
+        xs = model_inputs(calibration_images(calib), (shape[2], shape[3]), pre)
+        path = scratch / ".headcut-calib.npy"
+        np.save(path, np.concatenate(xs).astype(np.float32))
+        opts["calib"] = str(path)
+    return opts
+
+
 #: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
 CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
 
 
 def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs,
-                    io: dict | None = None) -> None:
+                    io: dict | None = None, int8: bool = False, half: bool = False) -> None:
     """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
     same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
     cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
-    times the value (float16 models: 4e-3 each, ort computing in half precision)."""
-
+    times the value (float16 models, or ``half``: an engine that computes in float16 such as RKNN's fp16 build:
+    4e-3 each, 8 float16 ulps of 1). An ``int8`` model
+    cannot match within that: only its output count, shapes and finiteness are checked here, and
+    ``verify`` measures its detections."""
 
     inits = {t.name for t in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)
@@ -159,11 +189,12 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
                                 f"{e}") from None
     for x, ys in zip(xs, outs):
         _compare(src, engine, names, s.run(names, {inp.name: x.astype(dtype)}), ys, dtype,
-                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}")
+                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8, half)
 
 
-def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str) -> None:
-    atol = rtol = 4e-3 if dtype == np.float16 else None
+def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str, int8: bool = False,
+             half: bool = False) -> None:
+    atol = rtol = 4e-3 if dtype == np.float16 or half else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
         raise VerificationError(f"the {engine} conversion of {src.name} has {len(ys)} outputs, the ONNX model "
@@ -174,6 +205,11 @@ def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str)
             raise VerificationError(f"the {engine} conversion of {src.name}: output '{name}' has shape "
                                     f"{list(y.shape)}, the ONNX model {list(ref.shape)}{at}; nothing written")
         y = np.asarray(y, np.float32).reshape(ref.shape)
+        if int8:
+            if not np.isfinite(y).all():
+                raise VerificationError(f"the int8 {engine} conversion of {src.name}: output '{name}' is not finite"
+                                        f"{at}; nothing written")
+            continue
         err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
         if not np.isfinite(y).all() or (err > 0).any():
             k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))

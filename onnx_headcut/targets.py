@@ -23,6 +23,8 @@ def check_options(to: str, int8: bool = False, calib: str | os.PathLike | None =
     platforms = getattr(MODULES[to], "PLATFORMS", ("cpu",))
     if platform is not None and platform.lower() not in platforms:
         raise UsageError(f"--target-platform {platform}: {to} converts for {', '.join(platforms)} only")
+    if platform is not None and platform.lower() in getattr(MODULES[to], "INT8_ONLY", ()) and not int8:
+        raise UsageError(f"--target-platform {platform}: {to} builds only int8 models for it (give --int8 --calib DIR)")
     if calib is not None and not int8:
         raise UsageError("--calib is the int8 calibration folder: give it with --int8")
     if int8:

@@ -1,7 +1,7 @@
 """Edge engines: convert a raw ONNX model for a target, and run a model on ort or a target.
 
 Each target is one small module beside this one (``mnn.py``, ``ncnn.py``, ``openvino.py``,
-``tflite.py``) holding its ``convert`` and ``run``; it imports only the standard library and numpy at
+``tflite.py``, ``rknn.py``) holding its ``convert`` and ``run``; it imports only the standard library and numpy at
 the top and its engine's package inside its functions, and it only ever runs in a child process
 (:mod:`._worker`, started by file path): an engine's import may write to stdout at C level, a
 converter crash must not take the CLI down, and the child may be **another interpreter**, so an engine
@@ -30,16 +30,17 @@ import numpy as np
 
 from ..check import session
 from ..errors import HeadcutError, UsageError
-from . import mnn, ncnn, openvino, tflite
+from . import mnn, ncnn, openvino, rknn, tflite
 
 #: targets ``convert`` writes for, each run in the worker
-TARGETS = ("mnn", "ncnn", "openvino", "tflite")
+TARGETS = ("mnn", "ncnn", "openvino", "tflite", "rknn")
 ENGINES = ("ort", *TARGETS)
-MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite}
+MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite, "rknn": rknn}
 EXTRA_HINT = ncnn.INSTALL
 #: the model file each engine runs
-SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite"}
-_KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite"}
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite", "rknn": ".rknn"}
+_KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite",
+         "rknn": "an RKNN"}
 WORKER = Path(__file__).with_name("_worker.py")
 
 
@@ -165,7 +166,8 @@ def run(model: str | os.PathLike | bytes, inputs: list[np.ndarray], engine: str 
 
     ort runs in this process; the targets in a worker process. Output arrays are given back with
     the batch axis and NCHW layout restored (ncnn drops the batch axis; MNN may hand out NC4HW4;
-    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`).
+    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`; RKNN's
+    simulator runs the model rebuilt from what ``convert`` recorded beside the ``.rknn``, see :mod:`.rknn`).
     ``options`` go to the target's ``run`` (OpenVINO: ``precision``); ``info``, when given, receives
     what the worker reports (OpenVINO: the precision that ran).
     """
