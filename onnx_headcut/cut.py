@@ -20,6 +20,9 @@ Sigmoid on score branches (``keep_sigmoid``) or keep the DFL expectation in the 
     Conv(dfl) (1,4R,h,w) ─► Reshape (1,4,R,h*w) ─► Transpose(0,1,3,2) ─► Softmax(axis=3)
         ─► MatMul([0..R-1]ᵀ) ─► Reshape (1,4,h,w)
 
+A task head's extra block (segment: mask coefficients) follows the detection blocks of each level; the
+outputs the head keeps (segment: the prototypes) stay graph outputs, untouched, after the raw ones.
+
 The new output keeps the original output's name and dtype (levels: ``<name>_s<stride>``); what
 the old output needed and the new one does not is pruned from the protobuf in place, so the
 weights are never copied (the cut of a 2 GB model costs no more memory than loading it).
@@ -320,10 +323,13 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
             outputs.append(tail.op("Concat", f"concat{part and '_' + part}", rows, (1, n_rows, width),
                                    out=base + (f"_{part}" if part else ""), keep_name=keep and not part, axis=1))
     out_info = {vi.name: vi for vi in tail.value_info if vi.name in outputs}
+    kept = [o for name in head.kept_outputs for o in g.output if o.name == name]  # the prototypes: as they are
     g.node.extend(tail.nodes)
     g.initializer.extend(tail.inits)
     del g.output[:]
     g.output.extend(out_info[o] for o in outputs)
+    g.output.extend(kept)
+    outputs += [o.name for o in kept]
     g.value_info.extend(vi for vi in tail.value_info if vi.name not in out_info)
     _prune(g)
     if head.dynamic_hw is not None and batch == 1:  # the symbolic batch of such an export is pinned, as ever

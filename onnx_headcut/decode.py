@@ -30,13 +30,14 @@ from functools import lru_cache
 import numpy as np
 
 from .heads import Geometry, kind
+from .heads.base import TASK_ROLES
+from .heads.tasks import extra_columns, segment
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
-__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "flatten_levels", "letterbox", "nms",
-           "original_output", "postprocess", "raw_outputs", "scale_boxes", "select_topk", "selected", "sigmoid",
-           "sized",
-           "dfl_expectation", "to_input"]
+__all__ = ["anchor_grid", "canonical", "corners", "decode", "detect", "dfl_expectation", "flatten_levels", "letterbox",
+           "masks", "nms", "original_coefficients", "original_output", "postprocess", "protos", "raw_outputs",
+           "scale_boxes", "select_topk", "selected", "sigmoid", "sized", "to_input"]
 
 
 def anchor_grid(head) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +87,8 @@ def raw_outputs(raw, head) -> list[np.ndarray]:
         raise ValueError(f"the {g.layout} layout has {len(expected)} outputs; pass the list of session outputs "
                          "(session.run(None, ...)), not one array")
     outs = [np.asarray(r) for r in raw] if listed else [np.asarray(raw)]
+    if g.protos and len(outs) == len(expected) - 1:  # the raw outputs without the prototypes kept after them
+        expected = expected[:-1]
     if len(outs) != len(expected):
         raise ValueError(f"{len(outs)} raw outputs given, the {g.layout} layout of this head has {len(expected)}")
     batch = outs[0].shape[0] if outs[0].ndim else 0
@@ -107,13 +110,16 @@ def flatten_levels(raw, head) -> np.ndarray:
     """
     g = Geometry.of(head)
     outs = raw_outputs(raw, g)
+    if g.protos:  # the prototypes kept after the raw outputs are not rows
+        outs = outs[:len(g.output_shapes()) - 1]
     if g.layout == "flat":
         return outs[0]
+    j = g.joined_parts  # box, cls (, a task's extra block); not the score sum
     if g.layout == "flat-split":
-        return np.concatenate(outs[:2], -1)
-    if g.layout == "split":  # per level [box, cls(, sum)]: (B, na·k, h, w) → (B, na, k, h·w), joined on k
+        return np.concatenate(outs[:j], -1)
+    if g.layout == "split":  # per level [box, cls(, extra)(, sum)]: (B, na·k, h, w) → (B, na, k, h·w), joined on k
         n = len(g.parts)
-        outs = [np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]) for o in outs[k:k + 2]], 2)
+        outs = [np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]) for o in outs[k:k + j]], 2)
                 .reshape(outs[k].shape[0], -1, *outs[k].shape[2:]) for k in range(0, len(outs), n)]
     if g.na > 1:  # anchor heads: (B, na*no, h, w) per level → rows (level, anchor, y, x)
         return np.concatenate([o.reshape(o.shape[0], g.na, -1, o.shape[2] * o.shape[3]).transpose(0, 1, 3, 2)
@@ -139,7 +145,14 @@ def decode(raw, head, input_size=None) -> np.ndarray:
         raise ValueError(f"raw tensor {flat.shape} does not match the head: (B, {len(rows[0])}, {g.width}){hint}")
     cells, strides = rows[0].astype(flat.dtype), rows[1].astype(flat.dtype)
     sizes = None if rows[2] is None else rows[2].astype(flat.dtype)
-    return kind(g.decode).decode(flat, g, cells, strides, sizes)
+    return _decoded(flat, g, cells, strides, sizes)
+
+
+def _decoded(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray, sizes) -> np.ndarray:
+    """The kind's decoded rows, then the task's extra columns (:mod:`onnx_headcut.heads.tasks`) when it has one."""
+    out = kind(g.decode).decode(flat, g, cells, strides, sizes)
+    extra = extra_columns(flat, g, cells, strides)
+    return np.concatenate([out, *extra], -1) if extra else out
 
 
 def corners(raw, head) -> np.ndarray:
@@ -210,9 +223,30 @@ def original_output(raw, head, input_size=None) -> np.ndarray:
                 flat[..., cols[role]] = sigmoid(flat[..., cols[role]])
         return flat
     out = decode(raw, g)
+    if g.coefficients:  # YOLOv6 seg: the coefficients are an output of their own (original_coefficients)
+        out = out[..., :out.shape[-1] - _extra_width(g)]
     if not g.ones_column:
         out = np.concatenate([out[..., :4], out[..., 5:]], -1)
+    if g.extra_at >= 0:  # the task's extra block sits inside the original's row (YOLOv6 face: after the box)
+        e = out.shape[-1] - g.extra_at - _extra_width(g)
+        out = np.concatenate([out[..., :g.extra_at], out[..., -_extra_width(g):], out[..., g.extra_at:e + g.extra_at]],
+                             -1)
     return out.transpose(0, 2, 1) if g.channel_first else out
+
+
+def original_coefficients(raw, head) -> np.ndarray:
+    """What a YOLOv6 seg export's coefficient output holds for this raw output: ``(B, N, 1 + nm)`` = per row
+    [level index, mask coefficients]."""
+    g = Geometry.of(head)
+    flat = flatten_levels(raw, g)
+    level = np.concatenate([np.full(h * w * g.na, i, flat.dtype) for i, (h, w) in enumerate(g.grids)])
+    idx = np.broadcast_to(level[None, :, None], (flat.shape[0], len(level), 1))
+    return np.concatenate([idx, flat[..., g.columns()["mask"]]], -1)
+
+
+def _extra_width(g: Geometry) -> int:
+    """Columns of the task's extra block in a decoded row (0 for a detection head)."""
+    return sum(n for r, n, _ in g.channels if r in TASK_ROLES)
 
 
 def canonical(original_out: np.ndarray, head) -> np.ndarray:
@@ -229,6 +263,9 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
     if g.topk:
         raise ValueError("a top-k output holds detections, not decoded rows; see selected()")
     y = original_out.transpose(0, 2, 1) if g.channel_first else original_out
+    if g.extra_at >= 0:  # the extra block back after the classes
+        a, n = g.extra_at, _extra_width(g)
+        y = np.concatenate([y[..., :a], y[..., a + n:], y[..., a:a + n]], -1)
     if g.xyxy:  # x1, y1, x2, y2 → cx, cy, w, h
         y = np.concatenate([(y[..., 0:2] + y[..., 2:4]) / 2, y[..., 2:4] - y[..., 0:2], y[..., 4:]], -1)
     if not g.ones_column:
@@ -282,26 +319,44 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
     threshold = conf if g.activated(gate_role) else float(np.log(conf / (1 - conf)))
     hits = np.flatnonzero(gate >= np.float32(threshold))  # flat indices: cheaper than .any(1) on a strided view
     cand = np.unique(hits // gate.shape[1]) if gate.shape[1] > 1 else hits
-    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det)
+    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det, g.num_classes)
 
 
-def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> np.ndarray:
-    """Detections ``(K, 6)`` = ``[x1, y1, x2, y2, score, class]`` from a decoded ``(1, N, 5 + nc)`` output.
+def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                num_classes: int | None = None) -> np.ndarray:
+    """Detections ``(K, 6 + E)`` = ``[x1, y1, x2, y2, score, class, extras]`` from a decoded ``(1, N, 5 + nc + E)``
+    output.
 
     Works on what every decoded YOLOv6/YOLOX export returns, ``[cx, cy, w, h, obj_or_1, cls scores]``:
-    score = column 4 × best class score, then class-aware NMS.
+    score = column 4 × best class score, then class-aware NMS. With ``num_classes`` the columns after the
+    classes are a task's extras (segment: mask coefficients), carried into the detections as they are.
     """
     d = np.asarray(decoded, dtype=np.float32)[0]
-    cls_id = d[:, 5:].argmax(1)
+    nc = d.shape[1] - 5 if num_classes is None else num_classes
+    extras = d[:, 5 + nc:]
+    cls_id = d[:, 5:5 + nc].argmax(1)
     score = d[:, 4] * d[np.arange(len(d)), 5 + cls_id]
     keep = score >= conf
-    d, score, cls_id = d[keep], score[keep], cls_id[keep]
+    d, score, cls_id, extras = d[keep], score[keep], cls_id[keep], extras[keep]
     boxes = np.concatenate([d[:, 0:2] - d[:, 2:4] / 2, d[:, 0:2] + d[:, 2:4] / 2], 1)
     k = nms(boxes + cls_id[:, None].astype(np.float32) * class_span(boxes), score, iou)[:max_det]
-    return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32)], 1)
+    return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32), extras[k]], 1)
+
+
+def protos(raw, head) -> np.ndarray:
+    """The prototypes ``(B, nm, h, w)`` of a segmentation head: the output kept after the raw ones."""
+    g = Geometry.of(head)
+    if not g.protos or not isinstance(raw, (list, tuple)) or len(raw) != len(g.output_shapes()):
+        raise ValueError("no prototypes: pass every session output (session.run(None, ...)) of a segment head")
+    return np.asarray(raw[-1])
+
+
+def masks(dets: np.ndarray, protos: np.ndarray, head, shape=None) -> np.ndarray:
+    """``(K, H, W)`` bool masks of segment detections (see :func:`onnx_headcut.heads.tasks.segment.masks`)."""
+    return segment.masks(dets, protos, head, shape)
 
 
 def _decode_rows(rows: np.ndarray, g: Geometry, index: np.ndarray) -> np.ndarray:
     """:func:`decode` restricted to the rows ``index`` of the flat layout: returns (K, 5 + nc)."""
     cells, strides, sizes = _rows(g)
-    return kind(g.decode).decode(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]
+    return _decoded(rows, g, cells[index], strides[index], None if sizes is None else sizes[index])[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import param_blobs
-from .decode import canonical, decode, original_output, postprocess, selected
+from .decode import canonical, decode, masks, original_output, postprocess, selected
 from .engines import check_engine, engine_for, run, run_options
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
@@ -34,10 +34,39 @@ class Detection:
     score: float
     cls: int
     name: str
+    mask: np.ndarray | None = None  # segment heads: (h0, w0) bool, the original image's pixels
+    landmarks: tuple[tuple[float, float], ...] = ()  # face heads: (x, y) per landmark, the original image's pixels
 
     def to_json(self) -> dict:
-        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 5), "class": self.cls,
-                "name": self.name}
+        d = {"box": [round(v, 2) for v in self.box], "score": round(self.score, 5), "class": self.cls,
+             "name": self.name}
+        if self.mask is not None:
+            d["mask"] = rle(self.mask)
+        if self.landmarks:
+            d["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
+        return d
+
+
+def rle(mask: np.ndarray) -> dict:
+    """A bool mask (h, w) as COCO's uncompressed RLE: ``{"size": [h, w], "counts": [...]}``, run lengths over the
+    pixels in column-major (Fortran) order, starting with a run of zeros (0 when the first pixel is set)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts, "encoding": "rle-coco-uncompressed"}
+
+
+def image_masks(masks_in: np.ndarray, ratio: float, pad: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) masks on the letterboxed input → (K, h0, w0) on the original image (nearest input pixel of each
+    image pixel's centre: ``x_in = (x + 0.5) * ratio + pad_x``)."""
+    h0, w0 = size
+    _, H, W = masks_in.shape
+    ys = np.clip(np.floor((np.arange(h0) + 0.5) * ratio + pad[1]).astype(np.int64), 0, H - 1)
+    xs = np.clip(np.floor((np.arange(w0) + 0.5) * ratio + pad[0]).astype(np.int64), 0, W - 1)
+    return masks_in[:, ys][:, :, xs]
 
 
 @dataclass(frozen=True)
@@ -107,7 +136,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
             import onnx
 
             outputs = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
-            out_names = [located.output_name] if len(outputs) > 1 and located.output_name in outputs else None
+            out_names = [located.output_name, *located.kept_outputs, *located.compared_outputs] \
+                if len(outputs) > 1 and located.output_name in outputs else None
         pre, recorded = located.preprocess, (None if names is not None else model_names(model, nc))
     labels = class_names(nc, names, recorded)  # a bad names file fails before the model runs
     check_input_size(in_name, shape)
@@ -123,19 +153,38 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
             dets = selected(original_output(ys, g), conf)
         else:
-            dets = postprocess(decode(ys, g), conf, iou)
+            dets = postprocess(decode(ys, g), conf, iou, num_classes=nc)
     elif located.selection is not None:
         dets = selected(ys[0], conf)
     else:
-        dets = postprocess(canonical(ys[0], Geometry.of(located)), conf, iou)
+        g = Geometry.of(located)
+        rows = canonical(ys[0], g)
+        if located.coefficients:  # YOLOv6 seg: the coefficients after the level index of their own output
+            rows = np.concatenate([rows, ys[-1][..., 1:]], -1)
+        dets = postprocess(rows, conf, iou, num_classes=nc)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
+    protos = ys[-1] if head is not None else ys[1] if g is not None and g.protos else None
+    masks_, points = _extras(dets, protos, g, ratio, pad, (h0, w0))
     out = tuple(Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(d[4]), int(d[5]),
-                          labels[int(d[5])])
-                for b, d in zip(boxes, dets))
-    return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out, note)
+                          labels[int(d[5])], masks_[k] if masks_ is not None else None, points[k] if points else ())
+                for k, (b, d) in enumerate(zip(boxes, dets)))
+    return DetectResult(str(model), "raw" if head is not None else "decoded", engine, str(image), (w0, h0), out,
+                        note)
+
+
+def _extras(dets: np.ndarray, protos, g: Geometry | None, ratio: float, pad, size) -> tuple[np.ndarray | None, list]:
+    """A task head's extras of ``dets`` on the original image: segment masks (K, h0, w0), face landmarks."""
+    if g is None or g.task == "detect" or not len(dets):
+        return None, []
+    if g.task == "segment":
+        return image_masks(masks(dets, protos, g), ratio, pad, size), []
+    if g.task == "face":
+        pts = (dets[:, 6:].reshape(len(dets), -1, 2) - np.asarray(pad, np.float32)) / ratio
+        return None, [tuple((float(x), float(y)) for x, y in p) for p in pts]
+    return None, []
 
 
 def _restore(y: np.ndarray, shape: tuple | None) -> np.ndarray:
@@ -166,7 +215,8 @@ def check_output(model: str | os.PathLike, image: str | os.PathLike, out: str | 
 
 def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike, force: bool = False,
          names: str | os.PathLike | None = None) -> Path:
-    """Draw labelled boxes on ``image`` and save it to ``out`` (written atomically).
+    """Draw labelled boxes (segment heads: their masks as overlays; face heads: their landmarks) on ``image`` and
+    save it to ``out`` (written atomically).
 
     ``out`` is checked as by :func:`check_output` (``names``: the names file the detection read).
     """
@@ -183,7 +233,13 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
         color = palette[det.cls % len(palette)]
         x1, y1, x2, y2 = det.box  # an untrained head can predict x2 < x1: draw the box it spans
         box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        if det.mask is not None:  # the mask as a translucent overlay in the class colour
+            tint = Image.new("RGB", im.size, color)
+            im.paste(Image.blend(im, tint, 0.45), (0, 0), Image.fromarray((det.mask * 255).astype(np.uint8)))
+            d = ImageDraw.Draw(im)
         d.rectangle(box, outline=color, width=2)
+        for x, y in det.landmarks:  # face landmarks as dots
+            d.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(0, 255, 255), outline=(0, 0, 0))
         label = f"{det.name} {det.score:.2f}" if det.score >= 0.01 else f"{det.name} {det.score:.1e}"
         tx, ty = box[0], max(0.0, box[1] - 11)
         d.rectangle((tx, ty, tx + 6 * len(label) + 4, ty + 11), fill=color)

@@ -26,6 +26,7 @@ from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
 from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
 from .heads.anchor_raw import match_split_raw
+from .heads.tasks import face, segment
 from .metadata import METADATA_KEY
 from .region import LAYOUT_OPS, RAW_OPS, decode_region
 
@@ -52,6 +53,12 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
     if not is_static(in_shape) or len(in_shape) != 4:
         raise NoHeadError(f"no YOLO head: input '{inp.name}' has shape {in_shape}, expected static (1, 3, H, W)")
     outputs = [o.name for o in model.graph.output]
+    protos = None  # a segmentation export: the prototypes output, kept as it is beside the raw head
+    coefs = None  # a YOLOv6 seg export: its output of [level index, coefficients], reproduced by the decode
+    if (pair := segment.outputs(ix, shapes, outputs, tuple(in_shape))) is not None:
+        outputs, protos = [pair[0]], pair[1]
+    elif (triple := segment.separate_outputs(ix, shapes, outputs, tuple(in_shape))) is not None:
+        outputs, protos, coefs = [triple[0]], triple[1], triple[2]
     seg = refusals.segmentation(outputs, shapes)
     if seg:
         raise NoHeadError(seg)
@@ -68,7 +75,7 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         raise NoHeadError(f"no YOLO head: expected one decoded output, found {len(outputs)} "
                           f"({', '.join(outputs)}); {LOOKED_FOR}")
     region = decode_region(ix, outputs[0])
-    extra = refusals.extra_branch(ix, shapes, region, tuple(in_shape), shapes.get(outputs[0]))
+    extra = None if protos else refusals.extra_branch(ix, shapes, region, tuple(in_shape), shapes.get(outputs[0]))
     if extra:
         raise NoHeadError(extra)
     if region.blockers:
@@ -84,9 +91,17 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         raise NoHeadError(f"no YOLO head: the decode of output '{outputs[0]}' branches on its values ({branch}), "
                           "so no single recorded formula reproduces it; headcut does not cut such a decode")
     ctx = MatchContext(ix, shapes, region, inp.name, tuple(in_shape), group_levels(shapes, region, in_shape))
-    face = refusals.face(ctx)
-    if face:
-        raise NoHeadError(face)
+    if protos is not None:
+        found = segment.match(ctx, PATTERNS, protos) if coefs is None else \
+            segment.match_separate(ctx, PATTERNS, protos, coefs)
+        if isinstance(found, Head):
+            return found
+        raise NoHeadError(f"no YOLO head: {found}")
+    landmarks = face.match(ctx, PATTERNS)
+    if isinstance(landmarks, Head):
+        return landmarks
+    if landmarks is not None:
+        raise NoHeadError(f"no YOLO head: {landmarks}")
     rejections = []
     for pattern in PATTERNS:
         r = pattern(ctx)

@@ -24,7 +24,7 @@ import onnx
 
 from .errors import HeadcutError, InputError
 from .heads import ALL, SCHEMA
-from .heads.base import LAYOUTS, PART, SELECTIONS, SPLIT
+from .heads.base import LAYOUTS, PART, SELECTIONS, SPLIT, TASK_ROLES
 from .io import load, read_limited
 from .names import NamesError, parse_literal
 from .preprocess import Preprocess
@@ -279,8 +279,11 @@ def _check_layout(meta: dict) -> None:
     elif "score_sum" in meta or any("output" in c for c in channels):
         raise _Bad(f"score_sum and channel outputs belong to the split layouts, not {layout}")
     if isinstance(meta.get("raw_outputs"), list):
-        parts = (3 if meta.get("score_sum") else 2) if layout in SPLIT else 1
+        extra = sum(c["name"] in TASK_ROLES for c in channels)  # a task's extra block: an output of its own
+        parts = (2 + extra + bool(meta.get("score_sum"))) if layout in SPLIT else 1
         n = parts * (len(meta["levels"]) if layout in ("levels", "split") else 1)
+        if "protos" in meta:  # a segment head's prototypes, kept after the raw outputs
+            n += 1
         if len(meta["raw_outputs"]) != n:
             raise _Bad(f"{len(meta['raw_outputs'])} raw_outputs for the {layout} layout of "
                        f"{len(meta['levels'])} levels, which has {n}")

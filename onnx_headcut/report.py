@@ -47,7 +47,7 @@ def head_table(insp: Inspection) -> list[str]:
         f"{[*h.input_shape[:2], *h.dynamic_hw.axes]} (levels at {h.input_shape[-2]}x{h.input_shape[-1]})"
     lines = [
         f"head      {head_name(h.family, h.version)}  decode={h.decode}  classes={h.num_classes}  "
-        f"input '{h.input_name}' {shape}",
+        + (f"task={h.task}  " if h.task != "detect" else "") + f"input '{h.input_name}' {shape}",
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
     for i, lv in enumerate(h.levels):
@@ -69,8 +69,9 @@ def raw_inspect_text(ri: RawInspection) -> str:
             shape = (f"{[*dims[:2], d['height'], d['width']]} (levels at {dims[2]}x{dims[3]}, multiples of "
                      f"{d['multiple_of']})")
         name = head_name(str(m.get("family", "?")), str(m.get("version", "")))
+        task = f"task={m['task']}  " if m.get("task", "detect") != "detect" else ""
         lines.append(f"head      {name}  decode={m['decode']}  "
-                     f"classes={m['num_classes']}  input '{m['input']['name']}' {shape}")
+                     f"classes={m['num_classes']}  {task}input '{m['input']['name']}' {shape}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
         for i, lv in enumerate(m["levels"]):
             first = lv.get("first_row", 0)

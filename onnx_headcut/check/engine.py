@@ -61,7 +61,7 @@ def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> 
     if head.selection is not None:  # NMS-free: the selected rows' scores
         return gap_threshold(y[0][:, 4], k=k)
     rows = canonical(y, Geometry.of(head))[0]
-    return gap_threshold(rows[:, 4] * rows[:, 5:].max(1), k=k)
+    return gap_threshold(rows[:, 4] * rows[:, 5:5 + head.num_classes].max(1), k=k)  # a task's extras are no scores
 
 
 def _given_anchors(meta) -> tuple | None:

@@ -150,7 +150,8 @@ def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> list[
     out = []
     for x in inputs:
         (y,) = sess.run([located.final_output], {located.input_name: x})
-        out.append(selected(y, conf) if located.selection is not None else postprocess(canonical(y, g), conf, iou))
+        out.append(selected(y, conf) if located.selection is not None
+                   else postprocess(canonical(y, g), conf, iou, num_classes=g.num_classes))
     return out
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..decode import canonical, class_span, nms, original_output
+from ..decode import canonical, class_span, nms, original_coefficients, original_output
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
@@ -58,6 +58,9 @@ def expected_raw(convs: dict[str, np.ndarray], head: Head, g: Geometry) -> tuple
         n = len(g.parts)
         pairs = [(np.concatenate([r[0] for r in rows[k::n]], 1), np.concatenate([r[1] for r in rows[k::n]], 1))
                  for k in range(n)]
+    if head.protos:  # the prototypes output, kept as it is: equal to the original's, bit for bit
+        p = convs[head.protos[0]]
+        pairs.append((p, np.zeros(p.shape)))
     return [v for v, _ in pairs], [m for _, m in pairs]
 
 
@@ -145,6 +148,14 @@ def _where(head: Head | None, g: Geometry, row: int) -> str:
     return f"row {row}"
 
 
+def pixel_columns(g: Geometry, width: int) -> slice:
+    """The original's columns (of ``width``) of a task's extra block that hold pixels: a face head's landmarks."""
+    if g.task != "face":
+        return slice(width, width)
+    at = g.extra_at if g.extra_at >= 0 else width - g.part_width("lmk")
+    return slice(at, at + g.part_width("lmk"))
+
+
 def _column(g: Geometry, col: int, channel_first: bool) -> str:
     names = ["cx", "cy", "w", "h"]
     if col < 4:
@@ -167,11 +178,15 @@ def decode_check(original_out: np.ndarray, decoded: np.ndarray, allowed: Allowed
     err = np.nan_to_num(err, nan=math.inf)
     atol = np.full(a.shape[-1], allowed.score_atol)
     atol[:4] = allowed.box_atol
+    atol[pixel_columns(g, a.shape[-1])] = allowed.box_atol  # a task's extra columns in pixels (landmarks)
     with np.errstate(invalid="ignore"):
         limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
     excess = err - limit
-    boxes = float(err[..., :4].max()) if err.size else 0.0
-    scores = float(err[..., 4:].max()) if err[..., 4:].size else 0.0
+    px = np.zeros(a.shape[-1], bool)
+    px[:4] = True
+    px[pixel_columns(g, a.shape[-1])] = True  # landmarks count with the boxes (pixels)
+    boxes = float(err[..., px].max()) if err.size else 0.0
+    scores = float(err[..., ~px].max()) if err[..., ~px].size else 0.0
     bad = excess > 0
     if not bad.any():
         return DecodeCheck(boxes, scores, allowed, "", True)
@@ -194,10 +209,16 @@ def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
 
 
+def _six(d) -> np.ndarray:
+    """Detections as (K, 6) float64 ``[x1, y1, x2, y2, score, class]``: a task's extra columns left out."""
+    a = np.asarray(d, np.float64)
+    return a.reshape(-1, a.shape[-1])[:, :6] if a.ndim == 2 else a.reshape(-1, 6)
+
+
 def match_detections(ref: np.ndarray, got: np.ndarray, min_iou: float = MIN_IOU) -> tuple[int, float]:
     """(matched pairs, min IoU over them): each reference detection, best score first, takes its
     best unmatched same-class partner; a pair counts when its IoU >= ``min_iou``."""
-    ref, got = np.asarray(ref, np.float64).reshape(-1, 6), np.asarray(got, np.float64).reshape(-1, 6)
+    ref, got = _six(ref), _six(got)
     free = np.ones(len(got), bool)
     matched, worst = 0, 1.0
     for r in ref[np.argsort(-ref[:, 4], kind="stable")]:
@@ -271,6 +292,53 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     return DetectionCheck(conf, iou, len(kr), len(kg), int(good.sum()), float(ious.min(initial=1.0)), int(edge.sum()))
 
 
+def _with_coefficients(dec: DecodeCheck, ref: np.ndarray, raw: list[np.ndarray], g: Geometry,
+                       allowed: Allowed) -> DecodeCheck:
+    """Layer 2 of a YOLOv6 seg head: ``dec`` (the detections output) and the coefficient output
+    ``(B, N, 1 + nm)`` = [level index, coefficients] rebuilt from the raw outputs."""
+    got = original_coefficients(raw, g)
+    if got.shape != ref.shape:
+        return replace(dec, worst=f"the coefficients output: the decode gives {list(got.shape)}, the original "
+                                  f"{list(ref.shape)}", ok=False)
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    limit = allowed.score_atol + allowed.rtol * np.abs(ref.astype(np.float64))
+    worst = float(err.max()) if err.size else 0.0
+    if (err > limit).any():
+        r, c = np.unravel_index(int(np.argmax(err - limit)), err.shape[1:]) if err.ndim == 3 else (0, 0)
+        return replace(dec, max_abs_err_scores=max(dec.max_abs_err_scores, worst), ok=False,
+                       worst=f"the coefficients output at {_where(None, g, int(r))}, column {int(c)}: original "
+                             f"{ref[0, r, c]:.6g}, decoded {got[0, r, c]:.6g}")
+    return replace(dec, max_abs_err_scores=max(dec.max_abs_err_scores, worst))
+
+
+def mask_agreement(ref_rows: np.ndarray, got_rows: np.ndarray, ref_protos: np.ndarray, got_protos: np.ndarray,
+                   g: Geometry, conf: float, iou: float) -> float:
+    """Layer 3 for a segment head: the min IoU of the masks of matched detections (each side its own rows'
+    coefficients and prototypes; pairs by row, same class), 1.0 when there are none."""
+    from ..decode import postprocess
+    from ..heads.tasks.segment import mask_iou, masks
+
+    ref = postprocess(ref_rows[:1], conf, iou, 10 ** 6, g.num_classes)
+    got = postprocess(got_rows[:1], conf, iou, 10 ** 6, g.num_classes)
+    if not len(ref) or not len(got):
+        return 1.0
+    pairs = [(i, int(np.argmax(_iou_one(r, got)))) for i, r in enumerate(ref)]
+    pairs = [(i, j) for i, j in pairs if got[j, 5] == ref[i, 5] and _iou_one(ref[i], got[j:j + 1])[0] >= MIN_IOU]
+    if not pairs:
+        return 1.0
+    worst = 1.0
+    for k in range(0, len(pairs), _MASK_CHUNK):  # input-sized masks: a chunk at a time bounds the memory
+        chunk = pairs[k:k + _MASK_CHUNK]
+        a = masks(ref[[i for i, _ in chunk]], ref_protos[:1], g)
+        b = masks(got[[j for _, j in chunk]], got_protos[:1], g)
+        worst = min(worst, float(mask_iou(a, b).min()))
+    return worst
+
+
+#: detections whose masks layer 3 builds at once
+_MASK_CHUNK = 16
+
+
 def gap_threshold(scores, conf: float = DEFAULT_CONF, k: int = 20, gap: float = 1e-3) -> float:
     """A detection threshold that at least ``k`` of ``scores`` reach: ``conf`` when they do, else one in
     the middle of a gap of at least ``gap`` (relative) between consecutive scores, so that rounding
@@ -317,8 +385,18 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
                 got = np.full((1,), np.nan)
                 lay = LayoutCheck(math.inf, 0, 0, str(e), False)
         dec = decode_check(ref_out, got, allowed, g_orig)
+        if head.coefficients and convs is not None and lay is not None and lay.ok:
+            dec = _with_coefficients(dec, convs[head.coefficients[0]], raw, g, allowed)
         if got.shape == ref_out.shape:
-            det = detection_check(canonical(ref_out, g_orig), canonical(got, g_orig), conf, iou, allowed.score_atol)
+            cols = 5 + g_orig.num_classes  # a task's extra columns are not scores
+            ref_rows, got_rows = canonical(ref_out, g_orig), canonical(got, g_orig)
+            det = detection_check(ref_rows[..., :cols], got_rows[..., :cols], conf, iou, allowed.score_atol)
+            if head.coefficients and convs is not None:  # YOLOv6 seg: the coefficients from their own output
+                ref_rows = np.concatenate([ref_rows, convs[head.coefficients[0]][..., 1:]], -1)
+                got_rows = np.concatenate([got_rows, original_coefficients(raw, g)[..., 1:]], -1)
+            if head.protos and convs is not None:
+                det = replace(det, mask_iou=mask_agreement(ref_rows, got_rows, convs[head.protos[0]], raw[-1],
+                                                           g_orig, conf, iou))
         else:
             det = DetectionCheck(conf, iou, 0, 0, 0, 0.0)
     return Check(label, lay, dec, det, engine)

@@ -124,8 +124,10 @@ def reference_session(original, extra_outputs: list[onnx.ValueInfoProto]):
 
 def conv_outputs(head: Head) -> list[onnx.ValueInfoProto]:
     """Graph-output declarations (name only: onnxruntime infers type and shape) for the decoded tensor
-    of ``head`` (an inner tensor in an end-to-end export) and every prediction conv."""
-    names = dict.fromkeys([head.output_name] + [b.tensor for lv in head.levels for b in lv.branches])
+    of ``head`` (an inner tensor in an end-to-end export), every prediction conv and the outputs the raw model
+    keeps (segment: the prototypes, compared bit for bit in layer 1)."""
+    names = dict.fromkeys([head.output_name] + [b.tensor for lv in head.levels for b in lv.branches]
+                          + list(head.kept_outputs) + list(head.compared_outputs))
     return [onnx.ValueInfoProto(name=n) for n in names]
 
 

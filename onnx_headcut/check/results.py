@@ -15,6 +15,8 @@ DEFAULT_CONF = 0.25
 DEFAULT_IOU = 0.45
 #: a detection and its partner on the other side must overlap at least this much
 MIN_IOU = 0.99
+#: the masks of a matched pair of segment detections must overlap at least this much
+MIN_MASK_IOU = 0.99
 _BOX_SCALE = 640.0
 #: relative term of layer 2 (the dtype's rounding through a decode of a few ops)
 _RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 4e-3}
@@ -105,10 +107,12 @@ class DetectionCheck:
     min_iou: float  # over the matched pairs (1.0 when there are none)
     borderline: int = 0  # rows whose score is within the score tolerance of conf on one side only
     nms: bool = True  # False: an NMS-free (top-k) export, whose detections are its rows above conf
+    mask_iou: float | None = None  # segment heads: min mask IoU over the matched detections (None: no masks)
 
     @property
     def ok(self) -> bool:
-        return self.n_ref == self.n_got == self.matched
+        masks_ok = self.mask_iou is None or self.mask_iou >= MIN_MASK_IOU
+        return self.n_ref == self.n_got == self.matched and masks_ok
 
     def __str__(self) -> str:
         how = f"NMS IoU {self.iou:g}" if self.nms else "top-k, no NMS"
@@ -117,8 +121,9 @@ class DetectionCheck:
                 if self.borderline else "")
         if self.n_ref == self.n_got == 0:
             return head + f" (no score reaches {self.conf:g} on either side){edge}"
+        masks = "" if self.mask_iou is None else f", min mask IoU {self.mask_iou:.4f} (>= {MIN_MASK_IOU} needed)"
         return head + (f", {self.matched} matched (same anchor and class, IoU >= {MIN_IOU}), "
-                       f"min IoU {self.min_iou:.4f}{edge}")
+                       f"min IoU {self.min_iou:.4f}{masks}{edge}")
 
 
 @dataclass(frozen=True)

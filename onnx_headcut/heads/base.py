@@ -22,8 +22,9 @@ from ..preprocess import Preprocess
 
 #: version of the metadata schema written by :meth:`Head.to_json` (read by :meth:`Geometry.from_json`).
 #: 3: ``reg_max`` is the family's own (Ultralytics: bins; YOLOv6: bins - 1) and the decode reads ``dfl_bins``;
-#: 4: ``selection`` (an NMS-free top-k tail reproduced by the decode) and ``original_output.boxes`` (xyxy or xywh)
-SCHEMA = 4
+#: 4: ``selection`` (an NMS-free top-k tail reproduced by the decode) and ``original_output.boxes`` (xyxy or xywh);
+#: 5: ``task`` (detect, segment, face, ...) and its record (``protos``, ``landmarks``), the task's extra block
+SCHEMA = 5
 
 #: the one selection kind an original may apply after its decode (YOLOv10 / YOLO26 NMS-free exports)
 SELECTIONS = ("topk",)
@@ -35,13 +36,18 @@ COLUMNS = {
     "cls": ("class logits", "class scores (sigmoid applied)"),
     "reg": ("l, t, r, b distances in stride units", None),
     "dfl": ("DFL bin logits grouped l, t, r, b", None),
+    "mask": ("mask coefficients (raw; mask = sigmoid(coefficients @ protos))", None),
+    "lmk": ("landmark offsets x, y per landmark, in stride units from the anchor point", None),
 }
+
+#: the roles of a task head's extra block (one per level, after the detection blocks in a row)
+TASK_ROLES = ("mask", "lmk")
 
 LAYOUTS = ("flat", "levels", "split", "flat-split")
 #: layouts with outputs per level (stride ascending), and layouts with the box and score blocks in outputs of their own
 PER_LEVEL, SPLIT = ("levels", "split"), ("split", "flat-split")
 #: the output (part) of a split layout each block goes to: box values in ``_box``, objectness and classes in ``_cls``
-PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls"}
+PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls", "mask": "mask", "lmk": "lmk"}
 #: what the score-sum output of a split layout holds (as rknn_model_zoo's YOLOv8 export computes it)
 SCORE_SUM = "clip(sum over the classes of sigmoid(cls), 0, 1): >= every class score, for early rejection"
 
@@ -61,6 +67,7 @@ class Layout:
     keep_dfl: bool = False
     keep_sigmoid: bool = False
     score_sum: bool = False
+    extra: tuple[str, ...] = ()  # a task head's extra roles (:data:`TASK_ROLES`): split layouts give each an output
 
     def __post_init__(self) -> None:
         if self.kind not in LAYOUTS:
@@ -72,7 +79,9 @@ class Layout:
     @property
     def parts(self) -> tuple[str, ...]:
         """The outputs per level (per-level layouts) or in all (flat ones): ``("",)`` unless split."""
-        return ("box", "cls", "sum")[:3 if self.score_sum else 2] if self.kind in SPLIT else ("",)
+        if self.kind not in SPLIT:
+            return ("",)
+        return ("box", "cls", *(PART[r] for r in self.extra), *(("sum",) if self.score_sum else ()))
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,10 @@ class Geometry:
     topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
     multiple: int = 0  # a dynamic record: input sides are multiples of it and grids follow them (0: static)
     score_sum: bool = False  # split layouts: a score-sum output follows each cls output
+    task: str = "detect"  # "segment", "face": the head has the task's extra block (:data:`TASK_ROLES`)
+    protos: tuple[int, ...] = ()  # segment: the shape (1, nm, h, w) of the prototypes output kept after the raw ones
+    extra_at: int = -1  # the column of the original's row where the task's extra block sits (-1: after the classes)
+    coefficients: tuple[int, ...] = ()  # YOLOv6 seg: the shape (1, N, 1 + nm) of the original's coefficient output
 
     @property
     def na(self) -> int:
@@ -178,7 +191,13 @@ class Geometry:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return Layout(self.layout, score_sum=self.score_sum).parts
+        extra = tuple(r for r, _, _ in self.channels if r in TASK_ROLES)
+        return Layout(self.layout, score_sum=self.score_sum, extra=extra).parts
+
+    @property
+    def joined_parts(self) -> int:
+        """How many of the outputs per level (split) or in all (flat-split) hold row columns: all but the sum."""
+        return len(self.parts) - self.score_sum
 
     def part_width(self, part: str) -> int:
         """Channels per anchor of a split layout's ``part`` (``box``, ``cls``, ``sum``; ``""``: the whole row)."""
@@ -189,9 +208,10 @@ class Geometry:
     def output_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
         """The shapes of the raw outputs, in order, for a batch of ``batch``."""
         n = self.na * sum(h * w for h, w in self.grids)
+        kept = [(batch, *self.protos[1:])] if self.protos else []  # the prototypes, after the raw outputs
         if self.layout in PER_LEVEL:
-            return [(batch, self.na * self.part_width(p), h, w) for h, w in self.grids for p in self.parts]
-        return [(batch, n, self.part_width(p)) for p in self.parts]
+            return [(batch, self.na * self.part_width(p), h, w) for h, w in self.grids for p in self.parts] + kept
+        return [(batch, n, self.part_width(p)) for p in self.parts] + kept
 
     def columns(self) -> dict[str, slice]:
         out, at = {}, 0
@@ -235,7 +255,10 @@ class Geometry:
                        bool(orig.get("decoded", True)), orig.get("boxes") == "xyxy",
                        int(meta["selection"]["k"]) if "selection" in meta else 0,
                        int(meta["dynamic_hw"]["multiple_of"]) if "dynamic_hw" in meta else 0,
-                       bool(meta.get("score_sum", False)))
+                       bool(meta.get("score_sum", False)), str(meta.get("task", "detect")),
+                       tuple(int(d) for d in meta["protos"]["shape"]) if "protos" in meta else (),
+                       int(orig.get("extra_at", -1)),
+                       tuple(int(d) for d in orig["coefficients"]["shape"]) if "coefficients" in orig else ())
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -306,6 +329,23 @@ class Head:
     xyxy: bool = False  # decoded boxes x1, y1, x2, y2 (Ultralytics end-to-end), not cx, cy, w, h
     selection: Selection | None = None  # the NMS-free top-k tail after the decode (YOLOv10 / YOLO26 end-to-end)
     dynamic_hw: DynamicHW | None = None  # the raw graph keeps the input's symbolic height and width
+    task: str = "detect"  # "segment", "face": each level has the task's extra branch (:data:`TASK_ROLES`)
+    protos: tuple = ()  # segment: (output name, shape (1, nm, h, w)) of the prototypes, a graph output kept as is
+    landmarks: int = 0  # face: landmarks per detection (x, y each)
+    extra_at: int = -1  # the column of the original's row where the extra block sits (-1: after the classes)
+    #: YOLOv6 seg: (name, shape (1, N, 1 + nm)) of the original's output of [level index, coefficients] per row,
+    #: which the decode reproduces (compared in layer 2) and the raw model does not keep
+    coefficients: tuple = ()
+
+    @property
+    def compared_outputs(self) -> tuple[str, ...]:
+        """The original's outputs besides the decoded one that the verification compares (the coefficients)."""
+        return (self.coefficients[0],) if self.coefficients else ()
+
+    @property
+    def kept_outputs(self) -> tuple[str, ...]:
+        """The original's outputs the raw model keeps untouched, after the raw outputs (segment: the prototypes)."""
+        return (self.protos[0],) if self.protos else ()
 
     @property
     def decode(self) -> str:
@@ -356,7 +396,9 @@ class Head:
         return self.selection.output if self.selection is not None else self.output_name
 
     def blocks(self, layout: Layout = Layout()) -> tuple[Block, ...]:
-        return self.kind.blocks(self, layout)
+        """The kind's blocks, then the task's extra block (raw, no activation) when the head has one."""
+        extra = tuple(Block(b.role, b.channels, False, b) for b in self.levels[0].branches if b.role in TASK_ROLES)
+        return self.kind.blocks(self, layout) + extra
 
     def check_layout(self, layout: Layout) -> None:
         """:class:`UsageError` (one line) when an option of ``layout`` does not apply to this head."""
@@ -373,7 +415,9 @@ class Head:
                              "output) already bounds every score, reject on it")
 
     def effective(self, layout: Layout) -> Layout:
-        return self.kind.effective(self, layout)
+        """The layout emitted for ``layout``: the kind's, with the task's extra roles (split: outputs of their own)."""
+        extra = tuple(b.role for b in self.levels[0].branches if b.role in TASK_ROLES)
+        return replace(self.kind.effective(self, layout), extra=extra)
 
     def at(self, size) -> Head:
         """This head at input ``size`` (H, W) (a dynamic one: grids and rows follow; see :meth:`Geometry.at`)."""
@@ -399,7 +443,9 @@ class Head:
                         tuple(tuple((float(x), float(y)) for x, y in a) for a in self.anchors),
                         self.ones_column, self.channel_first, self.original_decoded, self.xyxy,
                         self.selection.k if self.selection is not None else 0,
-                        self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum)
+                        self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum, self.task,
+                        tuple(self.protos[1]) if self.protos else (), self.extra_at,
+                        tuple(self.coefficients[1]) if self.coefficients else ())
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -432,7 +478,11 @@ class Head:
             "original_output": {"name": self.output_name, "shape": list(self.output_shape),
                                 "decoded": self.original_decoded,
                                 "layout": "channels" if self.channel_first else "rows"}
-            | ({"boxes": "xyxy"} if self.xyxy else {}),
+            | ({"boxes": "xyxy"} if self.xyxy else {})
+            | ({"extra_at": self.extra_at} if self.extra_at >= 0 else {})
+            | ({"coefficients": {"name": self.coefficients[0], "shape": list(self.coefficients[1]),
+                                 "columns": "level index (0 for stride 8, 1, ...), then the mask coefficients"}}
+               if self.coefficients else {}),
         }
         if layout.kind in SPLIT:
             d["score_sum"] = layout.score_sum
@@ -450,6 +500,12 @@ class Head:
                 d["reg_max_meaning"] = self.reg_max_meaning
         if self.dynamic_hw is not None:
             d["dynamic_hw"] = self.dynamic_hw.to_json()
+        if self.task != "detect":
+            d["task"] = self.task
+        if self.protos:
+            d["protos"] = {"output": self.protos[0], "shape": list(self.protos[1])}
+        if self.landmarks:
+            d["landmarks"] = {"count": self.landmarks}
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)
@@ -460,8 +516,10 @@ def _split_outputs(layout: Layout, na: int) -> str:
     """In words, what the outputs of a split layout are and in which order (recorded as ``outputs``)."""
     per = "per level (stride ascending) <output>_s<stride>_box, _cls" if layout.kind == "split" else \
         "<output>_box (1, N, box), <output>_cls (1, N, scores)"
-    text = per + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
+    extra = "".join(f", _{PART[r]}" for r in layout.extra)
+    text = per + extra + (", _sum" if layout.score_sum else "") + ": the channels named output 'box' in order, then "
     text += "those named 'cls' (objectness first where the head has it)"
+    text += "".join(f", then the '{PART[r]}' block" for r in layout.extra)
     if na > 1:
         text += (f"; {na} anchors per cell: each output holds, per anchor, its own block of those channels"
                  if layout.kind == "split" else f"; rows ordered level, anchor, y, x ({na} anchors per cell)")
