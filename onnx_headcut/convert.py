@@ -4,6 +4,13 @@
 The head metadata travels with the converted files as ``<stem>.head.json`` so that
 ``headcut verify`` and C++ code can decode the engine's output. Files are staged and moved into
 place only when the conversion succeeded.
+
+int8 (``int8=True, calib=DIR``): the images of ``DIR`` are letterboxed and scaled with the model's own
+preprocess (:func:`~onnx_headcut.quantize.model_inputs`) into ONE float32 NCHW ``.npy`` (N, 3, H, W) in a
+scratch folder; the target module's ``convert`` gets ``options["int8"]``, ``options["calib"]`` (that
+file's path) and ``options["platform"]``, quantizes, and answers ``"precision": "int8"``, which goes into
+the ``converted`` record of ``<model file name>.head.json`` (``raw.xml.head.json``) so that ``verify`` and
+``detect`` know the model is quantized (``verify`` then checks detection agreement, not the three layers).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from .graph import GraphIndex
 from .io import dependencies, load
 from .metadata import embedded
 from .staging import Staging, check_outputs
-from .targets import check_options, match_outputs
+from .targets import calibration_images, check_options, match_outputs
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Converted:
     #: the converted model's input and outputs as the engine names and lays them out, in the raw
     #: outputs' order (TFLite: NHWC, renamed, reordered), or None when the engine keeps ONNX's
     io: dict | None = None
+    precision: str = "fp32"  # "int8" when the target quantized it
 
 
 def _head_json(model: onnx.ModelProto, source: str) -> str | None:
@@ -83,10 +91,12 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     The output set (the target's files, e.g. ``.mnn``, ``.param`` + ``.bin``, ``.xml`` + ``.bin``,
     ``.tflite``, and the head JSON when the model has head metadata) is checked before converting: an
     existing member is an error unless ``force``, and the input or its external data never may be
-    one. The head JSON is ``<stem>.head.json``; a target that renames or re-lays the tensors (TFLite)
-    writes ``<stem>.tflite.head.json`` instead, holding the head plus the ``converted`` record of its
-    tensors (:class:`Converted.io`). A ``.head.json`` that already holds the model's metadata (the
-    sidecar ``strip`` wrote) is left as it is.
+    one. The head JSON is ``<stem>.head.json``; a target that renames or re-lays the tensors (TFLite),
+    an int8 conversion (``int8``, ``calib``: a folder of images; see the module's doc), or an output folder
+    that already holds one writes ``<model file name>.head.json`` (``raw.tflite.head.json``,
+    ``raw.xml.head.json``) instead, holding the head plus the ``converted`` record of its tensors
+    (:class:`Converted.io`) and precision. A ``<stem>.head.json`` that already holds the model's metadata
+    (the sidecar ``strip`` wrote) is left as it is.
     """
     check_options(to, int8, calib, platform)
     src = Path(onnx_path)
@@ -102,32 +112,75 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     if relaid and head is None:
         raise UsageError(f"{src}: has no head record, and {to} re-lays and renames the outputs, which headcut records "
                          f"in the head JSON; convert the raw model: headcut strip {src.name}, then convert that")
-    side = out / (f"{names[0]}.head.json" if relaid else f"{stem}.head.json")
+    own = out / f"{names[0]}.head.json"  # the converted model's own record (else a stale one would be read)
+    recorded = relaid or int8 or own.exists()
+    side = own if recorded else out / f"{stem}.head.json"
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
     reads = dependencies(src)  # never written, even with force
     check_outputs(targets, reads, force)
-    io = None
-    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st:
+    io, extra = None, {}
+    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st, \
+            tempfile.TemporaryDirectory(prefix="headcut-calib-") as scratch:
         if to == "ncnn":
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx_checked(src, model, st.path(names[0]), st.path(names[1]))
         else:
-            _need(target.PACKAGES[-1], to)
-            options = {"input_shape": _input_shape(model)}
+            _need(getattr(target, "CONVERTER", target.PACKAGES[-1]), to)
+            if int8 and getattr(target, "QUANTIZER", None):
+                _need(target.QUANTIZER, to)
+            options = {"input_shape": _input_shape(model), "input_name": _input_name(model), "int8": int8,
+                       "calib": str(calibration_npy(src, model, calib, Path(scratch))) if int8 else None,
+                       "platform": platform}
             res = json.loads(worker([to, "convert", str(src.resolve()), str(st.path(names[0]).parent), stem,
-                                     json.dumps(options)]))
+                                     json.dumps(options)], timeout=1800 if int8 else 600))
+            if int8 and res.get("precision") != "int8":
+                raise VerificationError(f"{to} did not quantize {src.name} (it reports precision "
+                                        f"{res.get('precision', 'fp32')}); nothing written")
+            extra = {k: res[k] for k in ("precision", "quantizer", "calib_samples") if k in res}
             if relaid:
                 io = match_outputs(model, res)
                 inputs, outputs = [io["input"]["name"]], [o["name"] for o in io["outputs"]]
             else:
                 inputs, outputs = res["inputs"], res["outputs"]
-            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io)
+            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io, int8=int8)
+            if recorded and io is None:  # names and layout kept: say so in the record
+                io = {"input": {"name": inputs[0], "layout": "same"},
+                      "outputs": [{"name": n, "layout": "same", "onnx": o.name}
+                                  for n, o in zip(outputs, model.graph.output)]}
         if side in targets and head is not None:  # side is a target only with head metadata
-            text = head if io is None else json.dumps({**json.loads(head), "converted": {"engine": to, **io}},
-                                                      indent=2) + "\n"
+            record = {"engine": to, **(io or {}), "precision": extra.get("precision", "fp32"), **extra}
+            text = head if not recorded else json.dumps({**json.loads(head), "converted": record}, indent=2) + "\n"
             st.path(side.name).write_text(text)
         files = tuple(st.commit())
-    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io)
+    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io, extra.get("precision", "fp32"))
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def calibration_npy(src: Path, model: onnx.ModelProto, calib, folder: Path) -> Path:
+    """The images of the ``calib`` folder letterboxed to the model's input size and scaled with its own
+    preprocess (the head record's, or for a decoded model the located family's), saved as one float32
+    NCHW ``.npy`` (N, 3, H, W) in ``folder``; its path."""
+    from .pipeline import decoded_head
+    from .preprocess import Preprocess
+    from .quantize import model_inputs
+
+    meta = embedded(model, str(src))
+    if meta is not None:
+        pre = Preprocess.of(meta)
+    else:
+        try:
+            pre = decoded_head(src).preprocess
+        except HeadcutError:  # not a detector headcut knows: Ultralytics' letterbox, RGB / 255
+            pre = Preprocess()
+    shape = _input_shape(model)
+    xs = model_inputs(calibration_images(calib), (shape[2], shape[3]), pre)
+    path = folder / "calib.npy"
+    np.save(path, np.concatenate(xs).astype(np.float32))
+    return path
 
 
 #: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
@@ -135,12 +188,13 @@ CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
 
 
 def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs,
-                    io: dict | None = None) -> None:
+                    io: dict | None = None, int8: bool = False) -> None:
     """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
     same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
     cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
-    times the value (float16 models: 4e-3 each, ort computing in half precision)."""
-
+    times the value (float16 models: 4e-3 each, ort computing in half precision). An ``int8`` model
+    cannot match within that: only its output count, shapes and finiteness are checked here, and
+    ``verify`` measures its detections."""
 
     inits = {t.name for t in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)
@@ -159,10 +213,10 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
                                 f"{e}") from None
     for x, ys in zip(xs, outs):
         _compare(src, engine, names, s.run(names, {inp.name: x.astype(dtype)}), ys, dtype,
-                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}")
+                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8)
 
 
-def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str) -> None:
+def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str, int8: bool = False) -> None:
     atol = rtol = 4e-3 if dtype == np.float16 else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
@@ -174,6 +228,11 @@ def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str)
             raise VerificationError(f"the {engine} conversion of {src.name}: output '{name}' has shape "
                                     f"{list(y.shape)}, the ONNX model {list(ref.shape)}{at}; nothing written")
         y = np.asarray(y, np.float32).reshape(ref.shape)
+        if int8:
+            if not np.isfinite(y).all():
+                raise VerificationError(f"the int8 {engine} conversion of {src.name}: output '{name}' is not finite"
+                                        f"{at}; nothing written")
+            continue
         err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
         if not np.isfinite(y).all() or (err > 0).any():
             k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))
