@@ -12,6 +12,11 @@ the fp32 original (recall / precision, same class, IoU >= 0.5).
     python scripts/engine_table.py                          # every target this machine can run
     python scripts/engine_table.py --targets ncnn,openvino  # only these
     python scripts/engine_table.py --write                  # replace the table between the README markers
+    python scripts/engine_table.py --targets tflite --precision int8 --cache cells.json   # a part, kept
+
+With ``--cache FILE`` each measured cell is kept in FILE (JSON) and not measured again, so the slow columns
+can be measured by separate runs (``--targets``, ``--precision``, ``--heads``) and one last run writes the
+table from all of them.
 
 A target runs in ``$HEADCUT_PYTHON_<TARGET>`` when set (e.g. TFLite's own virtualenv), else here.
 """
@@ -19,7 +24,10 @@ A target runs in ``$HEADCUT_PYTHON_<TARGET>`` when set (e.g. TFLite's own virtua
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +60,7 @@ HEADS = {  # sample file -> what it stands for
 #: the trained sample (its int8 cells are detection agreement, the others' decoded-output errors)
 TRAINED = ("trained/shapes-yolov8-320.onnx", "trained YOLOv8 shapes sample")
 #: calibration scenes for the int8 cells (apart from the sample's training and test seeds)
-CALIB_SEED, CALIB_COUNT = 15 + 5_000_000, 16
+CALIB_SEED, CALIB_COUNT = 15 + 5_000_000, 12
 
 
 def _packages(target: str, int8: bool = False) -> list[str]:
@@ -96,15 +104,43 @@ def int8_cell(model: Path, original: Path, target: str, calib: Path, conf: float
     return f"R {a.recall:.2f} P {a.precision:.2f} ({errors})" if trained else errors
 
 
-def table(targets: list[str]) -> str:
-    quantizes = [t for t in targets if getattr(MODULES[t], "INT8", False) and runs_here(t, int8=True)]
-    cols = [(t, "fp32") for t in targets] + [(t, "int8") for t in quantizes]
+class Cache:
+    """Cells already measured (``--cache FILE``), merged into FILE under a lock as each one is measured."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def _load(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path is not None and self.path.is_file() else {}
+
+    def get(self, key: str) -> str | None:
+        return self._load().get(key)
+
+    def put(self, key: str, value: str) -> None:
+        if self.path is None:
+            return
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cells = self._load()
+            cells[key] = value
+            self.path.write_text(json.dumps(cells, indent=1, ensure_ascii=False))
+
+
+def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[str] | None = None,
+          cache: Cache | None = None) -> str:
+    """The markdown table for ``targets``: fp32 columns, then (``int8``) an int8 column per target that quantizes;
+    ``heads``: only the samples whose file name contains one of these."""
+    cache = cache or Cache(None)
+    quantizes = [t for t in targets if int8 and getattr(MODULES[t], "INT8", False) and runs_here(t, int8=True)]
+    cols = [(t, "fp32") for t in targets if fp32] + [(t, "int8") for t in quantizes]
     rows = ["| head | " + " | ".join(f"{t} {p}: original → raw" for t, p in cols) + " |",
             "|---" * (len(cols) + 1) + "|"]
     with tempfile.TemporaryDirectory() as d:
         calib = Path(d, "calib")
         save_scenes(calib, CALIB_SEED, CALIB_COUNT)
         for name, label in [*HEADS.items(), TRAINED]:
+            if heads and not any(h in name for h in heads):
+                continue
             trained = (name, label) == TRAINED
             folder = Path(d, Path(name).stem)
             folder.mkdir()
@@ -114,8 +150,15 @@ def table(targets: list[str]) -> str:
             conf = 0.25 if trained else conf_reached_by(orig, 20)
             cells = []
             for t, p in cols:
-                got = [fp32_cell(folder / f"{w}.onnx", orig, t, conf) if p == "fp32" else
-                       int8_cell(folder / f"{w}.onnx", orig, t, calib, conf, trained) for w in ("original", "raw")]
+                got = []
+                for w in ("original", "raw"):
+                    key = f"{name}|{t}|{p}|{w}"
+                    cell = cache.get(key)
+                    if cell is None:
+                        cell = (fp32_cell(folder / f"{w}.onnx", orig, t, conf) if p == "fp32" else
+                                int8_cell(folder / f"{w}.onnx", orig, t, calib, conf, trained))
+                        cache.put(key, cell)
+                    got.append(cell)
                 cells.append(" → ".join(got))
                 print(f"{label}: {t} {p}: {cells[-1]}", file=sys.stderr, flush=True)
             rows.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -134,10 +177,24 @@ def table(targets: list[str]) -> str:
     return "\n".join(rows)
 
 
+def verdicts(text: str) -> dict[str, list[str]]:
+    """Each column of a table (by header) with its numbers blanked: what a fresh run must reproduce (error
+    magnitudes may move with the CPU's kernels)."""
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in text.strip().splitlines()
+            if r.startswith("| ")]
+    if not rows:
+        return {}
+    blank = lambda c: re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", c)
+    return {h: [blank(r[k]) for r in rows[1:] if k < len(r)] for k, h in enumerate(rows[0])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="replace the table in README.md")
     ap.add_argument("--targets", help=f"comma-separated targets (default: those of {', '.join(TARGETS)} that run here)")
+    ap.add_argument("--precision", choices=("fp32", "int8", "both"), default="both", help="which columns")
+    ap.add_argument("--heads", help="comma-separated parts of sample file names: only those rows")
+    ap.add_argument("--cache", metavar="FILE", help="keep measured cells in FILE and reuse them")
     args = ap.parse_args()
     if args.targets:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -149,7 +206,8 @@ def main() -> None:
             raise SystemExit(f"{missing[0]} does not run here: install it or set HEADCUT_PYTHON_{missing[0].upper()}")
     else:
         targets = [t for t in TARGETS if runs_here(t)]
-    t = table(targets)
+    heads = [h.strip() for h in args.heads.split(",")] if args.heads else None
+    t = table(targets, args.precision != "fp32", args.precision != "int8", heads, Cache(args.cache))
     if not args.write:
         print(t)
         return
