@@ -174,8 +174,10 @@ def verify_text(checks) -> str:
 
 def convert_text(res) -> str:
     """``headcut convert``: the engine, the blob names the C++ side binds to, the files written."""
-    return printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
-                            f"outputs   {', '.join(res.outputs)}", "wrote     " + ", ".join(str(f) for f in res.files)])
+    quantized = [f"precision {res.precision}"] if getattr(res, "precision", "fp32") != "fp32" else []
+    return printable_lines([f"engine    {res.engine}", *quantized,
+                            f"input     {', '.join(res.inputs)}", f"outputs   {', '.join(res.outputs)}",
+                            "wrote     " + ", ".join(str(f) for f in res.files)])
 
 
 def detect_table(res, conf: float, limit: int = 50):

@@ -84,6 +84,14 @@ def _short(e: Exception) -> str:
     return str(e).split("): ", 1)[-1].replace("|", "/")[:70]
 
 
+def tidy(cell: str) -> str:
+    """A cell as the table shows it: scratch paths cut to the file name; TFLite's refusal of a model without
+    a head record (by design: the record keeps onnx2tf's renamed, re-laid outputs) said so."""
+    if "has no head record" in cell:
+        return "refused: no head record"
+    return re.sub(r"(/[^\s/]+)+/([^\s/]+\.(onnx|param|mnn|xml|tflite))", r"\2", cell)
+
+
 def fp32_cell(model: Path, original: Path, target: str, conf: float) -> str:
     try:
         c = convert(model, target, model.parent / target, force=True)
@@ -127,7 +135,7 @@ class Cache:
 
 
 def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[str] | None = None,
-          cache: Cache | None = None) -> str:
+          cache: Cache | None = None, cached_only: bool = False) -> str:
     """The markdown table for ``targets``: fp32 columns, then (``int8``) an int8 column per target that quantizes;
     ``heads``: only the samples whose file name contains one of these."""
     cache = cache or Cache(None)
@@ -154,11 +162,13 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
                 for w in ("original", "raw"):
                     key = f"{name}|{t}|{p}|{w}"
                     cell = cache.get(key)
+                    if cell is None and cached_only:
+                        cell = "not measured"
                     if cell is None:
                         cell = (fp32_cell(folder / f"{w}.onnx", orig, t, conf) if p == "fp32" else
                                 int8_cell(folder / f"{w}.onnx", orig, t, calib, conf, trained))
                         cache.put(key, cell)
-                    got.append(cell)
+                    got.append(tidy(cell))
                 cells.append(" → ".join(got))
                 print(f"{label}: {t} {p}: {cells[-1]}", file=sys.stderr, flush=True)
             rows.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -172,8 +182,9 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
                 f"{CALIB_COUNT} generated scenes): max abs error of the decoded boxes (px) / scores against the fp32 "
                 "original over every row; for the trained sample also the detection agreement at conf 0.25 "
                 "(R: share of the fp32 detections kept, P: share of the int8 detections that are the fp32 ones; "
-                "same class, IoU ≥ 0.5) over verify's random input and 8 generated scenes. A TFLite original fails "
-                "by design: its converter renames and re-lays the outputs, which only a raw model's record keeps.")
+                "same class, IoU ≥ 0.5) over verify's random input and 8 generated scenes. A TFLite original is "
+                "refused by design (no head record): onnx2tf renames and re-lays the outputs, which only a raw "
+                "model's record keeps.")
     return "\n".join(rows)
 
 
@@ -195,6 +206,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=("fp32", "int8", "both"), default="both", help="which columns")
     ap.add_argument("--heads", help="comma-separated parts of sample file names: only those rows")
     ap.add_argument("--cache", metavar="FILE", help="keep measured cells in FILE and reuse them")
+    ap.add_argument("--cached-only", action="store_true", help="with --cache: measure nothing, say 'not measured'")
     args = ap.parse_args()
     if args.targets:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -207,7 +219,7 @@ def main() -> None:
     else:
         targets = [t for t in TARGETS if runs_here(t)]
     heads = [h.strip() for h in args.heads.split(",")] if args.heads else None
-    t = table(targets, args.precision != "fp32", args.precision != "int8", heads, Cache(args.cache))
+    t = table(targets, args.precision != "fp32", args.precision != "int8", heads, Cache(args.cache), args.cached_only)
     if not args.write:
         print(t)
         return

@@ -85,6 +85,7 @@ def test_openvino_int8_raw_and_original_on_the_trained_sample(trained, tmp_path)
     out = tmp_path / "ov"
     p = headcut("convert", trained / "raw.onnx", "--to", "openvino", "--int8", "--calib", trained / "calib", "-o", out)
     assert p.returncode == 0, p.stderr
+    assert "precision int8" in p.stdout
     assert sorted(f.name for f in out.iterdir()) == ["raw.bin", "raw.xml", "raw.xml.head.json"]
     rec = json.loads((out / "raw.xml.head.json").read_text())["converted"]
     assert rec["precision"] == "int8" and rec["quantizer"].startswith("NNCF ") and rec["calib_samples"] == CALIB_COUNT
