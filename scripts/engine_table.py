@@ -41,6 +41,7 @@ from onnx_headcut.check.engine import conf_reached_by, verify_engine  # noqa: E4
 from onnx_headcut.convert import convert  # noqa: E402
 from onnx_headcut.engines import MODULES, TARGETS, EngineError, interpreter  # noqa: E402
 from onnx_headcut.errors import HeadcutError  # noqa: E402
+from onnx_headcut.heads import Layout  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
 from onnx_headcut.synth.scenes import save_scenes  # noqa: E402
 
@@ -59,6 +60,8 @@ HEADS = {  # sample file -> what it stands for
 }
 #: the trained sample (its int8 cells are detection agreement, the others' decoded-output errors)
 TRAINED = ("trained/shapes-yolov8-320.onnx", "trained YOLOv8 shapes sample")
+#: rows stripped into another layout than strip's default: (sample file, row label, layout)
+LAYOUTS = [(TRAINED[0], "trained YOLOv8 shapes sample, raw `--layout split`", "split")]
 #: calibration scenes for the int8 cells (apart from the sample's training and test seeds)
 CALIB_SEED, CALIB_COUNT = 15 + 5_000_000, 12
 
@@ -81,13 +84,14 @@ def runs_here(target: str, int8: bool = False) -> bool:
 
 
 def _short(e: Exception) -> str:
-    return str(e).split("): ", 1)[-1].replace("|", "/")[:70]
+    text = str(e).split("): ", 1)[-1].replace("|", "/")
+    return "no head record" if "has no head record" in text else text[:70]
 
 
 def tidy(cell: str) -> str:
     """A cell as the table shows it: scratch paths cut to the file name; TFLite's refusal of a model without
     a head record (by design: the record keeps onnx2tf's renamed, re-laid outputs) said so."""
-    if "has no head record" in cell:
+    if "no head record" in cell or "has no head" in cell:
         return "refused: no head record"
     return re.sub(r"(/[^\s/]+)+/([^\s/]+\.(onnx|param|mnn|xml|tflite))", r"\2", cell)
 
@@ -146,21 +150,21 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
     with tempfile.TemporaryDirectory() as d:
         calib = Path(d, "calib")
         save_scenes(calib, CALIB_SEED, CALIB_COUNT)
-        for name, label in [*HEADS.items(), TRAINED]:
+        for name, label, layout in [*((n, lb, None) for n, lb in [*HEADS.items(), TRAINED]), *LAYOUTS]:
             if heads and not any(h in name for h in heads):
                 continue
-            trained = (name, label) == TRAINED
-            folder = Path(d, Path(name).stem)
+            trained = name == TRAINED[0]
+            folder = Path(d, Path(name).stem + (f"-{layout}" if layout else ""))
             folder.mkdir()
             orig = folder / "original.onnx"
             shutil.copy(ROOT / "samples" / name, orig)
-            strip(orig, folder / "raw.onnx")
+            strip(orig, folder / "raw.onnx", **({"layout": Layout(layout)} if layout else {}))
             conf = 0.25 if trained else conf_reached_by(orig, 20)
             cells = []
             for t, p in cols:
                 got = []
                 for w in ("original", "raw"):
-                    key = f"{name}|{t}|{p}|{w}"
+                    key = f"{name}{f'#{layout}' if layout and w == 'raw' else ''}|{t}|{p}|{w}"
                     cell = cache.get(key)
                     if cell is None and cached_only:
                         cell = "not measured"
