@@ -52,6 +52,8 @@ class Target(str, Enum):
     ncnn = "ncnn"
     openvino = "openvino"
     tflite = "tflite"
+    rknn = "rknn"
+    nncase = "nncase"
 
 
 class Lang(str, Enum):
@@ -64,9 +66,11 @@ class EngineChoice(str, Enum):
     ncnn = "ncnn"
     openvino = "openvino"
     tflite = "tflite"
+    rknn = "rknn"
+    nncase = "nncase"
 
 
-_ENGINES = "[ort|mnn|ncnn|openvino|tflite]"
+_ENGINES = "[ort|mnn|ncnn|openvino|tflite|rknn|nncase]"
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -130,6 +134,9 @@ def _run(fn):
     except typer.Exit:
         raise
     except KeyboardInterrupt:
+        from .staging import remove_live
+
+        remove_live()  # staging folders an interrupt caught outside their with block
         typer.echo("headcut: interrupted; nothing written", err=True)
         raise typer.Exit(130) from None
     except Exception as e:  # a bug: still one line, traceback on request
@@ -212,16 +219,18 @@ def inspect(
     typer.echo(_run(run))
 
 
-@app.command(cls=_Command, short_help="convert for MNN, ncnn, OpenVINO or TFLite, run once, check")
+@app.command(cls=_Command, short_help="convert for MNN, ncnn, OpenVINO, TFLite, RKNN or nncase, run once, check")
 def convert(
     model: Path = typer.Argument(..., metavar="MODEL", help="raw (or decoded) ONNX model"),
-    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn|openvino|tflite]", help="the engine to convert for"),
+    to: Target = typer.Option(..., "--to", metavar="[mnn|ncnn|openvino|tflite|rknn|nncase]",
+                              help="the engine to convert for"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="DIR",
                                           help="folder for the converted files (default: beside MODEL)"),
     int8: bool = typer.Option(False, "--int8", help="quantize to int8 (needs --calib)"),
     calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", help="folder of calibration images"),
     platform: Optional[str] = typer.Option(None, "--target-platform", metavar="NAME",
-                                           help="device the target converts for (openvino, tflite: cpu)"),
+                                           help="device the target converts for (openvino, tflite: cpu; "
+                                                "rknn: rk3588, rk3576, ...; nncase: cpu, k230)"),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
 ) -> None:
     """Convert MODEL for an edge engine and print the blob names the C++ side needs.
@@ -243,8 +252,8 @@ def convert(
 def verify(
     original: Path = typer.Argument(..., metavar="ORIGINAL", help="the original decoded ONNX export"),
     candidate: Optional[Path] = typer.Argument(None, metavar="CANDIDATE",
-                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite), or a converted "
-                                                    "original (with --int8 and --layouts: optional)"),
+                                               help="raw model (.onnx, .mnn, .param, .xml, .tflite, .rknn, .kmodel), "
+                                                    "or a converted original (with --int8 and --layouts: optional)"),
     engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
     image: Optional[list[Path]] = typer.Option(None, "--image", metavar="IMAGE",
@@ -331,7 +340,8 @@ def _verify_int8(original, candidate, calib, eval_dir, method, layouts, min_reca
 @app.command(cls=_Command, short_help="detect objects in an image")
 def detect(
     model: Path = typer.Argument(..., metavar="MODEL",
-                                 help="original decoded export or raw model (.onnx, .mnn, .param, .xml, .tflite)"),
+                                 help="original decoded export or raw model (.onnx, .mnn, .param, .xml, .tflite, "
+                                      ".rknn, .kmodel)"),
     image: Path = typer.Argument(..., metavar="IMAGE", help="image file"),
     engine: Optional[EngineChoice] = typer.Option(None, "--engine", metavar=_ENGINES,
                                                 help="engine to run on (default: from the file type)"),
@@ -373,6 +383,8 @@ def detect(
 
     console = Console(highlight=False)
     console.print(detect_table(res, conf))
+    if res.note:
+        console.print(Text(printable(f"note: {res.note}")))
     if len(res.detections) > 50:
         console.print(f"... {len(res.detections) - 50} more (use --json for all)")
     if output is not None:

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import engine_rewrites
 from .check import deterministic_input, session
 from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
 from .errors import HeadcutError, OutputError, UsageError, VerificationError
@@ -131,18 +132,20 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
             options = {"input_shape": _input_shape(model), "input_name": _input_name(model), "int8": int8,
                        "calib": str(calibration_npy(src, model, calib, Path(scratch))) if int8 else None,
                        "platform": platform}
-            res = json.loads(worker([to, "convert", str(src.resolve()), str(st.path(names[0]).parent), stem,
+            given = _rewritten(src, model, target, Path(scratch))
+            res = json.loads(worker([to, "convert", str(given.resolve()), str(st.path(names[0]).parent), stem,
                                      json.dumps(options)], timeout=1800 if int8 else 600))
             if int8 and res.get("precision") != "int8":
                 raise VerificationError(f"{to} did not quantize {src.name} (it reports precision "
                                         f"{res.get('precision', 'fp32')}); nothing written")
-            extra = {k: res[k] for k in ("precision", "quantizer", "calib_samples") if k in res}
+            extra = {k: res[k] for k in ("precision", "quantizer", "calib_samples", "platform") if res.get(k)}
             if relaid:
                 io = match_outputs(model, res)
                 inputs, outputs = [io["input"]["name"]], [o["name"] for o in io["outputs"]]
             else:
                 inputs, outputs = res["inputs"], res["outputs"]
-            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io, int8=int8)
+            check_converted(src, model, to, st.path(names[0]), inputs, outputs, io, int8=int8,
+                            half=res.get("precision") == "fp16")
             if recorded and io is None:  # names and layout kept: say so in the record
                 io = {"input": {"name": inputs[0], "layout": "same"},
                       "outputs": [{"name": n, "layout": "same", "onnx": o.name}
@@ -183,16 +186,31 @@ def calibration_npy(src: Path, model: onnx.ModelProto, calib, folder: Path) -> P
     return path
 
 
+def _rewritten(src: Path, model: onnx.ModelProto, target, scratch: Path) -> Path:
+    """The file the target's converter is given: ``src``, or a copy in ``scratch`` rewritten around the
+    converter's bugs (the target's ``ONNX_REWRITES``, see :mod:`.engine_rewrites`); ``check_converted``
+    compares the result with the unchanged ``src``."""
+    copy = model
+    for name in getattr(target, "ONNX_REWRITES", ()):
+        copy = getattr(engine_rewrites, name)(copy) or copy
+    if copy is model:
+        return src
+    path = scratch / src.name
+    onnx.save(copy, str(path))
+    return path
+
+
 #: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``
 CONVERT_ATOL, CONVERT_RTOL = 1e-3, 1e-3
 
 
 def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: Path, inputs, outputs,
-                    io: dict | None = None, int8: bool = False) -> None:
+                    io: dict | None = None, int8: bool = False, half: bool = False) -> None:
     """Run ``converted`` once on ``engine`` (in the worker) and the ONNX model in onnxruntime on the
     same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
     cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
-    times the value (float16 models: 4e-3 each, ort computing in half precision). An ``int8`` model
+    times the value (float16 models, or ``half``: an engine that computes in float16 such as RKNN's fp16 build:
+    4e-3 each, 8 float16 ulps of 1). An ``int8`` model
     cannot match within that: only its output count, shapes and finiteness are checked here, and
     ``verify`` measures its detections."""
 
@@ -213,11 +231,12 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
                                 f"{e}") from None
     for x, ys in zip(xs, outs):
         _compare(src, engine, names, s.run(names, {inp.name: x.astype(dtype)}), ys, dtype,
-                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8)
+                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8, half)
 
 
-def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str, int8: bool = False) -> None:
-    atol = rtol = 4e-3 if dtype == np.float16 else None
+def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str, int8: bool = False,
+             half: bool = False) -> None:
+    atol = rtol = 4e-3 if dtype == np.float16 or half else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
         raise VerificationError(f"the {engine} conversion of {src.name} has {len(ys)} outputs, the ONNX model "

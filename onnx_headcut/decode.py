@@ -236,6 +236,15 @@ def canonical(original_out: np.ndarray, head) -> np.ndarray:
     return y
 
 
+def class_span(boxes: np.ndarray) -> float:
+    """The offset per class id that keeps boxes of different classes apart in a class-aware NMS:
+    ``2 * max |coordinate| + 1``. Boxes lie in [-M, M], so class c's offset boxes lie in
+    [c*S - M, c*S + M] and class c+1's start at c*S + M + 1 (``M + 1`` would let a box with negative
+    coordinates of class c+1 overlap one of class c and suppress it)."""
+    finite = boxes[np.isfinite(boxes)]
+    return 2.0 * float(np.abs(finite).max(initial=0.0)) + 1.0
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy NMS on xyxy ``boxes``; returns kept indices, best score first."""
     order = np.argsort(-scores, kind="stable")
@@ -288,8 +297,7 @@ def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_
     keep = score >= conf
     d, score, cls_id = d[keep], score[keep], cls_id[keep]
     boxes = np.concatenate([d[:, 0:2] - d[:, 2:4] / 2, d[:, 0:2] + d[:, 2:4] / 2], 1)
-    span = float(np.abs(boxes).max()) + 1.0 if len(boxes) else 1.0
-    k = nms(boxes + cls_id[:, None].astype(np.float32) * span, score, iou)[:max_det]
+    k = nms(boxes + cls_id[:, None].astype(np.float32) * class_span(boxes), score, iou)[:max_det]
     return np.concatenate([boxes[k], score[k, None], cls_id[k, None].astype(np.float32)], 1)
 
 

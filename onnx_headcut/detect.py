@@ -23,7 +23,7 @@ from .images import image_format, read_rgb
 from .io import dependencies, load
 from .metadata import head_for, model_names
 from .names import class_names
-from .pipeline import decoded_head
+from .pipeline import decoded_reference
 from .preprocess import Preprocess, letterbox, scale_boxes, to_input
 from .staging import Staging, check_outputs
 
@@ -48,18 +48,26 @@ class DetectResult:
     image: str
     image_size: tuple[int, int]  # (w, h)
     detections: tuple[Detection, ...]
+    note: str | None = None  # how the detections were made, when not by running the model as it is
 
     def to_json(self) -> dict:
-        return {"model": self.model, "kind": self.kind, "engine": self.engine, "image": self.image,
-                "image_size": list(self.image_size), "detections": [d.to_json() for d in self.detections]}
+        out = {"model": self.model, "kind": self.kind, "engine": self.engine, "image": self.image,
+               "image_size": list(self.image_size), "detections": [d.to_json() for d in self.detections]}
+        return out | ({"note": self.note} if self.note else {})
+
+
+#: what ``detect`` says when it runs an end-to-end NMS export up to the decoded tensor that feeds its NMS
+END2END_NOTE = ("an end-to-end NMS export: run up to the decoded tensor that feeds its NMS (onnxruntime has no "
+                "EfficientNMS_TRT, and its NMS settings are its own), then headcut's class-aware NMS at --iou")
 
 
 def _decoded_input(model: Path):
-    """The head of an original decoded export, recognised by the locator."""
+    """The head of an original decoded export, recognised by the locator, and what onnxruntime runs for it:
+    the file, or for an end-to-end NMS export the model truncated at its decoded tensor."""
     if model.suffix.lower() != ".onnx":
         raise InputError(f"{model}: no {model.stem}.head.json beside it, so it is not a raw model from strip; "
                          "a decoded original must be given as .onnx")
-    return decoded_head(model, "a model without a head record")
+    return decoded_reference(model, "a model without a head record")
 
 
 def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | None = None, conf: float = 0.25,
@@ -78,6 +86,8 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     check_engine(model, engine)
     rgb = read_rgb(image)
     head = head_for(model)
+    runs: str | os.PathLike | bytes = model
+    note = None
     if head is not None:
         g = Geometry.of(head)
         in_name, shape, nc = head["input"]["name"], tuple(head["input"]["shape"]), g.num_classes
@@ -88,10 +98,12 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
             check_constant_sizes(m, infer_shapes(m))
             del m
     else:
-        located = _decoded_input(model)
+        located, reference = _decoded_input(model)
         in_name, shape, nc = located.input_name, located.input_shape, located.num_classes
         g, out_names = None, None
-        if Path(model).suffix.lower() == ".onnx":  # a dual head: the located output, not the first one
+        if reference is not model:  # end-to-end NMS: the truncated model's one output is the decoded tensor
+            runs, note = reference, END2END_NOTE
+        elif Path(model).suffix.lower() == ".onnx":  # a dual head: the located output, not the first one
             import onnx
 
             outputs = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
@@ -104,7 +116,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, out_names = ins[0], outs
     boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]), pre)
     x = to_input(boxed, pre)
-    (ys,) = run(model, [x], engine, in_name, out_names, options=run_options(engine, head))
+    (ys,) = run(runs, [x], engine, in_name, out_names, options=run_options(engine, head))
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]
@@ -123,7 +135,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
     out = tuple(Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(d[4]), int(d[5]),
                           labels[int(d[5])])
                 for b, d in zip(boxes, dets))
-    return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out)
+    return DetectResult(str(model), "raw" if g is not None else "decoded", engine, str(image), (w0, h0), out, note)
 
 
 def _restore(y: np.ndarray, shape: tuple | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """mAP@0.5 of a decoded Ultralytics-style detector on scenes with known boxes (numpy + onnxruntime).
 
-Used by ``scripts/train_sample.py`` and the tests to state how well the trained sample detects.
+Used by ``scripts/train_sample.py`` and the tests to state how well the trained samples detect.
 Matching as in Ultralytics' ``DetectionValidator`` at a single IoU threshold: detections sorted by
 score, each matched to the unmatched ground-truth box of the same class it overlaps most (IoU ≥
 ``iou``); AP is the area under the monotone precision envelope sampled at 101 recall points
@@ -102,6 +102,30 @@ def onnx_detections(model: str | os.PathLike, images: Iterable[np.ndarray], conf
     for image in images:
         padded, ratio, pad = letterbox(image, size)
         det = ultralytics_detections(sess.run(None, {inp.name: to_input(padded)})[0], conf, iou)
+        det[:, :4] = scale_boxes(det[:, :4], ratio, pad)
+        out.append(det)
+    return out
+
+
+def head_detections(model: str | os.PathLike, images: Iterable[np.ndarray], conf: float = 0.001,
+                    iou: float = 0.7) -> list[np.ndarray]:
+    """Like :func:`onnx_detections` for a decoded export of any located head: the image preprocessed as
+    that head's family's predict does (e.g. YOLOX: BGR 0-255, image at the top left), the output read
+    through :func:`onnx_headcut.decode.canonical`; detections per image in the image's own pixels."""
+    import onnxruntime as ort
+
+    from .decode import canonical
+    from .pipeline import decoded_head
+
+    head = decoded_head(model, "MODEL")
+    pre = head.preprocess
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    size = (int(head.input_shape[-2]), int(head.input_shape[-1]))
+    out = []
+    for image in images:
+        padded, ratio, pad = letterbox(image, size, pre)
+        (y,) = sess.run([head.final_output], {head.input_name: to_input(padded, pre)})
+        det = postprocess(canonical(y, head), conf, iou)
         det[:, :4] = scale_boxes(det[:, :4], ratio, pad)
         out.append(det)
     return out

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -131,6 +132,22 @@ def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, force: boo
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+#: the staging folders (and output folders made for them) of the Stagings alive in this process: an
+#: interrupt can land between ``mkdir`` and the ``with`` block that removes them (a signal is raised
+#: between any two bytecodes), so the CLI's interrupt handler removes what is left (:func:`remove_live`)
+_LIVE: dict[Path, list[Path]] = {}
+
+
+def remove_live() -> None:
+    """Remove every staging folder (and the output folders made for it) still alive: after an interrupt."""
+    for tmp, made in list(_LIVE.items()):
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        _LIVE.pop(tmp, None)
+
+
 class Staging:
     """A private folder beside the destination; files move into place on :meth:`commit` only.
 
@@ -155,13 +172,17 @@ class Staging:
         self._writing: str | None = None
         self._made: list[Path] = []  # output folders made here, removed again unless the set is committed
         self._committed = False
+        # registered before it exists: whenever an interrupt lands, remove_live() finds it
+        self.tmp = self.folder / f".headcut-{secrets.token_hex(6)}"
+        _LIVE[self.tmp] = self._made
         try:
             missing = [self.folder, *self.folder.parents]
             for folder in reversed(missing[:next(i for i, f in enumerate(missing) if f.exists())]):
                 folder.mkdir()
                 self._made.append(folder)
-            self.tmp = Path(tempfile.mkdtemp(prefix=".headcut-", dir=self.folder))
+            self.tmp.mkdir(mode=0o700)
         except OSError as e:
+            _LIVE.pop(self.tmp, None)
             self._remove_made()
             raise OutputError(f"{self.folder}: cannot write there ({e.strerror})") from None
 
@@ -215,6 +236,7 @@ class Staging:
         shutil.rmtree(self.tmp, ignore_errors=True)
         if not self._committed:
             self._remove_made()
+        _LIVE.pop(self.tmp, None)
         if isinstance(exc, OSError) and exc.errno in _FULL:
             name = Path(exc.filename).name if exc.filename and str(exc.filename).startswith(str(self.tmp)) \
                 else self._writing or self.destination.name

@@ -23,6 +23,8 @@ def check_options(to: str, int8: bool = False, calib: str | os.PathLike | None =
     platforms = getattr(MODULES[to], "PLATFORMS", ("cpu",))
     if platform is not None and platform.lower() not in platforms:
         raise UsageError(f"--target-platform {platform}: {to} converts for {', '.join(platforms)} only")
+    if platform is not None and platform.lower() in getattr(MODULES[to], "INT8_ONLY", ()) and not int8:
+        raise UsageError(f"--target-platform {platform}: {to} builds only int8 models for it (give --int8 --calib DIR)")
     if calib is not None and not int8:
         raise UsageError("--calib is the int8 calibration folder: give it with --int8")
     if int8:
@@ -31,6 +33,10 @@ def check_options(to: str, int8: bool = False, calib: str | os.PathLike | None =
         calibration_images(calib)
         if not getattr(MODULES[to], "INT8", False):
             raise UsageError(f"--int8: headcut does not quantize for {to} yet (fp32 only)")
+        int8_platforms = getattr(MODULES[to], "INT8_PLATFORMS", None)  # a target quantizing for some only
+        if int8_platforms and platform is not None and platform.lower() not in int8_platforms:
+            raise UsageError(f"--int8 --target-platform {platform}: {to} quantizes for "
+                             f"{', '.join(int8_platforms)} only")
 
 
 def calibration_images(folder: str | os.PathLike) -> list[Path]:

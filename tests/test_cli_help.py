@@ -36,9 +36,9 @@ def test_help_has_no_type_names_no_braces_and_fits_80_columns(verb):
 
 
 @pytest.mark.parametrize("verb,option,choices", [("strip", "--layout", "[flat|levels|split|flat-split]"),
-                                                 ("convert", "--to", "[mnn|ncnn|openvino|tflite]"),
-                                                 ("verify", "--engine", "[ort|mnn|ncnn|openvino|tflite]"),
-                                                 ("detect", "--engine", "[ort|mnn|ncnn|openvino|tflite]"),
+                                                 ("convert", "--to", "[mnn|ncnn|openvino|tflite|rknn|nncase]"),
+                                                 ("verify", "--engine", "[ort|mnn|ncnn|openvino|tflite|rknn|nncase]"),
+                                                 ("detect", "--engine", "[ort|mnn|ncnn|openvino|tflite|rknn|nncase]"),
                                                  ("codegen", "--lang", "[cpp]")])
 def test_help_lists_the_choices(verb, option, choices):
     out = headcut(verb, "--help")[1]

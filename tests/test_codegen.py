@@ -1,9 +1,11 @@
 """Issue 17: ``headcut codegen`` writes a C++17 decode that gives the numpy reference's detections.
 
-For a raw model of every head kind and layout strip writes, the generated header and harness are
-compiled with ``g++ -std=c++17 -O2 -Wall -Wextra -Werror`` (once per case), fed the raw outputs
-onnxruntime gives for a random input and for letterboxed images, and compared with
-:func:`onnx_headcut.decode.detect`: same count (> 0), same classes, IoU >= 0.999, scores within 1e-5.
+For a raw model of every head kind and layout strip writes (flat, levels, split, flat-split, with the
+score sum, DFL or sigmoid kept), of NMS-free top-k heads (YOLO26, YOLOv10) and of dynamic-size heads (at
+two input sizes), the generated header and harness are compiled with ``g++ -std=c++17 -O2 -Wall -Wextra
+-Werror`` (once per case), fed the raw outputs onnxruntime gives for a random input and for letterboxed
+images, and compared with :func:`onnx_headcut.decode.detect` (a top-k head: with ``selected(original_output)``,
+what ``headcut detect`` reports for it): same count (> 0), same classes, IoU >= 0.999, scores within 1e-5.
 """
 
 from __future__ import annotations
@@ -25,17 +27,26 @@ from conftest import digest
 
 from onnx_headcut.check.ort import deterministic_input, session
 from onnx_headcut.codegen import generate, outputs, spec_of
-from onnx_headcut.decode import decode, detect, letterbox, scale_boxes, to_input
+from onnx_headcut.decode import decode, detect, letterbox, original_output, scale_boxes, selected, to_input
 from onnx_headcut.errors import InputError, OutputError
 from onnx_headcut.heads import Layout
 from onnx_headcut.images import read_rgb
 from onnx_headcut.preprocess import Preprocess
 from onnx_headcut.strip import read_metadata, strip
-from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8, yolox
+from onnx_headcut.synth import yolo26, yolov5, yolov6_af, yolov6_v1, yolov8, yolov10, yolox
 
 GXX = shutil.which("g++")
 needs_gxx = pytest.mark.skipif(GXX is None, reason="no C++ compiler (g++) on this machine")
 PHOTO = Path(__file__).resolve().parents[1] / "samples" / "images" / "chelsea.jpg"
+
+def _yolov5_dynamic() -> onnx.ModelProto:
+    """YOLOv5 v7.0's ``export.py --dynamic`` of the torch fixture (an anchor head with a symbolic height and width)."""
+    pytest.importorskip("torch")
+    from torch_families import export_yolov5
+
+    with tempfile.TemporaryDirectory() as d:
+        return onnx.load(str(export_yolov5(Path(d) / "dyn.onnx", nc=3, dynamic_hw=True)))
+
 
 #: every head kind and raw layout strip writes today: name → (decoded export, layout)
 CASES = {
@@ -56,7 +67,28 @@ CASES = {
     "v5-keep-sigmoid": (lambda: yolov5(nc=4), Layout(keep_sigmoid=True)),
     "v5-levels": (lambda: yolov5(nc=4), Layout("levels")),
     "v7": (lambda: yolov5(nc=4, v7=True), Layout()),
+    # split layouts: per level (or in all) the box columns and the score columns as outputs of their own
+    "v6-0.1.0-split": (lambda: yolov6_v1(nc=5, width=8), Layout("split")),
+    "yolox-flat-split-keep-sigmoid": (lambda: yolox(nc=4), Layout("flat-split", keep_sigmoid=True)),
+    "v5-split-keep-sigmoid": (lambda: yolov5(nc=4), Layout("split", keep_sigmoid=True)),
+    "v5-flat-split": (lambda: yolov5(nc=4), Layout("flat-split")),
+    "v8-split": (lambda: yolov8(nc=3), Layout("split")),
+    "v8-split-score-sum": (lambda: yolov8(nc=3), Layout("split", score_sum=True)),
+    "v8-split-keep-dfl-keep-sigmoid": (lambda: yolov8(nc=3), Layout("split", keep_dfl=True, keep_sigmoid=True)),
+    "v6-af-flat-split": (lambda: yolov6_af(nc=3), Layout("flat-split")),
+    "v6-af-dfl-flat-split-score-sum": (lambda: yolov6_af(nc=3, reg_max=16), Layout("flat-split", score_sum=True)),
+    # NMS-free top-k heads: the selection instead of NMS
+    "yolo26-e2e": (lambda: yolo26(nc=5, end2end=True), Layout()),
+    "yolo26-e2e-levels": (lambda: yolo26(nc=5, end2end=True, k=100), Layout("levels")),
+    "yolov10-e2e-split-score-sum": (lambda: yolov10(nc=5), Layout("split", score_sum=True)),
+    # dynamic input size: grids from the input size given at run time
+    "v6-af-dynamic": (lambda: yolov6_af(nc=3, dynamic_hw=True), Layout()),
+    "v6-af-dfl-dynamic-split": (lambda: yolov6_af(nc=3, reg_max=16, dynamic_hw=True), Layout("split")),
+    "v6-af-dynamic-levels": (lambda: yolov6_af(nc=3, dynamic_hw=True), Layout("levels")),
+    "v5-dynamic-flat-split": (_yolov5_dynamic, Layout("flat-split")),
 }
+#: the cases with a dynamic input size, and the second size they are run at (H, W; the first is the record's)
+DYNAMIC = {name: (256, 384) for name in CASES if "dynamic" in name}
 
 
 def headcut(*args):
@@ -97,11 +129,24 @@ def raw_outputs(raw: Path, x: np.ndarray) -> list[np.ndarray]:
     return session(raw).run(None, {meta["input"]["name"]: x})
 
 
-def conf_for(ys, meta, k: int = 40) -> float:
-    """A threshold between the k-th and (k+1)-th best decoded scores: random weights score low."""
-    d = decode(ys if meta["layout"] == "levels" else ys[0], meta)[0]
-    s = np.sort(d[:, 4] * d[:, 5:].max(1))[::-1]
+def conf_for(ys, meta, k: int = 40, input_size=None) -> float:
+    """A threshold between the k-th and (k+1)-th best decoded scores (of a top-k head: of its (row, class)
+    scores): random weights score low."""
+    d = decode(ys, meta, input_size=input_size)[0]
+    s = np.sort((d[:, 5:] if "selection" in meta else d[:, 4] * d[:, 5:].max(1)).reshape(-1))[::-1]
     return float((s[k - 1] + s[k]) / 2)
+
+
+def reference(ys, meta, conf: float, iou: float = 0.45, input_size=None) -> np.ndarray:
+    """What headcut detect reports in input pixels: NMS, or a top-k head's own selection."""
+    if "selection" in meta:
+        return selected(original_output(ys, meta, input_size=input_size), conf)
+    return detect(ys, meta, conf, iou, input_size=input_size)
+
+
+def sizes_of(name: str) -> list[tuple[int, int] | None]:
+    """The input sizes a case runs at: the record's (None), and a second one for a dynamic head."""
+    return [None, DYNAMIC[name]] if name in DYNAMIC else [None]
 
 
 def run_cpp(exe: Path, ys, tmp: Path, *args) -> np.ndarray:
@@ -139,15 +184,19 @@ def assert_same(ref: np.ndarray, got: np.ndarray) -> None:
     np.testing.assert_allclose(got[:, :4], ref[:, :4], rtol=1e-4, atol=1e-2)
 
 
+def _size_args(size) -> list[str]:
+    return [] if size is None else ["--input-size", f"{size[0]}x{size[1]}"]
+
+
 @needs_gxx
-@pytest.mark.parametrize("name", list(CASES))
-def test_cpp_decode_equals_numpy_on_random_input(name, tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("name, size", [(n, s) for n in CASES for s in sizes_of(n)])
+def test_cpp_decode_equals_numpy_on_random_input(name, size, tmp_path_factory, tmp_path):
     raw, exe = built(name, tmp_path_factory)
     meta = read_metadata(raw)
-    ys = raw_outputs(raw, deterministic_input(meta["input"]["shape"]))
-    conf = conf_for(ys, meta)
-    ref = detect(ys if meta["layout"] == "levels" else ys[0], meta, conf, 0.45).astype(np.float64)
-    assert_same(ref, run_cpp(exe, ys, tmp_path, "--conf", repr(conf), "--iou", "0.45"))
+    ys = raw_outputs(raw, deterministic_input([1, 3, *(size or meta["input"]["shape"][-2:])]))
+    conf = conf_for(ys, meta, input_size=size)
+    ref = reference(ys, meta, conf, input_size=size).astype(np.float64)
+    assert_same(ref, run_cpp(exe, ys, tmp_path, "--conf", repr(conf), "--iou", "0.45", *_size_args(size)))
 
 
 def _image(name: str) -> np.ndarray:
@@ -158,22 +207,24 @@ def _image(name: str) -> np.ndarray:
 
 @needs_gxx
 @pytest.mark.parametrize("image", ["photo", "portrait"])
-@pytest.mark.parametrize("name", ["v6-0.1.0", "yolox", "v6-af-dfl", "v8-levels", "v5"])
+@pytest.mark.parametrize("name", ["v6-0.1.0", "yolox", "v6-af-dfl", "v8-levels", "v5", "v5-flat-split",
+                                  "v8-split-score-sum", "yolov10-e2e-split-score-sum", "v6-af-dfl-dynamic-split"])
 def test_cpp_decode_equals_numpy_on_a_letterboxed_image(name, image, tmp_path_factory, tmp_path):
     raw, exe = built(name, tmp_path_factory)
     meta = read_metadata(raw)
+    size = DYNAMIC.get(name)  # a dynamic head: letterboxed to its second size, not the record's
     rgb = _image(image)
     pre = Preprocess.of(meta)
-    boxed, ratio, pad = letterbox(rgb, tuple(meta["input"]["shape"][-2:]), pre)
+    boxed, ratio, pad = letterbox(rgb, size or tuple(meta["input"]["shape"][-2:]), pre)
     ys = raw_outputs(raw, to_input(boxed, pre))
-    conf = conf_for(ys, meta)
-    ref = detect(ys if meta["layout"] == "levels" else ys[0], meta, conf, 0.45)
+    conf = conf_for(ys, meta, input_size=size)
+    ref = reference(ys, meta, conf, input_size=size)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(ref[:, :4], ratio, pad)  # what headcut detect reports
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
     ref = np.concatenate([boxes, ref[:, 4:]], 1).astype(np.float64)
-    assert_same(ref, run_cpp(exe, ys, tmp_path, "--conf", repr(conf), "--image-size", w0, h0))
+    assert_same(ref, run_cpp(exe, ys, tmp_path, "--conf", repr(conf), "--image-size", w0, h0, *_size_args(size)))
 
 
 @needs_gxx
@@ -216,9 +267,12 @@ def _strip_v8(tmp_path: Path, layout: Layout = Layout()) -> Path:
 
 
 @pytest.mark.parametrize("change, says", [
-    (lambda m: m.update(layout="split"), "does not cover the 'split' layout yet"),
     (lambda m: m.update(decode="topk"), "does not cover the 'topk' decode yet"),
-    (lambda m: m["input"].update(shape=[1, 3, "height", "width"]), "does not cover a dynamic input size yet"),
+    (lambda m: m["input"].update(shape=[1, 3, "height", "width"]),
+     "does not cover a symbolic input size without a dynamic_hw record"),
+    (lambda m: m["raw_outputs"][0].update(shape=[1, "rows", 68]),
+     "does not cover symbolic raw output sizes without a dynamic_hw record"),
+    (lambda m: m.update(selection={"kind": "nms", "k": 100}), "does not cover the selection"),
     (lambda m: m["channels"].append({"name": "kpt", "size": 51}), "column blocks ['dfl', 'cls', 'kpt']"),
 ])
 def test_uncovered_records_are_refused_naming_what(change, says, tmp_path):
@@ -229,13 +283,22 @@ def test_uncovered_records_are_refused_naming_what(change, says, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_top_k_selection_after_another_kind_is_refused(tmp_path):
+    onnx.save(yolov5(nc=2), str(tmp_path / "v5.onnx"))
+    strip(tmp_path / "v5.onnx", tmp_path / "v5.raw.onnx", verify=False)
+    meta = read_metadata(tmp_path / "v5.raw.onnx")
+    meta["selection"] = {"kind": "topk", "k": 100, "nms": False}
+    with pytest.raises(InputError, match="a top-k selection after a anchor_grid decode"):
+        generate(meta, tmp_path / "out")
+
+
 def test_cli_refuses_an_uncovered_record_exit_2_one_line(tmp_path):
     raw = _strip_v8(tmp_path)
     meta = read_metadata(raw)
-    meta["dynamic_hw"] = {"height": "h", "width": "w", "multiple_of": 32, "verified_at": [[320, 320], [160, 224]]}
-    (tmp_path / "dyn.head.json").write_text(json.dumps(meta))  # a well-formed record of a symbolic-size head
-    code, out, err = headcut("codegen", tmp_path / "dyn.head.json", "-o", tmp_path / "out")
-    assert code == 2 and err.count("\n") == 1 and "does not cover a dynamic input size yet" in err, err
+    meta["channels"].append({"name": "kpt", "size": 51})  # a well-formed record of a pose head
+    (tmp_path / "pose.head.json").write_text(json.dumps(meta))
+    code, out, err = headcut("codegen", tmp_path / "pose.head.json", "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "does not cover a dist_anchor head with the column blocks" in err, err
     assert not (tmp_path / "out").exists()
 
 
@@ -287,21 +350,23 @@ PADDED = r"""
 #include "HEADER"
 #include <cstdio>
 #include <vector>
-// the same level outputs, dense and with channels cstep = h * w + 5 apart (as an ncnn::Mat pads them)
+// the same per-level outputs, dense and with channels cstep = h * w + 5 apart (as an ncnn::Mat pads them)
 int main() {
   namespace d = NS;
   std::vector<std::vector<float>> dense, padded;
   std::vector<const float*> pd, pp;
   std::vector<std::size_t> steps;
   unsigned s = 1;
-  for (int l = 0; l < d::kNumLevels; ++l) {
-    const std::size_t hw = std::size_t(d::kLevels[l].h) * d::kLevels[l].w, c = d::kOutputSizes[l] / hw;
-    dense.emplace_back(d::kOutputSizes[l]);
+  for (int k = 0; k < d::kNumOutputs; ++k) {
+    const int l = k * d::kNumLevels / d::kNumOutputs;  // the outputs of a level follow each other
+    const std::size_t hw = std::size_t(d::kLevels[l].h) * d::kLevels[l].w, c = d::kOutputSizes[k] / hw;
+    dense.emplace_back(d::kOutputSizes[k]);
     padded.emplace_back(c * (hw + 5), -1e30f);
-    for (std::size_t i = 0; i < dense[l].size(); ++i) {
+    for (std::size_t i = 0; i < dense[k].size(); ++i) {
       s = s * 1103515245u + 12345u;
-      dense[l][i] = float((s >> 8) % 1000) / 100.f - 5.f;
-      padded[l][(i / hw) * (hw + 5) + i % hw] = dense[l][i];
+      dense[k][i] = float((s >> 8) % 1000) / 100.f - 5.f;
+      if (c == 1 && k % 3 == 2) dense[k][i] = 1;  // a score sum: never rejects (random sums would)
+      padded[k][(i / hw) * (hw + 5) + i % hw] = dense[k][i];
     }
     steps.push_back(hw + 5);
   }
@@ -318,7 +383,7 @@ int main() {
 
 
 @needs_gxx
-@pytest.mark.parametrize("name", ["v8-levels", "v5-levels"])
+@pytest.mark.parametrize("name", ["v8-levels", "v5-levels", "v5-split-keep-sigmoid", "v8-split-score-sum"])
 def test_levels_decode_reads_channels_cstep_apart(name, tmp_path_factory, tmp_path):
     raw, _ = built(name, tmp_path_factory)
     hpp, _ = generate(raw, tmp_path / "src")
@@ -343,3 +408,60 @@ def test_cli_never_writes_through_a_link_and_never_over_its_input(tmp_path):
     code, _, err = headcut("codegen", raw, "-o", out, "--force")
     assert code == 2 and err.count("\n") == 1 and "the output is the input file" in err, err
     assert digest(raw) == before and not (out / "v8_raw_decode.hpp").exists()
+
+
+@needs_gxx
+def test_score_sum_rejects_rows_before_their_logits_are_read(tmp_path_factory, tmp_path):
+    """The C++ reads the score-sum outputs: zero sums reject every row the logits would pass."""
+    raw, exe = built("v8-split-score-sum", tmp_path_factory)
+    meta = read_metadata(raw)
+    ys = raw_outputs(raw, deterministic_input(meta["input"]["shape"]))
+    conf = conf_for(ys, meta)
+    assert len(run_cpp(exe, ys, tmp_path, "--conf", repr(conf))) == len(detect(ys, meta, conf)) > 0
+    zeroed = [np.zeros_like(y) if k % 3 == 2 else y for k, y in enumerate(ys)]
+    assert len(run_cpp(exe, zeroed, tmp_path, "--conf", repr(conf))) == 0
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", ["yolo26-e2e", "yolov10-e2e-split-score-sum"])
+def test_top_k_selection_breaks_ties_as_onnxruntime(name, tmp_path_factory, tmp_path):
+    """Class logits on five values: thousands of tied scores, more candidate rows than k; the C++ picks the
+    same (row, class) pairs in the same order as select_topk (onnxruntime's TopK: ties to the lower index)."""
+    raw, exe = built(name, tmp_path_factory)
+    meta = read_metadata(raw)
+    ys = raw_outputs(raw, deterministic_input(meta["input"]["shape"]))
+    rng = np.random.default_rng(7)
+    tied = []
+    for k, y in enumerate(ys):
+        name_k, y = meta["raw_outputs"][k]["name"], y.copy()
+        if meta["layout"] == "flat":  # [l, t, r, b, cls * nc]
+            y[..., -meta["num_classes"]:] = rng.integers(-2, 3, y[..., -meta["num_classes"]:].shape)
+        elif name_k.endswith("_cls"):
+            y[:] = rng.integers(-2, 3, y.shape)
+        elif name_k.endswith("_sum"):
+            y[:] = 1
+        tied.append(y)
+    ref = reference(tied, meta, 0.6)
+    assert len(ref) == meta["selection"]["k"]  # more pairs reach conf than the selection keeps
+    assert len(np.unique(ref[:, 4])) <= 2  # and they tie: sigmoid(1), sigmoid(2)
+    got = run_cpp(exe, tied, tmp_path, "--conf", "0.6")
+    np.testing.assert_array_equal(got[:, 5], ref[:, 5])
+    np.testing.assert_allclose(got[:, :5], ref[:, :5], rtol=1e-5, atol=1e-3)
+
+
+@needs_gxx
+def test_dynamic_harness_takes_the_input_size_and_refuses_a_bad_one(tmp_path_factory, tmp_path):
+    raw, exe = built("v6-af-dynamic", tmp_path_factory)
+    meta = read_metadata(raw)
+    ys = raw_outputs(raw, deterministic_input([1, 3, 256, 384]))
+    conf = conf_for(ys, meta, input_size=(256, 384))
+    np.ascontiguousarray(ys[0], dtype="<f4").tofile(tmp_path / "out0.bin")
+    p = subprocess.run([str(exe), tmp_path / "out0.bin", "--conf", repr(conf)], capture_output=True, text=True)
+    assert p.returncode == 2 and "bytes, expected" in p.stderr  # at the record's 640x640 the file is short
+    for bad in ("256x380", "256", "0x384"):
+        p = subprocess.run([str(exe), tmp_path / "out0.bin", "--input-size", bad], capture_output=True, text=True)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "multiples of 32" in p.stderr, p.stderr
+    hpp, _ = generate(raw, tmp_path / "src")  # the header of a dynamic head computes the grids from the size
+    src = hpp.read_text()
+    assert "constexpr int kMultipleOf = 32;" in src and "inline Levels levels_at(Size input)" in src
+    assert "kRows" not in src and "kLevels[" not in src

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnx_headcut.decode import anchor_grid, decode, detect, letterbox, nms, scale_boxes, sigmoid
+from onnx_headcut.decode import (
+    anchor_grid,
+    class_span,
+    decode,
+    detect,
+    letterbox,
+    nms,
+    postprocess,
+    scale_boxes,
+    sigmoid,
+)
 
 HEAD = {  # two levels on a 32x64 input, nc = 2: the JSON strip records
     "decode": "grid_exp_obj", "num_classes": 2, "input": {"name": "x", "shape": [1, 3, 32, 64]},
@@ -51,6 +61,19 @@ def test_nms_is_greedy_and_class_aware_in_detect():
     full = decode(raw, HEAD)[0]
     np.testing.assert_allclose(det[det[:, 5] == 0][0, :4],
                                [full[9, 0] - 4, full[9, 1] - 4, full[9, 0] + 4, full[9, 1] + 4])
+
+
+def test_classes_never_suppress_each_other_with_negative_coordinates():
+    """The class offset was max |coordinate| + 1: a class-1 box reaching to y = -640 then landed on a class-0 box
+    at the far corner (IoU 0.95 after the offset) and was suppressed."""
+    decoded = np.zeros((1, 2, 7), np.float32)
+    for i, (x1, y1, x2, y2, cls) in enumerate([(600, 0, 640, 40, 0), (-40, -640, 0, -600, 1)]):
+        decoded[0, i, :5] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 1.0]
+        decoded[0, i, 5 + cls] = 0.9 - 0.1 * i
+    det = postprocess(decoded, conf=0.25, iou=0.45)
+    assert det[:, 5].tolist() == [0.0, 1.0]
+    np.testing.assert_allclose(det[1, :4], [-40, -640, 0, -600])
+    assert class_span(np.array([[-40, -640, 0, -600], [600, 0, 640, 40]], np.float32)) == 2 * 640 + 1
 
 
 def test_letterbox_and_back():

@@ -17,6 +17,7 @@ from onnx_headcut.errors import InputError
 from onnx_headcut.heads import Layout
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov5, yolov6_af, yolov6_v1, yolov8
+from onnx_headcut.synth.end2end import end2end, end2end_yolov7
 
 PHOTOS = Path(__file__).resolve().parents[1] / "samples" / "images"
 
@@ -46,6 +47,28 @@ def test_original_and_raw_detect_the_same(make, kw, layout, photo, tmp_path):
     assert len(a.detections) == len(b.detections) == matched >= 20 and worst >= 0.99
     w, h = a.image_size
     assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in b.detections)
+
+
+@pytest.mark.parametrize("make", [lambda: end2end_yolov7(yolov5(width=8, v7=True), "trt"),
+                                  lambda: end2end_yolov7(yolov5(width=8, v7=True), "ort"),
+                                  lambda: end2end(yolov8(width=8), "trt")], ids=["yolov7-trt", "yolov7-ort", "v8-trt"])
+def test_end2end_originals_detect_through_their_decoded_tensor(make, tmp_path):
+    """detect on an end-to-end NMS export crashed (exit 1): onnxruntime has no EfficientNMS_TRT, and the ONNX-NMS
+    output (N, 7) was read as a decoded (1, N, 85) tensor (IndexError). It now runs the model up to the decoded
+    tensor feeding the NMS, says so, and detects what the raw model detects."""
+    onnx.save(make(), str(tmp_path / "original.onnx"))
+    strip(tmp_path / "original.onnx", tmp_path / "raw.onnx")
+    every = detect(tmp_path / "original.onnx", PHOTOS / "astronaut.jpg", conf=0.0)
+    conf = gap_threshold(np.array([d.score for d in every.detections]), 0.25, k=20)
+    a = detect(tmp_path / "original.onnx", PHOTOS / "astronaut.jpg", conf=conf)
+    b = detect(tmp_path / "raw.onnx", PHOTOS / "astronaut.jpg", conf=conf)
+    assert a.note is not None and "end-to-end NMS" in a.note and b.note is None
+    matched, worst = match_detections(_arr(a), _arr(b))
+    assert len(a.detections) == len(b.detections) == matched >= 20 and worst >= 0.99
+    p = subprocess.run([sys.executable, "-m", "onnx_headcut", "detect", str(tmp_path / "original.onnx"),
+                        str(PHOTOS / "astronaut.jpg"), "--conf", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "note: an end-to-end NMS export" in p.stdout
 
 
 def test_cli_detect_json_png_and_names(tmp_path):

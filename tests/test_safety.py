@@ -448,3 +448,23 @@ def test_a_user_file_named_like_a_lock_file_is_never_touched(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2 and ".raw.onnx.headcut-lock: exists and is not a headcut lock file" in p.stderr
     assert digest(src) == before[src.name]
+
+
+def test_an_interrupt_before_the_with_block_leaves_no_staging_folder(tmp_path):
+    """A SIGTERM landing after the staging folder was made but before the ``with`` block took charge of it left
+    ``.headcut-*`` behind (test_cli's interrupt test caught it under load); the CLI now removes what is left."""
+    import typer
+
+    from onnx_headcut.cli import _run
+
+    out = tmp_path / "new" / "out"
+
+    def interrupted():
+        staging.Staging(out / "raw.onnx")  # made, never entered
+        assert [p.name[:9] for p in out.iterdir()] == [".headcut-"]
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as e:
+        _run(interrupted)
+    assert e.value.exit_code == 130
+    assert list(tmp_path.iterdir()) == []  # the staging folder and the folders made for it are gone

@@ -236,8 +236,8 @@ def test_unknown_target_and_model_type():
     from onnx_headcut.convert import check_options
     from onnx_headcut.engines import engine_for
 
-    with pytest.raises(UsageError, match="unknown target 'rknn' .*openvino, tflite"):
-        check_options("rknn")
+    with pytest.raises(UsageError, match="unknown target 'tnn' .*openvino, tflite, rknn, nncase"):
+        check_options("tnn")
     assert [engine_for(f"m{s}") for s in (".onnx", ".mnn", ".param", ".xml", ".tflite")] == \
         ["ort", "mnn", "ncnn", "openvino", "tflite"]
     with pytest.raises(EngineError, match=r"unknown model type \(expected one of .*\.tflite"):

@@ -177,9 +177,9 @@ def _add_metadata(path: Path, meta: dict, *, check: bool = False) -> None:
 # --------------------------------------------------------------------------------------------- YOLOv5
 
 
-def build_yolov5(nc: int = 80):
-    """Backbone + YOLOv5 v7.0 ``Detect`` as ``DetectionModel.__init__`` leaves it (train mode)."""
-    torch, nn, _, _, Backbone = _blocks()
+def yolov5_detect():
+    """The YOLOv5 v7.0 ``Detect`` class (torch imported on call); ``scripts/train_models.py`` trains it too."""
+    torch, nn, _, _, _ = _blocks()
 
     class Detect(nn.Module):
         """YOLOv5 v7.0 ``models/yolo.py::Detect`` (detection only, no ``Segment`` branch)."""
@@ -228,6 +228,14 @@ def build_yolov5(nc: int = 80):
             grid = torch.stack((xv, yv), 2).expand(shape) - 0.5  # add grid offset, i.e. y = 2.0 * x - 0.5
             anchor_grid = (self.anchors[i] * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape)
             return grid, anchor_grid
+
+    return Detect
+
+
+def build_yolov5(nc: int = 80):
+    """Backbone + YOLOv5 v7.0 ``Detect`` as ``DetectionModel.__init__`` leaves it (train mode)."""
+    torch, nn, _, _, Backbone = _blocks()
+    Detect = yolov5_detect()
 
     class Model(nn.Module):
         def __init__(self):
@@ -608,9 +616,10 @@ def export_yolov8(path, *, size=(320, 320), nc: int = 80, opset: int = 18, slim:
 # ---------------------------------------------------------------------------------------------- YOLOX
 
 
-def build_yolox(nc: int = 80, width: int = 16):
-    """Backbone + YOLOX 0.3.0 ``YOLOXHead`` (biases from ``initialize_biases(1e-2)``), export SiLU."""
-    torch, nn, ExportSiLU, Conv, Backbone = _blocks()
+def yolox_head():
+    """The YOLOX 0.3.0 ``YOLOXHead`` class, eval path, export SiLU (torch imported on call); ``scripts/
+    train_sample.py`` exports its trained YOLOX head through it."""
+    torch, nn, ExportSiLU, Conv, _ = _blocks()
 
     def act():
         return ExportSiLU()  # replace_module(model, nn.SiLU, SiLU)
@@ -618,7 +627,7 @@ def build_yolox(nc: int = 80, width: int = 16):
     class YOLOXHead(nn.Module):
         """YOLOX 0.3.0 ``yolox/models/yolo_head.py::YOLOXHead``, eval path only."""
 
-        def __init__(self, num_classes, strides=STRIDES, in_channels=WIDTHS):
+        def __init__(self, num_classes, strides=STRIDES, in_channels=WIDTHS, width=16):
             super().__init__()
             self.n_anchors = 1
             self.num_classes = num_classes
@@ -684,11 +693,19 @@ def build_yolox(nc: int = 80, width: int = 16):
             outputs[..., 2:4] = torch.exp(outputs[..., 2:4]) * strides
             return outputs
 
+    return YOLOXHead
+
+
+def build_yolox(nc: int = 80, width: int = 16):
+    """Backbone + YOLOX 0.3.0 ``YOLOXHead`` (biases from ``initialize_biases(1e-2)``), export SiLU."""
+    torch, nn, _, _, Backbone = _blocks()
+    YOLOXHead = yolox_head()
+
     class YOLOX(nn.Module):
         def __init__(self):
             super().__init__()
             self.backbone = Backbone(export_silu=True)
-            self.head = YOLOXHead(nc)
+            self.head = YOLOXHead(nc, width=width)
             self.head.initialize_biases(1e-2)  # Exp.get_model
 
         def forward(self, x):

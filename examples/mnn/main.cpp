@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
   in->copyFromHostTensor(&host_in);
   net->runSession(session);
 
-  std::unique_ptr<MNN::Tensor> host_out[dec::kNumOutputs];  // dense NCHW copies, in the header's order
+  // dense NCHW copies in the header's order, whatever the layout (flat, levels, split, flat-split)
+  std::unique_ptr<MNN::Tensor> host_out[dec::kNumOutputs];
   const float* raw[dec::kNumOutputs];
   for (int k = 0; k < dec::kNumOutputs; ++k) {
     MNN::Tensor* out = net->getSessionOutput(session, dec::kOutputNames[k]);

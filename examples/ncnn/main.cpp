@@ -38,8 +38,9 @@ int main(int argc, char** argv) {
   ncnn::Extractor ex = net.create_extractor();
   ex.input("in0", in);
 
-  // the flat output is a 2-D Mat (w = C, h = N, contiguous); a per-level output a 3-D Mat whose
-  // channels are cstep apart: the header reads both as they are
+  // every output the layout has, in the header's order (out0, out1, ...: ncnn numbers them in the
+  // model's output order): a flat or flat-split output is a 2-D Mat (w = C, h = N, contiguous), a
+  // levels or split output a 3-D Mat whose channels are cstep apart; the header reads both as they are
   ncnn::Mat outs[dec::kNumOutputs];
   const float* raw[dec::kNumOutputs];
   std::size_t csteps[dec::kNumOutputs];

@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
   std::vector<Ort::Value> outs = session.Run(Ort::RunOptions{nullptr}, inputs, &x, 1, dec::kOutputNames,
                                              dec::kNumOutputs);
 
-  const float* raw[dec::kNumOutputs];  // dense (1, N, C) or (1, C, h, w) buffers, in the header's order
+  // dense buffers in the header's order, whatever the layout: (1, N, C) (flat), (1, C, h, w) per level
+  // (levels), the box / scores (/ score sum) outputs per level (split) or of all rows (flat-split)
+  const float* raw[dec::kNumOutputs];
   for (int k = 0; k < dec::kNumOutputs; ++k) raw[k] = outs[k].GetTensorData<float>();
   std::vector<dec::Detection> dets = dec::decode_outputs(raw, {/*conf*/ 0.25f, /*iou*/ 0.45f});
   dec::to_image(dets, lb);

@@ -44,6 +44,12 @@ from .engine_int8 import agreement_check, scene_inputs
 #: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
 #: compared within ``tol`` + this relative term instead of exactly
 ENGINE_LAYOUT_RTOL = 1e-3
+#: precisions an engine reports (``run``'s info) that mean it computed in float16
+HALF = ("fp16", "f16")
+#: layer 1 on a float16 engine: ``|a - b| <= t + t·|b|`` per raw value, ``t`` = 4 float16 ulps of 1 (3.9e-3;
+#: each raw value is the last of a chain of convs each rounded to 11 significant bits); layer 2 then uses the
+#: float16 allowance of :class:`~onnx_headcut.check.Allowed` (4 ulps of the input side in px, 4 of 1 in score)
+HALF_LAYOUT_TOL = 4 * float(np.spacing(np.float16(1.0)))
 
 
 def conf_reached_by(original: str | os.PathLike, k: int = 20, seed: int = 0) -> float:
@@ -168,13 +174,18 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         in_name, raw_names = ins[0], outs
     info: dict = {}
     results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, meta), info=info)
-    if info.get("precision") and info.get("device"):  # OpenVINO: say which inference precision ran (f32 asked)
+    if info.get("precision") and info.get("device"):  # OpenVINO, RKNN: say which precision ran (OpenVINO: f32 asked)
         engine = f"{engine} ({info['device']} {info['precision']})"
     if int8:
         quantizer = str(((meta or {}).get("converted") or {}).get("quantizer", "unrecorded quantizer"))
         n_random = len(sizes)
         label = f"{n_random} random + {len(images)} image + {len(xs) - n_random - len(images)} scene inputs"
         return [agreement_check(head, meta, xs, refs, results, conf, iou, engine, quantizer, min_recall, label)]
+    # an engine that computes in half precision (RKNN's fp16 build): the tolerances of a float16 model
+    dtype: type = np.float32
+    layout_atol, layout_rtol = tol, ENGINE_LAYOUT_RTOL
+    if info.get("precision") in HALF:
+        dtype, layout_atol, layout_rtol = np.float16, max(tol, HALF_LAYOUT_TOL), HALF_LAYOUT_TOL
     checks = []
     k = len(out_names)
     for (label, x), ref, ys in zip(feeds, refs, results):
@@ -183,12 +194,12 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
                 raise UsageError(f"{candidate} has no head metadata, and {original} has no decoded output to "
                                  "compare a converted original with")
             checks.append(check_split_outputs(label, ref[:k], dict(zip(names, ref[k:])), list(ys), head, meta,
-                                              engine, layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
+                                              engine, layout_atol=layout_atol, layout_rtol=layout_rtol))
             continue
         convs = dict(zip(names, ref[k:])) if meta is not None else None
         hw = tuple(x.shape[-2:])
         g = Geometry.of(meta).at(hw) if meta is not None else None
         checks.append(check_outputs(label, ref[0], convs, list(ys), head.at(hw) if g is not None else head, g,
-                                    Allowed.for_input(x.shape, np.float32, tol), conf, iou, engine,
-                                    layout_atol=tol, layout_rtol=ENGINE_LAYOUT_RTOL))
+                                    Allowed.for_input(x.shape, dtype, tol), conf, iou, engine,
+                                    layout_atol=layout_atol, layout_rtol=layout_rtol))
     return checks

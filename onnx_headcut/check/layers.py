@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..decode import canonical, nms, original_output
+from ..decode import canonical, class_span, nms, original_output
 from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
@@ -260,8 +260,7 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
         if not len(idx):
             return idx
         b = boxes[idx]
-        span = float(np.abs(b[np.isfinite(b)]).max(initial=0.0)) + 1.0
-        k = nms(np.nan_to_num(b + cls[idx, None] * span), rank[idx], iou)
+        k = nms(np.nan_to_num(b + cls[idx, None] * class_span(b)), rank[idx], iou)
         return np.sort(idx[k])
 
     kr, kg = kept(pr, rb, rc), kept(pg, gb, gc)

@@ -1,12 +1,13 @@
 """``headcut codegen``: the C++ decode of a raw model, generated from its head record.
 
 :func:`generate` writes ``<name>_decode.hpp`` (dependency-free C++17: the model's constants, the
-kind's row decode with early rejection on logits, class-aware NMS, letterbox undo) and
-``decode_main.cpp`` (a harness: raw outputs from float32 files in, JSON lines out) into a folder.
-The pieces: :mod:`.spec` (what the record says, refused when not covered), :mod:`.kinds` (one
-``decode_row`` per decode kind), :mod:`.layouts` (one row loop per raw layout), :mod:`.cpp`
-(the header), :mod:`.shared` (its NMS and letterbox), :mod:`.harness` (the harness). Both files
-appear together or not at all (:class:`~onnx_headcut.staging.Staging`).
+kind's row decode with early rejection on logits, class-aware NMS or the recorded top-k selection,
+letterbox undo; a dynamic head's calls take the input size) and ``decode_main.cpp`` (a harness: raw
+outputs from float32 files in, JSON lines out) into a folder. The pieces: :mod:`.spec` (what the
+record says, refused when not covered), :mod:`.kinds` (one ``decode_row`` per decode kind),
+:mod:`.layouts` (one row loop per raw layout: flat, levels, split, flat-split), :mod:`.cpp` (the
+header), :mod:`.shared` (its NMS, top-k selection and letterbox), :mod:`.harness` (the harness).
+Both files appear together or not at all (:class:`~onnx_headcut.staging.Staging`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import textwrap
 
 from .. import __version__
 from ..heads import kind
-from .kinds import KINDS
-from .layouts import LAYOUTS
-from .shared import LETTERBOX, NMS
+from .kinds import row_decode
+from .layouts import LAYOUTS, public
+from .shared import CANDIDATES, LETTERBOX, NMS, TOPK
 from .spec import Spec
 
 _BLOCK_TEXT = {"box": "box terms", "obj": "objectness", "cls": "classes", "reg": "distances l, t, r, b",
@@ -62,15 +62,35 @@ def _columns(spec: Spec) -> str:
         lines.append(f"constexpr int k{role.capitalize()} = {cols[role]};  // columns {span}: {what}")
     if spec.dfl_bins:
         lines.append(f"constexpr int kDflBins = {spec.dfl_bins};  // bins per side: distance = sum_i softmax_i * i")
+    if spec.split:
+        lines.append(f"// {g.layout}: columns 0 .. kBoxWidth - 1 are the _box output's, the rest the _cls output's")
+        lines.append(f"constexpr int kBoxWidth = {spec.part_width('box')}, kClsWidth = {spec.part_width('cls')};")
     return "\n".join(lines)
 
 
 def _levels(spec: Spec) -> str:
     g = spec.g
-    lv = ", ".join(f"{{{s}, {h}, {w}}}" for s, (h, w) in zip(g.strides, g.grids))
-    out = [f"constexpr int kNumLevels = {len(g.strides)};",
-           f"constexpr Level kLevels[kNumLevels] = {{{lv}}};  // stride ascending",
-           f"constexpr int kAnchorsPerCell = {g.na};"]
+    out = [f"constexpr int kNumLevels = {len(g.strides)};"]
+    if spec.dynamic:
+        out.append(f"""\
+constexpr int kStrides[kNumLevels] = {{{", ".join(map(str, g.strides))}}};  // stride ascending
+// The input size is dynamic: both sides a multiple of kMultipleOf, each level's grid (h / stride, w / stride).
+constexpr int kMultipleOf = {g.multiple};
+inline bool valid(Size input) {{
+  return input.h > 0 && input.w > 0 && input.h % kMultipleOf == 0 && input.w % kMultipleOf == 0;
+}}
+struct Levels {{
+  Level at[kNumLevels];
+}};
+inline Levels levels_at(Size input) {{
+  Levels out{{}};
+  for (int l = 0; l < kNumLevels; ++l) out.at[l] = {{kStrides[l], input.h / kStrides[l], input.w / kStrides[l]}};
+  return out;
+}}""")
+    else:
+        lv = ", ".join(f"{{{s}, {h}, {w}}}" for s, (h, w) in zip(g.strides, g.grids))
+        out.append(f"constexpr Level kLevels[kNumLevels] = {{{lv}}};  // stride ascending")
+    out.append(f"constexpr int kAnchorsPerCell = {g.na};")
     if spec.decode == "anchor_grid":
         per = ",\n    ".join("{" + ", ".join(f"{{{_float(w)}, {_float(h)}}}" for w, h in a) + "}" for a in g.anchors)
         out.append(f"// anchor (w, h) in input pixels, per level and anchor\n"
@@ -130,7 +150,8 @@ inline float gate(float conf) {
   return kGateIsScore ? conf : float(std::log(double(conf) / (1 - double(conf))));
 }
 
-// One raw row: at(c) is its column c, contiguous (flat layout) or one plane per channel (levels).
+// One raw row: at(c) is its column c, contiguous (flat layout), one plane per channel (levels), or
+// the box part and the score part in outputs of their own (split layouts: planes, or rows with step 1).
 struct FlatRow {
   const float* p;
   float operator()(int c) const { return p[c]; }
@@ -141,33 +162,35 @@ struct PlaneRow {
   float operator()(int c) const { return p[std::size_t(c) * cstep]; }
 };
 
-// The best gate column of a row. Eight running maxima rather than one: no chain of dependent
-// max operations (4x faster on 80 classes, and the compiler makes vector instructions of them).
+// The best of the kGateWidth gate columns of a row, from its column `first`. Eight running maxima
+// rather than one: no chain of dependent max operations (4x faster on 80 classes, and the compiler
+// makes vector instructions of them).
 template <class Row>
-inline float gate_value(const Row& at) {
+inline float gate_value(const Row& at, int first) {
   constexpr int kLanes = kGateWidth < 8 ? kGateWidth : 8;
   float m[kLanes];
-  for (int k = 0; k < kLanes; ++k) m[k] = at(kGate + k);
+  for (int k = 0; k < kLanes; ++k) m[k] = at(first + k);
   int c = kLanes;
   for (; c + kLanes <= kGateWidth; c += kLanes)
-    for (int k = 0; k < kLanes; ++k) m[k] = std::max(m[k], at(kGate + c + k));
-  for (; c < kGateWidth; ++c) m[0] = std::max(m[0], at(kGate + c));
+    for (int k = 0; k < kLanes; ++k) m[k] = std::max(m[k], at(first + c + k));
+  for (; c < kGateWidth; ++c) m[0] = std::max(m[0], at(first + c));
   for (int k = 1; k < kLanes; ++k) m[0] = std::max(m[0], m[k]);
   return m[0];
 }
 
-// best[k] = the best gate channel of pixels p[0 .. len - 1] of a level output (channel c at p + c * cstep),
-// read plane by plane; a full block has a fixed length the compiler makes vector instructions of.
+// best[k] = the best gate channel (first .. first + kGateWidth - 1) of pixels p[0 .. len - 1] of an output
+// (channel c at p + c * cstep), read plane by plane; a full block has a fixed length the compiler makes
+// vector instructions of.
 constexpr std::size_t kBlock = 256;
 template <std::size_t N>
-inline void gate_block(const float* p, std::size_t cstep, std::size_t len, float* best) {
+inline void gate_block(const float* p, std::size_t cstep, std::size_t len, float* best, int first) {
   const std::size_t n = N ? N : len;
-  for (std::size_t k = 0; k < n; ++k) best[k] = p[kGate * cstep + k];
+  for (std::size_t k = 0; k < n; ++k) best[k] = p[first * cstep + k];
   for (int c = 1; c < kGateWidth; ++c)
-    for (std::size_t k = 0; k < n; ++k) best[k] = std::max(best[k], p[(kGate + c) * cstep + k]);
+    for (std::size_t k = 0; k < n; ++k) best[k] = std::max(best[k], p[(first + c) * cstep + k]);
 }
-inline void gate_block(const float* p, std::size_t cstep, std::size_t len, float* best) {
-  len == kBlock ? gate_block<kBlock>(p, cstep, len, best) : gate_block<0>(p, cstep, len, best);
+inline void gate_block(const float* p, std::size_t cstep, std::size_t len, float* best, int first) {
+  len == kBlock ? gate_block<kBlock>(p, cstep, len, best, first) : gate_block<0>(p, cstep, len, best, first);
 }
 
 // The class with the highest logit (the first one on ties, as numpy's argmax).
@@ -181,9 +204,54 @@ inline int best_class(const Row& at) {
 }
 """
 
+_SPLIT_ROW = """\
+struct SplitRow {
+  const float* box;
+  const float* cls;
+  std::size_t box_step, cls_step;
+  float operator()(int c) const {
+    return c < kBoxWidth ? box[std::size_t(c) * box_step] : cls[std::size_t(c - kBoxWidth) * cls_step];
+  }
+};
+"""
+
+
 def header(spec: Spec, source: str) -> str:
     """The text of ``<name>_decode.hpp``."""
     return wrap_comments(_header(spec, source))
+
+
+def _shapes(spec: Spec) -> str:
+    """The raw output shapes, in words (``h``, ``w``: the input size of a dynamic head)."""
+    g = spec.g
+    if not spec.dynamic:
+        return ", ".join(str(tuple(int(d) for d in s)) for s in g.output_shapes())
+    per = [f"(1, {g.na * g.part_width(p)}, h/{s}, w/{s})" for s in g.strides for p in g.parts] \
+        if g.layout in ("levels", "split") else [f"(1, rows, {g.part_width(p)})" for p in g.parts]
+    return ", ".join(per)
+
+
+def _rows(spec: Spec) -> str:
+    if spec.dynamic:
+        return ""
+    return f"constexpr int kRows = {spec.rows};  // rows of the flat layout: level, anchor, y, x\n"
+
+
+def _usage(spec: Spec) -> str:
+    size = "{h, w}, " if spec.dynamic else ""
+    return (f"auto dets = {spec.name}_decode::decode_outputs(outputs, {size}{{/*conf*/ 0.25f, /*iou*/ 0.45f}});"
+            "  // input pixels\n"
+            f"//   {spec.name}_decode::to_image(dets, {spec.name}_decode::letterbox(image_w, image_h"
+            f"{', {h, w}' if spec.dynamic else ''}));  // image pixels")
+
+
+def _size(spec: Spec) -> str:
+    h, w = spec.input_hw
+    if spec.dynamic:
+        return (f"// The network input is dynamic (a multiple of {spec.g.multiple} on both sides); the record was "
+                f"verified at\n// {w}x{h}, the default of letterbox(). Every decode takes the input size.\n"
+                f"constexpr int kInputW = {w}, kInputH = {h};")
+    return f"constexpr int kInputW = {w}, kInputH = {h};  // the network input, after letterbox"
 
 
 def _header(spec: Spec, source: str) -> str:
@@ -191,15 +259,15 @@ def _header(spec: Spec, source: str) -> str:
     h, w = spec.input_hw
     gate_role = _gate_role(spec)
     who = comment(f"{spec.family} " if spec.family else "") + g.decode
-    shape = f"(1, {spec.rows}, {g.width})" if g.layout == "flat" else \
-        ", ".join(f"(1, {g.na * g.width}, {gh}, {gw})" for gh, gw in g.grids)
+    after = f"top-k selection (k = {spec.topk}, no NMS)" if spec.topk else "class-aware NMS"
+    size = f"dynamic input (verified at {w}x{h})" if spec.dynamic else f"input {w}x{h}"
+    anchor = spec.decode == "anchor_grid"
     return f"""\
 // {spec.name}_decode.hpp: the decode of the raw head of {comment(source)}, generated from its head record
 // by headcut {__version__} codegen.
-// {who}, input {w}x{h}, {g.num_classes} classes, {g.layout} layout: {shape}.
-// Dependency-free C++17. Formula for formula what onnx_headcut.decode.detect computes (float32):
-//   auto dets = {spec.name}_decode::decode(raw, {{/*conf*/ 0.25f, /*iou*/ 0.45f}});  // input pixels
-//   {spec.name}_decode::to_image(dets, {spec.name}_decode::letterbox(image_w, image_h));  // image pixels
+// {who}, {size}, {g.num_classes} classes, {g.layout} layout: {_shapes(spec)}; then {after}.
+// Dependency-free C++17. Formula for formula what onnx_headcut.decode computes (float32):
+//   {_usage(spec)}
 #pragma once
 
 #include <algorithm>
@@ -210,10 +278,14 @@ def _header(spec: Spec, source: str) -> str:
 
 namespace {spec.name}_decode {{
 
-constexpr int kInputW = {w}, kInputH = {h};  // the network input, after letterbox
+{_size(spec)}
+struct Size {{
+  int h, w;  // a network input size
+}};
+constexpr Size kInputSize = {{kInputH, kInputW}};
 constexpr int kNumClasses = {g.num_classes};
 constexpr int kWidth = {g.width};  // columns of one raw row
-constexpr int kRows = {spec.rows};  // rows of the flat layout: level, anchor, y, x
+{_rows(spec)}\
 {_columns(spec)}
 struct Level {{
   int stride, h, w;
@@ -222,7 +294,8 @@ struct Level {{
 // rows are rejected before decoding when the best of these columns ({gate_role}) is below the gate
 constexpr int kGate = k{gate_role.capitalize()}, kGateWidth = {dict((r, n) for r, n, _ in g.channels)[gate_role]};
 constexpr bool kGateIsScore = {str(spec.sigmoid[gate_role]).lower()};  // {_gate_text(spec.sigmoid[gate_role])}
-
+{f"constexpr int kTopK = {spec.topk};  // the NMS-free selection keeps the top k (row, class) scores{chr(10)}"
+ if spec.topk else ""}
 {_preprocess(spec)}
 
 {_names(spec)}
@@ -234,24 +307,25 @@ struct Detection {{
 
 struct Options {{
   float conf = 0.25f;  // score threshold
-  float iou = 0.45f;   // NMS IoU threshold
-  int max_det = 300;
+  float iou = 0.45f;   // NMS IoU threshold{" (unused: the head selects top-k without NMS)" if spec.topk else ""}
+  int max_det = 300;{"  // (unused: kTopK bounds the detections)" if spec.topk else ""}
 }};
 
 namespace detail {{
 
-{_SHARED}
-// Where a row sits: its cell (gx, gy) and the stride of its level{" and its anchor's size (pixels)"
-                                                                  if spec.decode == "anchor_grid" else ""}.
+{_SHARED}{_SPLIT_ROW if spec.split else ""}
+// Where a row sits: its cell (gx, gy) and the stride of its level{" and its anchor's size (pixels)" if anchor else ""}.
 struct Cell {{
-  float gx, gy, stride;{" float aw, ah;" if spec.decode == "anchor_grid" else ""}
+  float gx, gy, stride;{" float aw, ah;" if anchor else ""}
 }};
 
-{KINDS[g.decode](spec)}
-{NMS}
+{CANDIDATES["topk" if spec.topk else "nms"]}
+{row_decode(spec)}
+{TOPK if spec.topk else NMS}
+{LAYOUTS[g.layout](spec)}
 }}  // namespace detail
 
-{LAYOUTS[g.layout](spec)}
+{public(spec)}
 {_blobs(spec)}
 {LETTERBOX}
 }}  // namespace {spec.name}_decode

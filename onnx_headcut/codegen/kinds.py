@@ -8,7 +8,10 @@ decoded box and score exactly as
 :mod:`~onnx_headcut.heads.anchor_grid` compute them (float32, same operation order), so the
 candidates and numbers match :func:`onnx_headcut.decode.detect`.
 
-A new kind (a top-k NMS-free head, say) is one more function and one entry in :data:`KINDS`.
+A head whose original ends in a top-k selection (YOLOv10, YOLO26 end-to-end; the record's
+``selection``) gets :func:`dist_anchor_topk` instead: every class score of the row goes to the
+selection (:data:`onnx_headcut.codegen.shared.TOPK`), with the corners the original selects from.
+A new kind is one more function and one entry in :data:`KINDS`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def grid_exp_obj(spec: Spec) -> str:
 //   score = sigmoid(obj) * max_c sigmoid(cls_c)
 // {_gate(spec, "obj")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
+inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& out) {{
   const int c = best_class(at);  // sigmoid is monotonic: the best logit is the best score
   const float score = {_score(spec, "obj", "at(kObj)")} * {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
@@ -62,7 +65,7 @@ def anchor_grid(spec: Spec) -> str:
 //   score = sigmoid(obj) * max_c sigmoid(cls_c)
 // {_gate(spec, "obj")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
+inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& out) {{
   const int c = best_class(at);  // sigmoid is monotonic: the best logit is the best score
   const float score = {_score(spec, "obj", "at(kObj)")} * {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
@@ -76,9 +79,11 @@ inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<
 """
 
 
-def dist_anchor(spec: Spec) -> str:
-    if spec.dfl_bins:
-        dist = f"""\
+def _distances(spec: Spec) -> tuple[str, str, str]:
+    """(the DFL helper or nothing, the C++ of ``l = ..., t = ..., r = ..., b = ...`` after ``l = ``, its words)."""
+    if not spec.dfl_bins:
+        return "", "at(kReg + 0), t = at(kReg + 1), r = at(kReg + 2), b = at(kReg + 3)", "l, t, r, b"
+    helper = f"""\
 // distance = sum_i softmax(bins)_i * i over the {spec.dfl_bins} bin logits of one side (DFL)
 template <class Row>
 inline float dfl(const Row& at, int first) {{
@@ -95,21 +100,21 @@ inline float dfl(const Row& at, int first) {{
 }}
 
 """
-        sides = "dfl(at, kDfl + 0 * kDflBins), t = dfl(at, kDfl + 1 * kDflBins),\n" \
-                "              r = dfl(at, kDfl + 2 * kDflBins), b = dfl(at, kDfl + 3 * kDflBins)"
-        what = "l, t, r, b from DFL bins"
-    else:
-        dist = ""
-        sides = "at(kReg + 0), t = at(kReg + 1), r = at(kReg + 2), b = at(kReg + 3)"
-        what = "l, t, r, b"
+    sides = "dfl(at, kDfl + 0 * kDflBins), t = dfl(at, kDfl + 1 * kDflBins),\n" \
+            "              r = dfl(at, kDfl + 2 * kDflBins), b = dfl(at, kDfl + 3 * kDflBins)"
+    return helper, sides, "l, t, r, b from DFL bins"
+
+
+def dist_anchor(spec: Spec) -> str:
+    helper, sides, what = _distances(spec)
     return f"""\
-{dist}// dist_anchor (YOLOv6 anchor-free, YOLOv8/11): row [{what}, cls * nc] at cell (gx, gy), stride s:
+{helper}// dist_anchor (YOLOv6 anchor-free, YOLOv8/11): row [{what}, cls * nc] at cell (gx, gy), stride s:
 //   ax = gx + 0.5, ay = gy + 0.5;  x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b
 //   cx = (x1 + x2) / 2 * s,  cy = (y1 + y2) / 2 * s,  w = (x2 - x1) * s,  h = (y2 - y1) * s
 //   score = max_c sigmoid(cls_c)
 // {_gate(spec, "cls")}
 template <class Row>
-inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<Detection>& out) {{
+inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& out) {{
   const int c = best_class(at);
   const float score = {_score(spec, "cls", "at(kCls + c)")};
   if (score < conf) return;
@@ -122,9 +127,42 @@ inline void decode_row(const Row& at, const Cell& cell, float conf, std::vector<
 """
 
 
+def dist_anchor_topk(spec: Spec) -> str:
+    helper, sides, what = _distances(spec)
+    return f"""\
+{helper}// dist_anchor before an NMS-free top-k selection (YOLOv10, YOLO26 end-to-end): row [{what}, cls * nc]
+// at cell (gx, gy), stride s, as Ultralytics' dist2bbox(xywh=False) * s:
+//   ax = gx + 0.5, ay = gy + 0.5;  x1 = (ax - l) * s, y1 = (ay - t) * s, x2 = (ax + r) * s, y2 = (ay + b) * s
+//   every class score sigmoid(cls_c) goes to the selection, the row's best one ranks it
+// {_gate(spec, "cls")}
+template <class Row>
+inline void decode_row(const Row& at, const Cell& cell, float /*conf*/, Candidates& out) {{
+  float best = 0;
+  for (int c = 0; c < kNumClasses; ++c) {{
+    const float score = {_score(spec, "cls", "at(kCls + c)")};
+    out.scores.push_back(score);
+    best = c == 0 ? score : std::max(best, score);
+  }}
+  const float l = {sides};
+  const float ax = cell.gx + 0.5f, ay = cell.gy + 0.5f, s = cell.stride;
+  out.rows.push_back({{(ax - l) * s, (ay - t) * s, (ax + r) * s, (ay + b) * s, best, 0}});
+}}
+"""
+
+
 #: decode kind (the record's ``"decode"``) → its ``decode_row``
 KINDS: dict[str, Callable[[Spec], str]] = {
     "grid_exp_obj": grid_exp_obj,
     "dist_anchor": dist_anchor,
     "anchor_grid": anchor_grid,
 }
+
+#: selection (the record's ``selection.kind``) → the ``decode_row`` of the kinds it follows
+SELECTED: dict[str, dict[str, Callable[[Spec], str]]] = {
+    "topk": {"dist_anchor": dist_anchor_topk},
+}
+
+
+def row_decode(spec: Spec) -> str:
+    """The ``decode_row`` of ``spec``: its kind's, or the one that feeds its selection."""
+    return SELECTED["topk"][spec.decode](spec) if spec.topk else KINDS[spec.decode](spec)

@@ -1,11 +1,15 @@
 """The C++ loop over the raw rows, one function per raw layout.
 
-Each function returns the text of the public ``decode(...)`` overloads for its layout plus
-``decode_outputs`` (the harness's entry: one contiguous float buffer per raw output). Rows are
-visited in the raw row order (level, anchor, y, x) whatever the layout, so candidates reach NMS in
-the order :func:`onnx_headcut.decode.detect` sees them and score ties are broken the same way.
+Each function returns the text of ``detail::decode_rows`` for its layout (the row loop with its early
+rejection); :func:`public` wraps it in the header's public ``decode(...)`` overloads and
+``decode_outputs`` (the harness's entry: one buffer per raw output, in the model's output order).
+Rows are visited in the raw row order (level, anchor, y, x) whatever the layout, so candidates reach
+NMS (or the top-k selection) in the order :func:`onnx_headcut.decode.detect` sees them and score ties
+are broken the same way. A row is decoded only when its best gate column reaches the gate (the
+logit of conf, or conf when the graph applied sigmoid), exactly as ``detect`` chooses candidates;
+with a score-sum output, a row whose sum is below conf is rejected before its logits are read.
 
-A new layout (split outputs, say) is one more function and one entry in :data:`LAYOUTS`.
+A dynamic head's functions take the network input ``Size`` and compute the grids from it.
 """
 
 from __future__ import annotations
@@ -17,107 +21,237 @@ from .spec import Spec
 
 def _cell(spec: Spec) -> str:
     """The ``Cell`` a row is decoded at (anchor heads carry the anchor's size too)."""
-    if spec.g.na > 1 or spec.decode == "anchor_grid":
+    if spec.decode == "anchor_grid":
         return "Cell{float(x), float(y), float(lv.stride), kAnchors[l][a][0], kAnchors[l][a][1]}"
     return "Cell{float(x), float(y), float(lv.stride)}"
 
 
+_SUM_GATE = """\
+  // the score sum bounds every class score; conf less 1e-6 relative (a few float32 steps), so that a sum
+  // rounded by the graph's own sigmoid never rejects a row whose score reaches conf
+  const float sum_gate = opt.conf * (1 - 1e-6f);
+"""
+
+
 def flat(spec: Spec) -> str:
     return f"""\
-// The flat layout: one output (1, kRows, kWidth), row-major; ncnn and MNN hand it out as is.
-inline std::vector<Detection> decode(const float* raw, const Options& opt = {{}}) {{
+// The flat layout: one output (1, rows, kWidth), row-major; ncnn and MNN hand it out as is.
+inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* /*csteps*/,
+                                          const Level* levels, const Options& opt) {{
   const float gate = detail::gate(opt.conf);
-  std::vector<Detection> cand;
-  const float* row = raw;
+  Candidates cand;
+  const float* row = outputs[0];
   for (int l = 0; l < kNumLevels; ++l) {{
-    const Level& lv = kLevels[l];
+    const Level& lv = levels[l];
     for (int a = 0; a < kAnchorsPerCell; ++a)
       for (int y = 0; y < lv.h; ++y)
         for (int x = 0; x < lv.w; ++x, row += kWidth)
-          if (detail::gate_value(detail::FlatRow{{row}}) >= gate)  // early rejection: nothing else is read
-            detail::decode_row(detail::FlatRow{{row}}, detail::{_cell(spec)},
-                               opt.conf, cand);
+          if (gate_value(FlatRow{{row}}, kGate) >= gate)  // early rejection: nothing else is read
+            decode_row(FlatRow{{row}}, {_cell(spec)}, opt.conf, cand);
   }}
-  return detail::nms(cand, opt);
+  return finish(cand, opt);
 }}
+"""
 
-constexpr int kNumOutputs = 1;
-constexpr std::size_t kOutputSizes[kNumOutputs] = {{std::size_t(kRows) * kWidth}};
 
-// One buffer per raw output, in the order of the model's outputs, as an engine hands them out: the data
-// and, for per-level outputs, the channel step of each (ncnn::Mat::cstep; none for the flat output).
-inline std::vector<Detection> decode_outputs(const float* const* outputs, const std::size_t* /*csteps*/,
-                                             const Options& opt = {{}}) {{
-  return decode(outputs[0], opt);
-}}
-
-// One contiguous buffer per raw output, in the order of the model's outputs.
-inline std::vector<Detection> decode_outputs(const float* const* outputs, const Options& opt = {{}}) {{
-  return decode(outputs[0], opt);
+def flat_split(spec: Spec) -> str:
+    total = "kBoxWidth + kClsWidth"
+    sums = "  const float* sum = outputs[2];\n" if spec.g.score_sum else ""
+    step = ", ++sum" if spec.g.score_sum else ""
+    reject = "          if (*sum < sum_gate) continue;  // early rejection on the score sum: one read\n" \
+        if spec.g.score_sum else ""
+    return f"""\
+// The flat-split layout: (1, rows, kBoxWidth) box columns and (1, rows, kClsWidth) score columns
+// {"and (1, rows, 1) score sums " if spec.g.score_sum else ""}as outputs of their own;
+// a row is [box part, score part] = {total} columns.
+inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* /*csteps*/,
+                                          const Level* levels, const Options& opt) {{
+  const float gate = detail::gate(opt.conf);
+{_SUM_GATE if spec.g.score_sum else ""}  Candidates cand;
+  const float* box = outputs[0];
+  const float* cls = outputs[1];
+{sums}  for (int l = 0; l < kNumLevels; ++l) {{
+    const Level& lv = levels[l];
+    for (int a = 0; a < kAnchorsPerCell; ++a)
+      for (int y = 0; y < lv.h; ++y)
+        for (int x = 0; x < lv.w; ++x, box += kBoxWidth, cls += kClsWidth{step}) {{
+{reject}          if (gate_value(FlatRow{{cls}}, kGate - kBoxWidth) >= gate)  // the gate columns are score columns
+            decode_row(SplitRow{{box, cls, 1, 1}},
+                       {_cell(spec)}, opt.conf, cand);
+        }}
+  }}
+  return finish(cand, opt);
 }}
 """
 
 
 def levels(spec: Spec) -> str:
-    sizes = ",\n    ".join(f"std::size_t({spec.g.na} * kWidth * {h} * {w})" for h, w in spec.g.grids)
     return f"""\
 // The levels layout: one output (1, kAnchorsPerCell * kWidth, h, w) per level, stride ascending.
-// Column c of anchor a at (y, x) is plane.data[(a * kWidth + c) * plane.cstep + y * w + x]: cstep is
-// h * w for a dense NCHW buffer (ONNX Runtime, MNN in NCHW) and ncnn::Mat::cstep for an ncnn Mat.
-struct Plane {{
-  const float* data;
-  std::size_t cstep;
-}};
-
-inline std::vector<Detection> decode(const Plane (&levels)[kNumLevels], const Options& opt = {{}}) {{
+// Column c of anchor a at (y, x) is data[(a * kWidth + c) * cstep + y * w + x]: cstep is h * w for a
+// dense NCHW buffer (ONNX Runtime, MNN in NCHW) and ncnn::Mat::cstep for an ncnn Mat.
+inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* csteps,
+                                          const Level* levels, const Options& opt) {{
   const float gate = detail::gate(opt.conf);
-  std::vector<Detection> cand;
+  Candidates cand;
   for (int l = 0; l < kNumLevels; ++l) {{
-    const Level& lv = kLevels[l];
-    const std::size_t cstep = levels[l].cstep, n = std::size_t(lv.h) * lv.w;
+    const Level& lv = levels[l];
+    const std::size_t cstep = csteps[l], n = std::size_t(lv.h) * lv.w;
     for (int a = 0; a < kAnchorsPerCell; ++a) {{
-      const float* base = levels[l].data + std::size_t(a) * kWidth * cstep;
+      const float* base = outputs[l] + std::size_t(a) * kWidth * cstep;
       // early rejection, kBlock pixels at a time: the best gate channel of each, read plane by plane
-      for (std::size_t i0 = 0; i0 < n; i0 += detail::kBlock) {{
-        float best[detail::kBlock];
-        const std::size_t len = std::min(detail::kBlock, n - i0);
-        detail::gate_block(base + i0, cstep, len, best);
+      for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {{
+        float best[kBlock];
+        const std::size_t len = std::min(kBlock, n - i0);
+        gate_block(base + i0, cstep, len, best, kGate);
         for (std::size_t k = 0; k < len; ++k)
           if (best[k] >= gate) {{
             const int y = int((i0 + k) / lv.w), x = int((i0 + k) % lv.w);
-            const detail::PlaneRow row{{base + i0 + k, cstep}};
-            detail::decode_row(row, detail::{_cell(spec)}, opt.conf, cand);
+            decode_row(PlaneRow{{base + i0 + k, cstep}}, {_cell(spec)}, opt.conf, cand);
           }}
       }}
     }}
   }}
-  return detail::nms(cand, opt);
-}}
-
-constexpr int kNumOutputs = kNumLevels;
-constexpr std::size_t kOutputSizes[kNumOutputs] = {{
-    {sizes}}};
-
-// One buffer per raw output, in the order of the model's outputs, as an engine hands them out: the data
-// and the channel step of each (ncnn::Mat::cstep; h * w when dense).
-inline std::vector<Detection> decode_outputs(const float* const* outputs, const std::size_t* csteps,
-                                             const Options& opt = {{}}) {{
-  Plane planes[kNumLevels];
-  for (int l = 0; l < kNumLevels; ++l) planes[l] = {{outputs[l], csteps[l]}};
-  return decode(planes, opt);
-}}
-
-// One contiguous (dense NCHW) buffer per raw output, in the order of the model's outputs.
-inline std::vector<Detection> decode_outputs(const float* const* outputs, const Options& opt = {{}}) {{
-  std::size_t csteps[kNumLevels];
-  for (int l = 0; l < kNumLevels; ++l) csteps[l] = std::size_t(kLevels[l].h) * kLevels[l].w;
-  return decode_outputs(outputs, csteps, opt);
+  return finish(cand, opt);
 }}
 """
 
 
-#: raw layout (the record's ``"layout"``) → its ``decode`` overloads
+_SUM_OUT = " and a (1, kAnchorsPerCell, h, w) score sum"
+
+
+def split(spec: Spec) -> str:
+    n = len(spec.g.parts)
+    pointers = "const float* box = outputs[" + f"{n} * l] + std::size_t(a) * kBoxWidth * bstep;\n" \
+        f"      const float* cls = outputs[{n} * l + 1] + std::size_t(a) * kClsWidth * cstep;\n"
+    steps = f"const std::size_t bstep = csteps[{n} * l], cstep = csteps[{n} * l + 1], n = std::size_t(lv.h) * lv.w;"
+    if spec.g.score_sum:
+        loop = f"""\
+      const float* sum = outputs[{n} * l + 2] + std::size_t(a) * csteps[{n} * l + 2];
+      for (std::size_t i = 0; i < n; ++i) {{
+        if (sum[i] < sum_gate) continue;  // early rejection on the score sum: one read per pixel
+        if (gate_value(PlaneRow{{cls + i, cstep}}, kGate - kBoxWidth) >= gate) {{
+          const int y = int(i / lv.w), x = int(i % lv.w);
+          decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+                     {_cell(spec)}, opt.conf, cand);
+        }}
+      }}"""
+    else:
+        loop = f"""\
+      // early rejection, kBlock pixels at a time: the best gate channel of each, read plane by plane
+      for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {{
+        float best[kBlock];
+        const std::size_t len = std::min(kBlock, n - i0);
+        gate_block(cls + i0, cstep, len, best, kGate - kBoxWidth);
+        for (std::size_t k = 0; k < len; ++k)
+          if (best[k] >= gate) {{
+            const std::size_t i = i0 + k;
+            const int y = int(i / lv.w), x = int(i % lv.w);
+            decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+                     {_cell(spec)}, opt.conf, cand);
+          }}
+      }}"""
+    return f"""\
+// The split layout: per level, stride ascending, a (1, kAnchorsPerCell * kBoxWidth, h, w) box output and a
+// (1, kAnchorsPerCell * kClsWidth, h, w) score output{_SUM_OUT if spec.g.score_sum else ""};
+// a row is [box part, score part]. Channel c of an output is cstep floats after channel c - 1 (h * w when
+// dense, ncnn::Mat::cstep for an ncnn Mat).
+inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* csteps,
+                                          const Level* levels, const Options& opt) {{
+  const float gate = detail::gate(opt.conf);
+{_SUM_GATE if spec.g.score_sum else ""}  Candidates cand;
+  for (int l = 0; l < kNumLevels; ++l) {{
+    const Level& lv = levels[l];
+    {steps}
+    for (int a = 0; a < kAnchorsPerCell; ++a) {{
+      {pointers}{loop}
+    }}
+  }}
+  return finish(cand, opt);
+}}
+"""
+
+
+def _part_widths(spec: Spec) -> list[str]:
+    """The C++ constant of each output's channels per anchor, in the order of a level's (or the model's) outputs."""
+    return [{"": "kWidth", "box": "kBoxWidth", "cls": "kClsWidth", "sum": "1"}[p] for p in spec.g.parts]
+
+
+def _sizes(spec: Spec) -> str:
+    """The float count of each raw output: constants for a static head, a function of the input size for a
+    dynamic one."""
+    g = spec.g
+    if not spec.dynamic:
+        return "constexpr std::size_t kOutputSizes[kNumOutputs] = {" + \
+            ", ".join(str(_prod(s)) for s in g.output_shapes()) + "};\n"
+    if g.layout in ("levels", "split"):
+        body = "\n".join(f"    out.push_back(n * {w});" for w in _part_widths(spec))
+        loop = f"""\
+  std::vector<std::size_t> out;
+  for (const Level& lv : levels_at(input).at) {{
+    const std::size_t n = std::size_t(kAnchorsPerCell) * lv.h * lv.w;  // rows of the level
+{body}
+  }}
+  return out;"""
+    else:
+        loop = f"""\
+  std::size_t rows = 0;
+  for (const Level& lv : levels_at(input).at) rows += std::size_t(kAnchorsPerCell) * lv.h * lv.w;
+  return {{{", ".join(f"rows * {w}" for w in _part_widths(spec))}}};"""
+    return f"""\
+// The float count of each raw output at the network input size `input` (see valid()).
+inline std::vector<std::size_t> output_sizes(Size input) {{
+{loop}
+}}
+"""
+
+
+def public(spec: Spec) -> str:
+    """The public overloads around ``detail::decode_rows``: the sizes of the outputs and ``decode_outputs``."""
+    g = spec.g
+    per_level, n = g.layout in ("levels", "split"), len(g.parts)
+    names = ", ".join(p for p in g.parts if p)
+    order = (f"per level, stride ascending{': ' + names if names else ''}" if per_level
+             else f"{names} of all rows" if names else "all rows")
+    size, levels = ("Size input, ", "levels_at(input).at") if spec.dynamic else ("", "kLevels")
+    check = "  if (!valid(input)) return {};  // not a size this head takes\n" if spec.dynamic else ""
+    if per_level:
+        at = "lv.at" if spec.dynamic else "kLevels"
+        dense = (("  const Levels lv = levels_at(input);\n" if spec.dynamic else "")
+                 + "  std::size_t csteps[kNumOutputs];  // channels h * w apart\n"
+                 + f"  for (int k = 0; k < kNumOutputs; ++k)\n"
+                 f"    csteps[k] = std::size_t({at}[k / {n}].h) * {at}[k / {n}].w;\n")
+        steps = "the channel step of each (ncnn::Mat::cstep; h * w when dense)"
+    else:
+        dense, steps = "  const std::size_t* csteps = nullptr;\n", "no channel step (flat outputs are read row by row)"
+    return f"""\
+constexpr int kNumOutputs = {len(g.output_shapes())};  // {order}
+{_sizes(spec)}
+// One buffer per raw output, in the order of the model's outputs, as an engine hands them out, and
+// {steps}.{" The input size gives the grids." if spec.dynamic else ""}
+inline std::vector<Detection> decode_outputs(const float* const* outputs, const std::size_t* csteps,
+                                             {size}const Options& opt = {{}}) {{
+{check}  return detail::decode_rows(outputs, csteps, {levels}, opt);
+}}
+
+// One contiguous (dense) buffer per raw output, in the order of the model's outputs.
+inline std::vector<Detection> decode_outputs(const float* const* outputs, {size}const Options& opt = {{}}) {{
+{check}{dense}  return decode_outputs(outputs, csteps, {"input, " if spec.dynamic else ""}opt);
+}}
+"""
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+#: raw layout (the record's ``"layout"``) → its ``detail::decode_rows``
 LAYOUTS: dict[str, Callable[[Spec], str]] = {
     "flat": flat,
     "levels": levels,
+    "split": split,
+    "flat-split": flat_split,
 }

@@ -1,9 +1,9 @@
 """What the generated decode needs, read from a head record and checked to be covered.
 
 :func:`spec_of` turns a raw model's head record (or a :class:`~onnx_headcut.heads.Geometry`) into a
-frozen :class:`Spec`; what the generator does not cover yet (a decode kind, a layout, a dynamic
-input size, an unexpected channel block) is an :class:`~onnx_headcut.errors.InputError` naming it,
-before anything is written.
+frozen :class:`Spec`; what the generator does not cover (a decode kind, a selection other than
+top-k, a symbolic input size the record does not describe, an unexpected channel block) is an
+:class:`~onnx_headcut.errors.InputError` naming it, before anything is written.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..heads import Geometry
+from ..heads.base import LAYOUTS, SELECTIONS, SPLIT, part_of
 from ..preprocess import Preprocess
 
 #: the column blocks each covered decode kind reads (one of the tuples, in any order)
@@ -22,8 +23,8 @@ BLOCKS = {
     "anchor_grid": ({"box", "obj", "cls"},),
     "dist_anchor": ({"reg", "cls"}, {"dfl", "cls"}),
 }
-#: the raw layouts covered
-LAYOUTS = ("flat", "levels")
+#: the decode kinds whose originals may end in a top-k selection (they have an x1, y1, x2, y2 form)
+TOPK_KINDS = ("dist_anchor",)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,24 @@ class Spec:
         return self.g.reg_max + 1 if self.g.reg_max else 0
 
     @property
+    def dynamic(self) -> bool:
+        """Grids follow the input size given at run time (the record's ``dynamic_hw``)."""
+        return self.g.dynamic
+
+    @property
+    def topk(self) -> int:
+        """k of the NMS-free top-k selection the original applies (0: class-aware NMS)."""
+        return self.g.topk
+
+    @property
+    def split(self) -> bool:
+        """The box blocks and the score blocks are outputs of their own (``split``, ``flat-split``)."""
+        return self.g.layout in SPLIT
+
+    def part_width(self, part: str) -> int:
+        return self.g.part_width(part)
+
+    @property
     def input_hw(self) -> tuple[int, int]:
         h, w = self.g.input_shape[-2:]
         return int(h), int(w)
@@ -84,7 +103,7 @@ def spec_of(head: dict[str, Any] | Geometry, name: str) -> Spec:
     _covered_geometry(g)
     names = meta.get("names") or ()
     outs = tuple(str(o["name"]) for o in meta.get("raw_outputs", []))
-    expected = 1 if g.layout == "flat" else len(g.strides)
+    expected = len(g.output_shapes())
     if outs and len(outs) != expected:
         raise InputError(f"codegen: the record lists {len(outs)} raw outputs, its {g.layout} layout has {expected}")
     return Spec(identifier(name), g, Preprocess.of(meta) if meta else Preprocess(), str(meta.get("family", "")),
@@ -92,25 +111,37 @@ def spec_of(head: dict[str, Any] | Geometry, name: str) -> Spec:
 
 
 def _covered(meta: dict[str, Any]) -> None:
-    """Refuse, naming it, what the record says that the generator has no code for yet."""
+    """Refuse, naming it, what the record says that the generator has no code for."""
     shape = meta.get("input", {}).get("shape", [])
-    if "dynamic_hw" in meta or any(not isinstance(d, int) for d in shape[-2:]):
-        raise InputError(f"codegen does not cover a dynamic input size yet (input shape {shape}); "
-                         "strip a model with a static height and width")
+    if any(not isinstance(d, int) for d in shape[-2:]):
+        raise InputError(f"codegen does not cover a symbolic input size without a dynamic_hw record (input shape "
+                         f"{shape}); strip the model again with this headcut")
+    sel = meta.get("selection")
+    if sel is not None and (not isinstance(sel, dict) or sel.get("kind") not in SELECTIONS):
+        raise InputError(f"codegen does not cover the selection {sel!r} (it covers {', '.join(SELECTIONS)})")
+    if "dynamic_hw" in meta:
+        return  # the raw outputs' sizes follow the input's (checked against the layout by spec_of)
     for k, o in enumerate(meta.get("raw_outputs", [])):
         if not all(isinstance(d, int) for d in o.get("shape", [])[1:]):
-            raise InputError(f"codegen does not cover dynamic raw output sizes yet (raw output {k}: {o.get('shape')})")
+            raise InputError(f"codegen does not cover symbolic raw output sizes without a dynamic_hw record "
+                             f"(raw output {k}: {o.get('shape')})")
 
 
 def _covered_geometry(g: Geometry) -> None:
     if g.decode not in BLOCKS:
         raise InputError(f"codegen does not cover the {g.decode!r} decode yet (it covers {', '.join(BLOCKS)})")
     if g.layout not in LAYOUTS:
-        raise InputError(f"codegen does not cover the {g.layout!r} layout yet (it covers {', '.join(LAYOUTS)})")
+        raise InputError(f"codegen does not cover the {g.layout!r} layout (it covers {', '.join(LAYOUTS)})")
+    if g.topk and g.decode not in TOPK_KINDS:
+        raise InputError(f"codegen does not cover a top-k selection after a {g.decode} decode (only after "
+                         f"{', '.join(TOPK_KINDS)})")
     roles = [r for r, _, _ in g.channels]
     if len(set(roles)) != len(roles) or set(roles) not in BLOCKS[g.decode]:
         raise InputError(f"codegen does not cover a {g.decode} head with the column blocks {roles} "
                          f"(expected {' or '.join(str(sorted(b)) for b in BLOCKS[g.decode])})")
+    parts = [part_of(r) for r in roles]
+    if g.layout in SPLIT and parts != sorted(parts):  # "box" < "cls": a row is [box part, cls part]
+        raise InputError(f"codegen: a {g.layout} head whose column blocks {roles} do not put the box part first")
     sizes = {r: n for r, n, _ in g.channels}
     if sizes.get("box", 4) != 4 or sizes.get("reg", 4) != 4 or sizes.get("obj", 1) != 1 or \
             sizes["cls"] != g.num_classes or ("dfl" in sizes and sizes["dfl"] != 4 * (g.reg_max + 1)):

@@ -1,8 +1,8 @@
 """Edge engines: convert a raw ONNX model for a target, and run a model on ort or a target.
 
 Each target is one small module beside this one (``mnn.py``, ``ncnn.py``, ``openvino.py``,
-``tflite.py``) holding its ``convert`` and ``run``; it imports only the standard library and numpy at
-the top and its engine's package inside its functions, and it only ever runs in a child process
+``tflite.py``, ``rknn.py``, ``nncase.py``) holding its ``convert`` and ``run``; it imports only the standard
+library and numpy at the top and its engine's package inside its functions, and it only ever runs in a child process
 (:mod:`._worker`, started by file path): an engine's import may write to stdout at C level, a
 converter crash must not take the CLI down, and the child may be **another interpreter**, so an engine
 whose package pins versions headcut cannot share lives in its own virtualenv holding just numpy and
@@ -30,16 +30,18 @@ import numpy as np
 
 from ..check import session
 from ..errors import HeadcutError, UsageError
-from . import mnn, ncnn, openvino, tflite
+from . import mnn, ncnn, nncase, openvino, rknn, tflite
 
 #: targets ``convert`` writes for, each run in the worker
-TARGETS = ("mnn", "ncnn", "openvino", "tflite")
+TARGETS = ("mnn", "ncnn", "openvino", "tflite", "rknn", "nncase")
 ENGINES = ("ort", *TARGETS)
-MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite}
+MODULES = {"mnn": mnn, "ncnn": ncnn, "openvino": openvino, "tflite": tflite, "rknn": rknn, "nncase": nncase}
 EXTRA_HINT = ncnn.INSTALL
 #: the model file each engine runs
-SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite"}
-_KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite"}
+SUFFIX = {"ort": ".onnx", "mnn": ".mnn", "ncnn": ".param", "openvino": ".xml", "tflite": ".tflite", "rknn": ".rknn",
+          "nncase": ".kmodel"}
+_KIND = {"ort": "an ONNX", "mnn": "an MNN", "ncnn": "an ncnn", "openvino": "an OpenVINO", "tflite": "a TFLite",
+         "rknn": "an RKNN", "nncase": "an nncase"}
 WORKER = Path(__file__).with_name("_worker.py")
 
 
@@ -158,31 +160,36 @@ def run_options(engine: str, meta: dict | None) -> dict:
     return {}
 
 
-def run(model: str | os.PathLike, inputs: list[np.ndarray], engine: str | None = None,
+def run(model: str | os.PathLike | bytes, inputs: list[np.ndarray], engine: str | None = None,
         input_name: str | None = None, output_names: list[str] | None = None, options: dict | None = None,
         info: dict | None = None) -> list[list[np.ndarray]]:
     """Run ``model`` on ``engine`` for each input array; returns, per input, the list of outputs.
 
     ort runs in this process; the targets in a worker process. Output arrays are given back with
     the batch axis and NCHW layout restored (ncnn drops the batch axis; MNN may hand out NC4HW4;
-    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`).
+    TFLite's outputs are NHWC and in its own order: ``options["io"]``, see :mod:`.tflite`; RKNN's
+    simulator runs the model rebuilt from what ``convert`` recorded beside the ``.rknn``, see :mod:`.rknn`).
     ``options`` go to the target's ``run`` (OpenVINO: ``precision``); ``info``, when given, receives
     what the worker reports (OpenVINO: the precision that ran).
     """
-    engine = engine or engine_for(model)
+    if isinstance(model, bytes) and engine != "ort":
+        raise EngineError("a serialized model runs on onnxruntime only")
+    engine = engine or ("ort" if isinstance(model, bytes) else engine_for(model))
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if engine == "ort":
         s = session(model)
         name = input_name or s.get_inputs()[0].name
         return [s.run(output_names, {name: x}) for x in inputs]
+    assert not isinstance(model, bytes)  # refused above
     _need(MODULES[engine].PACKAGES[0], engine)
     with tempfile.TemporaryDirectory(prefix="headcut-run-") as d:
         np.savez(Path(d, "in.npz"), *inputs)
         spec = {"model": str(Path(model).resolve()), "input": input_name, "outputs": output_names,
                 "shapes": None, "options": options or {}}
         Path(d, "spec.json").write_text(json.dumps(spec))
-        answer = json.loads(worker([engine, "run", d]))
+        # nncase's K230 simulator: ~6 s an input on a quiet machine, 70 s measured on a loaded one
+        answer = json.loads(worker([engine, "run", d], timeout=max(600.0, 150.0 * len(inputs))))
         if info is not None:
             info.update(answer)
         out = np.load(Path(d, "out.npz"))
