@@ -273,9 +273,13 @@ def verify(
                                           help="--int8: also strip ORIGINAL into these layouts and measure each "
                                                "(e.g. flat,split,flat-split,split+dfl)"),
     min_recall: Optional[float] = typer.Option(None, "--min-recall", metavar="X",
-                                               help="--int8: exit 3 when a raw model's recall is below X"),
+                                               help="--int8: exit 3 when a raw model's recall is below X; an int8 "
+                                                    "converted CANDIDATE: exit 3 when its recall or precision is "
+                                                    "below X (default 0.8)"),
 ) -> None:
     """Run CANDIDATE on an engine and check it against ORIGINAL in onnxruntime (layout, decode, detections).
+
+    An int8 CANDIDATE (headcut convert --int8) is checked by how many of ORIGINAL's detections it keeps.
 
     With --int8: quantize ORIGINAL and CANDIDATE (and ORIGINAL stripped into each of --layouts) with
     onnxruntime's static QDQ quantization on --calib images and report how many of the fp32 original's
@@ -288,15 +292,20 @@ def verify(
                                 engine, image)
         if candidate is None:
             raise UsageError("verify needs CANDIDATE (only --int8 --layouts works without one)")
-        extra = next((f for f, v in (("--calib", calib), ("--eval", eval_dir), ("--layouts", layouts),
-                                     ("--min-recall", min_recall)) if v is not None), None)
+        extra = next((f for f, v in (("--calib", calib), ("--eval", eval_dir), ("--layouts", layouts))
+                      if v is not None), None)
         if extra is not None:
             raise UsageError(f"{extra} belongs to verify --int8")
-        from .check.engine import verify_engine
+        from .check import DEFAULT_MIN_RECALL
+        from .check.engine import quantized, verify_engine
+        from .metadata import head_for
         from .report import verify_text
 
+        if min_recall is not None and not quantized(head_for(candidate)):
+            raise UsageError("--min-recall belongs to verify --int8, or to an int8 converted CANDIDATE")
         with _status(f"running {candidate.name} and {original.name}"):
-            checks = verify_engine(original, candidate, engine and engine.value, tuple(image or ()), conf, iou, tol)
+            checks = verify_engine(original, candidate, engine and engine.value, tuple(image or ()), conf, iou, tol,
+                                   min_recall=DEFAULT_MIN_RECALL if min_recall is None else min_recall)
         typer.echo(_fit(verify_text(checks)))
         bad = next((c for c in checks if not c.ok), None)
         if bad is not None:

@@ -4,6 +4,13 @@
 The head metadata travels with the converted files as ``<stem>.head.json`` so that
 ``headcut verify`` and C++ code can decode the engine's output. Files are staged and moved into
 place only when the conversion succeeded.
+
+int8 (``int8=True, calib=DIR``): the images of ``DIR`` are letterboxed and scaled with the model's own
+preprocess (:func:`~onnx_headcut.quantize.model_inputs`) into ONE float32 NCHW ``.npy`` (N, 3, H, W) in a
+scratch folder; the target module's ``convert`` gets ``options["int8"]``, ``options["calib"]`` (that
+file's path) and ``options["platform"]``, quantizes, and answers ``"precision": "int8"``, which goes into
+the ``converted`` record of ``<model file name>.head.json`` (``raw.xml.head.json``) so that ``verify`` and
+``detect`` know the model is quantized (``verify`` then checks detection agreement, not the three layers).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from .graph import GraphIndex
 from .io import dependencies, load
 from .metadata import embedded
 from .staging import Staging, check_outputs
-from .targets import check_options, match_outputs
+from .targets import calibration_images, check_options, match_outputs
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Converted:
     #: the converted model's input and outputs as the engine names and lays them out, in the raw
     #: outputs' order (TFLite: NHWC, renamed, reordered), or None when the engine keeps ONNX's
     io: dict | None = None
+    precision: str = "fp32"  # "int8" when the target quantized it
 
 
 def _head_json(model: onnx.ModelProto, source: str) -> str | None:
@@ -84,10 +92,12 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     The output set (the target's files, e.g. ``.mnn``, ``.param`` + ``.bin``, ``.xml`` + ``.bin``,
     ``.tflite``, and the head JSON when the model has head metadata) is checked before converting: an
     existing member is an error unless ``force``, and the input or its external data never may be
-    one. The head JSON is ``<stem>.head.json``; a target that renames or re-lays the tensors (TFLite)
-    writes ``<stem>.tflite.head.json`` instead, holding the head plus the ``converted`` record of its
-    tensors (:class:`Converted.io`). A ``.head.json`` that already holds the model's metadata (the
-    sidecar ``strip`` wrote) is left as it is.
+    one. The head JSON is ``<stem>.head.json``; a target that renames or re-lays the tensors (TFLite),
+    an int8 conversion (``int8``, ``calib``: a folder of images; see the module's doc), or an output folder
+    that already holds one writes ``<model file name>.head.json`` (``raw.tflite.head.json``,
+    ``raw.xml.head.json``) instead, holding the head plus the ``converted`` record of its tensors
+    (:class:`Converted.io`) and precision. A ``<stem>.head.json`` that already holds the model's metadata
+    (the sidecar ``strip`` wrote) is left as it is.
     """
     check_options(to, int8, calib, platform)
     src = Path(onnx_path)
@@ -103,40 +113,77 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     if relaid and head is None:
         raise UsageError(f"{src}: has no head record, and {to} re-lays and renames the outputs, which headcut records "
                          f"in the head JSON; convert the raw model: headcut strip {src.name}, then convert that")
-    side = out / (f"{names[0]}.head.json" if relaid or int8 else f"{stem}.head.json")  # int8: its record says so
+    own = out / f"{names[0]}.head.json"  # the converted model's own record (else a stale one would be read)
+    recorded = relaid or int8 or own.exists()
+    side = own if recorded else out / f"{stem}.head.json"
     targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
     reads = dependencies(src)  # never written, even with force
     check_outputs(targets, reads, force)
-    io = None
-    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st:
+    io, extra = None, {}
+    with Staging(out / names[0], targets=targets, protected=reads, force=force) as st, \
+            tempfile.TemporaryDirectory(prefix="headcut-calib-") as scratch:
         if to == "ncnn":
             _need("ncnn", "ncnn")
             inputs, outputs = _pnnx_checked(src, model, st.path(names[0]), st.path(names[1]))
         else:
             _need(getattr(target, "CONVERTER", target.PACKAGES[-1]), to)
-            options = {"input_shape": _input_shape(model), **_minimal_int8_options(src, model, int8, calib, platform,
-                                                                                st.path(names[0]).parent)}
-            with tempfile.TemporaryDirectory(prefix="headcut-convert-") as scratch:
-                given = _rewritten(src, model, target, Path(scratch))
-                res = json.loads(worker([to, "convert", str(given.resolve()), str(st.path(names[0]).parent), stem,
-                                         json.dumps(options)], timeout=1800 if int8 else 600))
+            if int8 and getattr(target, "QUANTIZER", None):
+                _need(target.QUANTIZER, to)
+            options = {"input_shape": _input_shape(model), "input_name": _input_name(model), "int8": int8,
+                       "calib": str(calibration_npy(src, model, calib, Path(scratch))) if int8 else None,
+                       "platform": platform}
+            given = _rewritten(src, model, target, Path(scratch))
+            res = json.loads(worker([to, "convert", str(given.resolve()), str(st.path(names[0]).parent), stem,
+                                     json.dumps(options)], timeout=1800 if int8 else 600))
+            if int8 and res.get("precision") != "int8":
+                raise VerificationError(f"{to} did not quantize {src.name} (it reports precision "
+                                        f"{res.get('precision', 'fp32')}); nothing written")
+            extra = {k: res[k] for k in ("precision", "quantizer", "calib_samples", "platform") if res.get(k)}
             if relaid:
                 io = match_outputs(model, res)
                 inputs, outputs = [io["input"]["name"]], [o["name"] for o in io["outputs"]]
             else:
                 inputs, outputs = res["inputs"], res["outputs"]
-            if res.get("precision") == "int8":  # i16-nncase stand-in: the record says the model is quantized
-                same = {"input": {"name": inputs[0], "layout": "same"},
-                        "outputs": [{"name": n, "layout": "same"} for n in outputs]}
-                io = {**(io or same), "precision": "int8", "platform": res.get("platform")}
             check_converted(src, model, to, st.path(names[0]), inputs, outputs, io, int8=int8,
                             half=res.get("precision") == "fp16")
+            if recorded and io is None:  # names and layout kept: say so in the record
+                io = {"input": {"name": inputs[0], "layout": "same"},
+                      "outputs": [{"name": n, "layout": "same", "onnx": o.name}
+                                  for n, o in zip(outputs, model.graph.output)]}
         if side in targets and head is not None:  # side is a target only with head metadata
-            text = head if io is None else json.dumps({**json.loads(head), "converted": {"engine": to, **io}},
-                                                      indent=2) + "\n"
+            record = {"engine": to, **(io or {}), "precision": extra.get("precision", "fp32"), **extra}
+            text = head if not recorded else json.dumps({**json.loads(head), "converted": record}, indent=2) + "\n"
             st.path(side.name).write_text(text)
         files = tuple(st.commit())
-    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io)
+    return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io, extra.get("precision", "fp32"))
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def calibration_npy(src: Path, model: onnx.ModelProto, calib, folder: Path) -> Path:
+    """The images of the ``calib`` folder letterboxed to the model's input size and scaled with its own
+    preprocess (the head record's, or for a decoded model the located family's), saved as one float32
+    NCHW ``.npy`` (N, 3, H, W) in ``folder``; its path."""
+    from .pipeline import decoded_head
+    from .preprocess import Preprocess
+    from .quantize import model_inputs
+
+    meta = embedded(model, str(src))
+    if meta is not None:
+        pre = Preprocess.of(meta)
+    else:
+        try:
+            pre = decoded_head(src).preprocess
+        except HeadcutError:  # not a detector headcut knows: Ultralytics' letterbox, RGB / 255
+            pre = Preprocess()
+    shape = _input_shape(model)
+    xs = model_inputs(calibration_images(calib), (shape[2], shape[3]), pre)
+    path = folder / "calib.npy"
+    np.save(path, np.concatenate(xs).astype(np.float32))
+    return path
 
 
 def _rewritten(src: Path, model: onnx.ModelProto, target, scratch: Path) -> Path:
@@ -151,32 +198,6 @@ def _rewritten(src: Path, model: onnx.ModelProto, target, scratch: Path) -> Path
     path = scratch / src.name
     onnx.save(copy, str(path))
     return path
-
-
-def _minimal_int8_options(src: Path, model: onnx.ModelProto, int8: bool, calib, platform: str | None,
-                          scratch: Path) -> dict:
-    """MINIMAL stand-in (branch i16-rknn) for helper i16-int8's int8 plumbing, which replaces it on merge:
-    the agreed ``options`` (``int8``, ``calib``: one float32 NCHW .npy of the calibration images letterboxed
-    with the model's preprocess, ``platform``, ``input_name``). The .npy is written in ``scratch`` (the
-    staging folder, removed with it; not an output)."""
-    inits = {t.name for t in model.graph.initializer}
-    opts: dict = {"input_name": next(i.name for i in model.graph.input if i.name not in inits), "int8": int8,
-                  "calib": None, "platform": platform}
-    if int8 and calib is not None:
-        from .metadata import embedded as _embedded
-        from .pipeline import decoded_head
-        from .preprocess import Preprocess
-        from .quantize import model_inputs
-        from .targets import calibration_images
-
-        meta = _embedded(model, str(src))
-        pre = Preprocess.of(meta) if meta is not None else decoded_head(src).preprocess
-        shape = _input_shape(model)
-        xs = model_inputs(calibration_images(calib), (shape[2], shape[3]), pre)
-        path = scratch / ".headcut-calib.npy"
-        np.save(path, np.concatenate(xs).astype(np.float32))
-        opts["calib"] = str(path)
-    return opts
 
 
 #: a conversion must reproduce the ONNX model's outputs within ``CONVERT_ATOL + CONVERT_RTOL * |value|``

@@ -289,9 +289,13 @@ def _check_layout(meta: dict) -> None:
                        f"{len(meta['levels'])} levels, which has {n}")
 
 
+#: what a ``converted`` record may say its model computes in (``int8``: verified by detection agreement)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
 def _check_converted(meta: dict) -> None:
-    """The ``converted`` record: ``{"engine", "input": {name, layout}, "outputs": [{name, layout}, ...]}``,
-    one output per raw output."""
+    """The ``converted`` record: ``{"engine", "input": {name, layout}, "outputs": [{name, layout}, ...],
+    "precision"}``, one output per raw output; ``precision`` (default fp32) one of :data:`PRECISIONS`."""
     conv = _get(meta, "converted", "", dict)
     _get(conv, "engine", "converted.", str)
     for w, t in [("converted.input.", _get(conv, "input", "converted.", dict)),
@@ -301,6 +305,8 @@ def _check_converted(meta: dict) -> None:
         _get(t, "name", w, str)
         if t.get("layout") not in ("same", "NHWC", "NWC"):
             raise _Bad(f"{w}layout must be 'same', 'NHWC' or 'NWC', not {t.get('layout')!r}"[:200])
+    if conv.get("precision", "fp32") not in PRECISIONS:
+        raise _Bad(f"converted.precision must be one of {', '.join(PRECISIONS)}, not {conv.get('precision')!r}"[:200])
     raw = meta.get("raw_outputs")
     if isinstance(raw, list) and raw and len(conv["outputs"]) != len(raw):
         raise _Bad(f"converted.outputs has {len(conv['outputs'])} entries for {len(raw)} raw outputs")

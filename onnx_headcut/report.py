@@ -24,7 +24,16 @@ def _outputs(outputs) -> str:
 
 
 def check_lines(c) -> list[str]:
-    """The three verification layers on one input (:class:`onnx_headcut.check.Check`), one line each."""
+    """The three verification layers on one input (:class:`onnx_headcut.check.Check`), one line each; for an
+    int8 model its detection agreement and the decoded outputs' max errors (reported, not gating)."""
+    a = getattr(c, "agreement", None)
+    if a is not None:
+        return [f"verify    {c.input} on {c.engine}, int8 ({a.quantizer}): {'OK' if c.ok else 'DIFFERENT'}",
+                "  exact   not checked: an int8 model cannot pass the three exact layers; its detections are "
+                "compared with the fp32 original's",
+                f"  agree   {a}",
+                f"  error   decoded output against the original's: max abs error boxes {a.max_abs_err_boxes:.3g} px, "
+                f"scores {a.max_abs_err_scores:.3g} (reported, not required)"]
     layout = ("decoded candidate: no raw layout to check" if c.layout is None else str(c.layout))
     skipped = ("NOT CHECKED: the original has no decoded output (its outputs are the raw head), so there is "
                "nothing to compare with; the recorded anchors and decode are unproven")
@@ -166,8 +175,10 @@ def verify_text(checks) -> str:
 
 def convert_text(res) -> str:
     """``headcut convert``: the engine, the blob names the C++ side binds to, the files written."""
-    return printable_lines([f"engine    {res.engine}", f"input     {', '.join(res.inputs)}",
-                            f"outputs   {', '.join(res.outputs)}", "wrote     " + ", ".join(str(f) for f in res.files)])
+    quantized = [f"precision {res.precision}"] if getattr(res, "precision", "fp32") != "fp32" else []
+    return printable_lines([f"engine    {res.engine}", *quantized,
+                            f"input     {', '.join(res.inputs)}", f"outputs   {', '.join(res.outputs)}",
+                            "wrote     " + ", ".join(str(f) for f in res.files)])
 
 
 def detect_table(res, conf: float, limit: int = 50):

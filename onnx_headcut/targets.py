@@ -54,8 +54,9 @@ def match_outputs(model: onnx.ModelProto, res: dict) -> dict:
     """The converted model's tensors matched to the ONNX model's by shape: a TFLite converter lays 4-D
     tensors out NHWC, renames them and reorders the outputs. Returns ``{"input": {name, layout, shape},
     "outputs": [{name, layout, shape, onnx}, ...]}`` with the outputs in the ONNX model's order (``layout``
-    ``NHWC``/``NWC``: the ONNX tensor's NCHW/NCW transposed; ``same``: as in the ONNX model); a shape matching
-    none or several is a :class:`VerificationError` (nothing can be proven about it)."""
+    ``NHWC``/``NWC``: the ONNX tensor's NCHW/NCW transposed; ``same``: as in the ONNX model; an int8 tensor
+    also has ``quantization``: ``{dtype, scale, zero_point}``); a shape matching none or several is a
+    :class:`VerificationError` (nothing can be proven about it)."""
 
     def dims(v) -> list[int]:
         return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
@@ -73,7 +74,10 @@ def match_outputs(model: onnx.ModelProto, res: dict) -> dict:
             have = ", ".join(f"{t['name']} {list(t['shape'])}" for t in pool)
             raise VerificationError(f"the converted {what} of shape {shape} matches {len(found)} of the converted "
                                     f"model's tensors ({have}); nothing written")
-        return {"name": found[0][0]["name"], "layout": found[0][1], "shape": list(found[0][0]["shape"])}
+        got = {"name": found[0][0]["name"], "layout": found[0][1], "shape": list(found[0][0]["shape"])}
+        if "quantization" in found[0][0]:  # an int8 tensor: its scale and zero point
+            got["quantization"] = found[0][0]["quantization"]
+        return got
 
     inits = {t.name for t in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)

@@ -36,7 +36,7 @@ HEADS = {
     "yolov8-dfl": (yolov8, dict(width=8)),
 }  # (YOLOv6's DFL head: test_*_levels_layout_*)
 #: the package each target's tests need in its interpreter (the one that runs, and for TFLite converts)
-NEEDS = {"openvino": ("openvino",), "tflite": ("onnx2tf", "ai_edge_litert")}
+NEEDS = {"openvino": ("openvino",), "tflite": ("onnx2tf", "ai_edge_litert"), "openvino-int8": ("openvino", "nncf")}
 
 
 def _has(python: str, modules: tuple[str, ...]) -> bool:
@@ -46,9 +46,9 @@ def _has(python: str, modules: tuple[str, ...]) -> bool:
 
 def _available(target: str) -> str | None:
     """Why ``target`` cannot run here (skip reason), or None."""
-    var = python_variable(target)
+    var = python_variable(target.split("-")[0])
     try:
-        python = interpreter(target)
+        python = interpreter(target.split("-")[0])
     except EngineError as e:
         return str(e)
     if not _has(python, NEEDS[target]):
@@ -204,8 +204,11 @@ def test_openvino_not_installed_hint(one_raw, monkeypatch):
 @pytest.mark.parametrize("args, words", [
     (["--to", "openvino", "--target-platform", "rk3588"], ["--target-platform rk3588", "openvino converts for cpu"]),
     (["--to", "tflite", "--target-platform", "k230"], ["--target-platform k230", "tflite converts for cpu"]),
-    (["--to", "openvino", "--int8", "--calib", "CALIB"], ["--int8: headcut does not quantize for openvino yet"]),
-    (["--to", "tflite", "--int8", "--calib", "CALIB"], ["--int8: headcut does not quantize for tflite yet"]),
+    (["--to", "mnn", "--int8", "--calib", "CALIB"], ["--int8: headcut does not quantize for mnn yet"]),
+    (["--to", "ncnn", "--int8", "--calib", "CALIB"], ["--int8: headcut does not quantize for ncnn yet"]),
+    (["--to", "openvino", "--int8", "--calib", "MISSING"], ["--calib", "not a folder"]),
+    (["--to", "openvino", "--int8", "--calib", "EMPTY"], ["--calib", "no images in it"]),
+    (["--to", "openvino", "--int8", "--calib", "CALIB", "--target-platform", "k230"], ["openvino converts for cpu"]),
     (["--to", "tflite", "--calib", "CALIB"], ["--calib", "--int8"]),
     (["--to", "tflite", "--int8"], ["--int8 needs --calib DIR"]),
     (["--to", "tflite", "--int8", "--calib", "MISSING"], ["not a folder"]),

@@ -37,8 +37,10 @@ from .ort import conv_outputs, deterministic_input, image_input, reference_sessi
 from .results import (
     DEFAULT_CONF,
     DEFAULT_IOU,
+    DEFAULT_MIN_RECALL,
     DEFAULT_TOL,
     MIN_IOU,
+    AgreementCheck,
     Allowed,
     Check,
     DecodeCheck,
@@ -48,7 +50,8 @@ from .results import (
     check_options,
 )
 
-__all__ = ["DEFAULT_CONF", "DEFAULT_IOU", "DEFAULT_TOL", "MIN_IOU", "Allowed", "Check", "DecodeCheck",
+__all__ = ["DEFAULT_CONF", "DEFAULT_IOU", "DEFAULT_MIN_RECALL", "DEFAULT_TOL", "MIN_IOU", "AgreementCheck", "Allowed",
+           "Check", "DecodeCheck",
            "DetectionCheck", "LayoutCheck", "Verification", "check_options", "check_outputs", "check_split_outputs",
            "conv_outputs", "decode_check", "detection_check", "deterministic_input", "expected_raw", "gap_threshold",
            "image_input", "layout_check", "match_detections", "reference_session", "session", "verify", "with_outputs"]

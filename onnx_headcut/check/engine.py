@@ -26,6 +26,7 @@ from ..preprocess import Preprocess
 from . import (
     DEFAULT_CONF,
     DEFAULT_IOU,
+    DEFAULT_MIN_RECALL,
     DEFAULT_TOL,
     Allowed,
     Check,
@@ -38,6 +39,7 @@ from . import (
     image_input,
     reference_session,
 )
+from .engine_int8 import agreement_check, scene_inputs
 
 #: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
 #: compared within ``tol`` + this relative term instead of exactly
@@ -99,9 +101,14 @@ def _same_model(original, head, candidate, meta) -> None:
         raise UsageError(f"{candidate} is not a cut or conversion of {original}: {', '.join(why)}")
 
 
+def quantized(meta: dict | None) -> bool:
+    """The head record says its converted model is int8 (``converted.precision``)."""
+    return bool(meta) and (meta or {}).get("converted", {}).get("precision") == "int8"
+
+
 def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, engine: str | None = None,
                   images: tuple = (), conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, tol: float = DEFAULT_TOL,
-                  seed: int = 0) -> list[Check]:
+                  seed: int = 0, int8: bool | None = None, min_recall: float = DEFAULT_MIN_RECALL) -> list[Check]:
     """Run ``original`` in onnxruntime and ``candidate`` on ``engine``; the three layers of
     :mod:`onnx_headcut.check` on each input.
 
@@ -109,8 +116,14 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     prediction convs (layer 1, within ``tol`` + :data:`ENGINE_LAYOUT_RTOL`: engines compute the convs
     their own way), decoded and compared with the original's output (layer 2) and its detections
     (layer 3, at ``conf``). A decoded candidate (an original converted as is) skips layer 1.
+
+    An int8 candidate (its record's ``converted.precision``, or ``int8=True`` for a converted decoded
+    original, which has no record) is instead checked by detection agreement over all inputs plus
+    generated scenes (:mod:`.engine_int8`, recall and precision >= ``min_recall``): one :class:`Check`.
     """
     check_options(tol, conf, iou)
+    if not 0 <= min_recall <= 1:
+        raise UsageError(f"--min-recall must be in [0, 1], not {min_recall}")
     engine = engine or engine_for(candidate)
     check_engine(candidate, engine, convertible=True)
     if engine != "ort" and Path(candidate).suffix.lower() == ".onnx":
@@ -118,8 +131,9 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
 
         with tempfile.TemporaryDirectory(prefix="headcut-verify-") as d:
             converted = convert(candidate, engine, d)
-            return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed)
+            return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed, int8, min_recall)
     meta = head_for(candidate)
+    int8 = quantized(meta) if int8 is None else int8
     head, ref = decoded_reference(original, "ORIGINAL", _given_anchors(meta))
     if meta is not None and head.dynamic_hw is not None:  # a symbolic-size original: compare at the candidate's size
         try:
@@ -138,6 +152,11 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
               deterministic_input([*shape[:-2], *hw], np.float32, seed)) for hw in sizes]
     pre = Preprocess.of(meta) if meta is not None else head.preprocess
     feeds += [(str(p), image_input(p, shape, pre=pre)) for p in images]
+    if int8:
+        if head.split_outputs:
+            raise UsageError(f"{original} has no decoded output (its outputs are the raw head), so an int8 "
+                             "candidate's detections have nothing to be compared with")
+        feeds += scene_inputs(shape, pre)
     xs = [x for _, x in feeds]
     out_names = [n for n, _ in head.split_outputs] or [head.output_name]
     final = [head.final_output] if head.selection is not None else []  # an NMS-free export: also its (1, k, 6)
@@ -155,8 +174,13 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         in_name, raw_names = ins[0], outs
     info: dict = {}
     results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, meta), info=info)
-    if info.get("precision"):  # OpenVINO: say which inference precision ran (f32 is asked for)
-        engine = f"{engine} ({info.get('device', 'CPU')} {info['precision']})"
+    if info.get("precision") and info.get("device"):  # OpenVINO, RKNN: say which precision ran (OpenVINO: f32 asked)
+        engine = f"{engine} ({info['device']} {info['precision']})"
+    if int8:
+        quantizer = str(((meta or {}).get("converted") or {}).get("quantizer", "unrecorded quantizer"))
+        n_random = len(sizes)
+        label = f"{n_random} random + {len(images)} image + {len(xs) - n_random - len(images)} scene inputs"
+        return [agreement_check(head, meta, xs, refs, results, conf, iou, engine, quantizer, min_recall, label)]
     # an engine that computes in half precision (RKNN's fp16 build): the tolerances of a float16 model
     dtype: type = np.float32
     layout_atol, layout_rtol = tol, ENGINE_LAYOUT_RTOL

@@ -126,6 +126,56 @@ class DetectionCheck:
                        f"min IoU {self.min_iou:.4f}{masks}{edge}")
 
 
+#: ``verify`` of an int8 converted model: the share of the fp32 original's detections it must keep (recall),
+#: and of its own detections that must be the original's (precision), unless ``--min-recall`` says otherwise
+#: (int8 moves scores near the threshold: measured 0.875 / 1.0 on the trained sample's raw head, NNCF)
+DEFAULT_MIN_RECALL = 0.8
+
+
+@dataclass(frozen=True)
+class AgreementCheck:
+    """An int8 model's detections against the fp32 original's over all inputs (same class, IoU >= 0.5, one to
+    one; :func:`onnx_headcut.check.int8.agreement`), with the decoded outputs' max errors, which are reported
+    but do not gate (int8 cannot pass the exact three layers)."""
+
+    quantizer: str  # e.g. "NNCF 3.4.0", or "int8" when the record does not say
+    inputs: int
+    conf: float
+    reference: int  # fp32 detections over all inputs
+    detections: int  # int8 detections
+    matched: int
+    mean_iou: float  # over matched pairs (nan without any)
+    score_error: float  # mean |score| error over matched pairs (nan without any)
+    max_abs_err_boxes: float  # decoded output against the original's, every row (px; nan: not comparable)
+    max_abs_err_scores: float
+    min_recall: float = DEFAULT_MIN_RECALL
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.reference if self.reference else math.nan
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.detections if self.detections else math.nan
+
+    @property
+    def ok(self) -> bool:
+        """Some fp32 detections to agree on, and recall and precision both at least ``min_recall``."""
+        return self.reference > 0 and self.recall >= self.min_recall and self.precision >= self.min_recall
+
+    def __str__(self) -> str:
+        def f(v: float, d: int = 3) -> str:
+            return "-" if v != v else f"{v:.{d}f}"
+
+        if not self.reference:
+            return (f"conf {self.conf:g}: the fp32 original detects nothing on the {self.inputs} inputs, so there "
+                    "is nothing to agree on")
+        return (f"conf {self.conf:g}: {self.matched} of {self.reference} fp32 detections kept (recall "
+                f"{f(self.recall)}), {self.detections} int8 detections (precision {f(self.precision)}; same class, "
+                f"IoU >= 0.5), mean IoU {f(self.mean_iou)}, mean score error {f(self.score_error, 4)}; "
+                f"required >= {self.min_recall:g} each")
+
+
 @dataclass(frozen=True)
 class Check:
     """The three layers on one input.
@@ -142,15 +192,19 @@ class Check:
     detections: DetectionCheck | None
     engine: str = "ort"
     outputs: LayoutCheck | None = None  # the raw outputs against the original's raw outputs (split heads)
+    #: an int8 model: its detection agreement over all inputs, in place of the three layers
+    agreement: AgreementCheck | None = None
 
     @property
     def ok(self) -> bool:
         """Every layer that ran passed (and at least one ran)."""
-        ran = [x for x in (self.layout, self.outputs, self.decode, self.detections) if x is not None]
+        ran = [x for x in (self.layout, self.outputs, self.decode, self.detections, self.agreement) if x is not None]
         return bool(ran) and all(x.ok for x in ran)
 
     def not_checked(self) -> tuple[str, ...]:
         """The layers that did not run (there was nothing to compare them with)."""
+        if self.agreement is not None:
+            return ()
         return tuple(n for n, x in (("decode", self.decode), ("detections", self.detections)) if x is None)
 
     @property
@@ -161,11 +215,15 @@ class Check:
 
     @property
     def max_abs_err_boxes(self) -> float:
-        return self.decode.max_abs_err_boxes if self.decode is not None else math.nan
+        if self.decode is None:
+            return self.agreement.max_abs_err_boxes if self.agreement is not None else math.nan
+        return self.decode.max_abs_err_boxes
 
     @property
     def max_abs_err_scores(self) -> float:
-        return self.decode.max_abs_err_scores if self.decode is not None else math.nan
+        if self.decode is None:
+            return self.agreement.max_abs_err_scores if self.agreement is not None else math.nan
+        return self.decode.max_abs_err_scores
 
     @property
     def tolerance(self) -> float:
@@ -181,6 +239,8 @@ class Check:
             return f"layer 2 (decode = original): {self.decode}"
         if self.detections is not None and not self.detections.ok:
             return f"layer 3 (detections): {self.detections}"
+        if self.agreement is not None and not self.agreement.ok:
+            return f"int8 detection agreement: {self.agreement}"
         return None
 
 

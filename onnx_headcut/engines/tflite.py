@@ -11,6 +11,14 @@ by shape (:func:`onnx_headcut.convert.match_outputs`), recording the match in th
 1×3×H×W input onnx2tf loads ``calibration_image_sample_data_20x128x128x3_float32.npy`` from its working
 folder even without quantization, downloading it when absent (which fails offline): :func:`convert` runs
 it in a scratch folder where that file is written first (:func:`calibration_sample`).
+
+int8 (``options["int8"]``): onnx2tf's full-integer quantization (``output_integer_quantized_tflite``,
+per-channel weights, int8 input and outputs: ``*_full_integer_quant.tflite``), calibrated on the
+float32 NCHW ``.npy`` ``options["calib"]``, handed to onnx2tf transposed NHWC through its own
+``custom_input_op_name_np_data_path`` with mean 0 and std 1 (the samples already are what the model
+takes), so it never reaches for its downloaded sample. Each tensor's quantization (scale, zero point)
+is reported; :func:`run` quantizes the float input with the input's and dequantizes every int8 output
+with its own, so the decode reads floats.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ INSTALL = ('its own virtualenv (onnx2tf pins numpy, onnx and tensorflow): python
            'VENV/bin/pip install "onnx_headcut[tflite]", then HEADCUT_PYTHON_TFLITE=VENV/bin/python')
 #: the converted model's tensors differ from ONNX's in name, layout and order: recorded in its head JSON
 RELAYS = True
+#: full-integer int8 through onnx2tf (``options["int8"]``), for the LiteRT CPU interpreter
+INT8 = True
+PLATFORMS = ("cpu",)
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
@@ -67,30 +78,49 @@ def _interpreter(path: str):
 
 
 def _tensors(details) -> list[dict]:
-    return [{"name": d["name"], "shape": [int(v) for v in d["shape"]], "index": int(d["index"])} for d in details]
+    out = []
+    for d in details:
+        t = {"name": d["name"], "shape": [int(v) for v in d["shape"]], "index": int(d["index"])}
+        scale, zero = d.get("quantization", (0.0, 0))
+        if np.dtype(d["dtype"]).kind in "iu" and scale:  # a quantized tensor: real = (q - zero) * scale
+            t["quantization"] = {"dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+        out.append(t)
+    return out
 
 
 def convert(onnx_path: str, out_dir: str, stem: str, options: dict) -> dict:
     import onnx2tf
 
+    int8 = bool(options.get("int8"))
     with tempfile.TemporaryDirectory(prefix="headcut-onnx2tf-") as d:
         np.save(Path(d, CALIBRATION_SAMPLE), calibration_sample())
+        kw: dict = {}
+        if int8:
+            nhwc = np.ascontiguousarray(np.load(options["calib"]).transpose(0, 2, 3, 1), dtype=np.float32)
+            np.save(Path(d, "calib.npy"), nhwc)
+            zero, one = np.zeros((1, 1, 1, 3), np.float32), np.ones((1, 1, 1, 3), np.float32)
+            kw = {"output_integer_quantized_tflite": True, "quant_type": "per-channel",
+                  "custom_input_op_name_np_data_path": [[options["input_name"], str(Path(d, "calib.npy")), zero, one]],
+                  "input_quant_dtype": "int8", "output_quant_dtype": "int8"}
         here = os.getcwd()
         os.chdir(d)  # onnx2tf reads the sample from its working folder
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 onnx2tf.convert(input_onnx_file_path=onnx_path, output_folder_path=str(Path(d, "out")),
-                                non_verbose=True, output_signaturedefs=False)
+                                non_verbose=True, output_signaturedefs=False, **kw)
         finally:
             os.chdir(here)
-        made = Path(d, "out", f"{Path(onnx_path).stem}_float32.tflite")
+        kind = "full_integer_quant" if int8 else "float32"
+        made = Path(d, "out", f"{Path(onnx_path).stem}_{kind}.tflite")
         if not made.is_file():
             wrote = ", ".join(p.name for p in Path(d, "out").glob("*")) or "nothing"
-            raise RuntimeError(f"onnx2tf wrote no float32 model ({wrote})")
+            raise RuntimeError(f"onnx2tf wrote no {kind} model ({wrote})")
         final = Path(out_dir, f"{stem}.tflite")
         shutil.move(str(made), final)
     it = _interpreter(str(final))
-    return {"inputs": _tensors(it.get_input_details()), "outputs": _tensors(it.get_output_details())}
+    extra = {"precision": "int8", "quantizer": f"onnx2tf {onnx2tf.__version__} full-integer",
+             "calib_samples": int(len(nhwc))} if int8 else {}
+    return {"inputs": _tensors(it.get_input_details()), "outputs": _tensors(it.get_output_details()), **extra}
 
 
 def run(spec: dict, xs: list[np.ndarray]) -> tuple[list[list[np.ndarray]], dict]:
@@ -113,12 +143,31 @@ def run(spec: dict, xs: list[np.ndarray]) -> tuple[list[list[np.ndarray]], dict]
     results = []
     for x in xs:
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if in_layout == "NHWC" else x, dtype=np.float32)
-        it.set_tensor(feed["index"], x)
+        it.set_tensor(feed["index"], _quantized(x, feed))
         it.invoke()
         ys = []
         for d, layout in wanted:
-            y = np.array(it.get_tensor(d["index"]), dtype=np.float32)
+            y = _real(it.get_tensor(d["index"]), d)
             back = {"NHWC": (0, 3, 1, 2), "NWC": (0, 2, 1)}.get(layout)
             ys.append(np.ascontiguousarray(y.transpose(back)) if back else y)
         results.append(ys)
-    return results, {}
+    quantized = np.dtype(feed["dtype"]).kind in "iu" or any(np.dtype(d["dtype"]).kind in "iu" for d, _ in wanted)
+    return results, ({"precision": "int8"} if quantized else {})
+
+
+def _quantized(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A float input as the tensor takes it: unchanged, or quantized ``round(x / scale) + zero``, clipped."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _real(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An output as float32: dequantized ``(q - zero) * scale`` when the tensor is quantized."""
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return np.array(y, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)

@@ -1,0 +1,81 @@
+"""``verify`` of an int8 converted model: detection agreement with the fp32 original, not the three layers.
+
+An int8 model cannot reproduce the original's values (layer 1 and 2 would fail by design), so
+:func:`agreement_check` measures what a user sees instead: over every input (verify's deterministic
+random input, the ``--image`` files, and :data:`SCENES` generated scenes of :mod:`onnx_headcut.synth.scenes`
+at the model's input size), the fp32 original's detections in onnxruntime (at ``conf``, class-aware
+NMS at ``iou``) are the reference, and the int8 model's detections on the engine must keep at least
+``min_recall`` of them (recall) with at least ``min_recall`` of its own detections matching one
+(precision): same class, IoU >= 0.5, one to one (:func:`onnx_headcut.check.int8.agreement`). Without a
+single reference detection there is nothing to agree on and the check fails (never certified). The
+decoded outputs' max box and score errors against the original's, over every row, are reported but
+do not gate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..decode import canonical, decode, detect, original_output, postprocess, selected
+from ..heads import Geometry
+from ..preprocess import Preprocess, letterbox, to_input
+from .int8 import agreement
+from .results import DEFAULT_MIN_RECALL, AgreementCheck, Check
+
+#: generated scenes an int8 model is verified on besides the random input and ``--image`` files, and their seed
+#: (apart from the trained sample's training, mAP, calibration and evaluation seeds)
+SCENES, SCENE_SEED = 8, 15 + 4_000_000
+
+
+def scene_inputs(shape, pre: Preprocess, count: int = SCENES, seed: int = SCENE_SEED) -> list[tuple[str, np.ndarray]]:
+    """``count`` generated scenes at the input's size, as the model takes them: ``(label, NCHW float32)``."""
+    from ..synth.scenes import scenes
+
+    h, w = int(shape[-2]), int(shape[-1])
+    return [(f"scene({seed}, {k})", to_input(letterbox(s.image, (h, w), pre)[0], pre))
+            for k, s in enumerate(scenes(seed, count, (h, w)))]
+
+
+def _max_errors(got: np.ndarray | None, ref: np.ndarray | None) -> tuple[float, float]:
+    if got is None or ref is None or got.shape != ref.shape:
+        return math.nan, math.nan
+    d = np.abs(got.astype(np.float32) - ref.astype(np.float32))
+    return float(d[..., :4].max()), float(d[..., 4:].max())
+
+
+def agreement_check(head, meta: dict | None, xs: list[np.ndarray], refs: list, results: list, conf: float,
+                    iou: float, engine: str, quantizer: str, min_recall: float = DEFAULT_MIN_RECALL,
+                    label: str = "") -> Check:
+    """One :class:`Check` holding the :class:`AgreementCheck` of the int8 ``results`` (per input, the
+    engine's outputs: the raw outputs when ``meta`` is given, else the decoded model's) against the fp32
+    ``refs`` (per input, the original's decoded tensor first: for an NMS-free export the pair
+    (selected, decoded))."""
+    dets, ref_dets, errors = [], [], []
+    for x, ref, ys in zip(xs, refs, results):
+        hw = tuple(x.shape[-2:])
+        h = head.at(hw) if meta is not None else head
+        g_head = Geometry.of(h)
+        nms_free = head.selection is not None
+        final, dec = ref[0] if nms_free else (ref[0], ref[0])
+        ref_dets.append(selected(final, conf) if nms_free else postprocess(canonical(dec, g_head), conf, iou))
+        if meta is not None:
+            g = Geometry.of(meta).at(hw)
+            dets.append(selected(original_output(list(ys), g), conf) if g.topk else detect(list(ys), g, conf, iou))
+            rows = None if g.topk else decode(list(ys), g)
+        elif nms_free:  # a converted NMS-free original: its first output is the selection
+            dets.append(selected(ys[0], conf))
+            rows = None
+        else:
+            rows = canonical(ys[0], g_head)
+            dets.append(postprocess(rows, conf, iou))
+        # NMS-free: the selection's rows are not the decoded tensor's, so no row-wise error
+        errors.append(_max_errors(rows, None if nms_free else canonical(dec, g_head)))
+    a = agreement("int8", dets, ref_dets)
+    box_err, score_err = (max(e[k] for e in errors) if errors and not any(math.isnan(e[k]) for e in errors)
+                          else math.nan for k in (0, 1))
+    chk = AgreementCheck(quantizer, len(xs), conf, a.reference, a.detections, a.matched, a.mean_iou, a.score_error,
+                         box_err, score_err, min_recall)
+    return Check(label or f"{len(xs)} inputs", None, None, None, engine, agreement=chk)
+
