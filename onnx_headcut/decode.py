@@ -31,7 +31,8 @@ import numpy as np
 
 from .heads import Geometry, kind
 from .heads.base import TASK_ROLES
-from .heads.tasks import extra_columns, segment
+from .heads.tasks import extra_columns, segment, task_boxes
+from .heads.tasks import task as task_of
 from .numeric import cell_grid, dfl_expectation, sigmoid
 from .preprocess import letterbox, scale_boxes, to_input  # noqa: F401  (re-exported: the image side of a decode)
 
@@ -149,8 +150,11 @@ def decode(raw, head, input_size=None) -> np.ndarray:
 
 
 def _decoded(flat: np.ndarray, g: Geometry, cells: np.ndarray, strides: np.ndarray, sizes) -> np.ndarray:
-    """The kind's decoded rows, then the task's extra columns (:mod:`onnx_headcut.heads.tasks`) when it has one."""
+    """The kind's decoded rows, then the task's extra columns (:mod:`onnx_headcut.heads.tasks`) when it has one;
+    a task that decodes its own boxes (OBB: rotated cx, cy, w, h) replaces columns 0-3."""
     out = kind(g.decode).decode(flat, g, cells, strides, sizes)
+    if (box := task_boxes(flat, g, cells, strides)) is not None:
+        out = np.concatenate([box, out[..., 4:]], -1)
     extra = extra_columns(flat, g, cells, strides)
     return np.concatenate([out, *extra], -1) if extra else out
 
@@ -319,20 +323,24 @@ def detect(raw, head, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
     threshold = conf if g.activated(gate_role) else float(np.log(conf / (1 - conf)))
     hits = np.flatnonzero(gate >= np.float32(threshold))  # flat indices: cheaper than .any(1) on a strided view
     cand = np.unique(hits // gate.shape[1]) if gate.shape[1] > 1 else hits
-    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det, g.num_classes)
+    return postprocess(_decode_rows(rows[cand][None], g, cand)[None], conf, iou, max_det, g.num_classes, g.task)
 
 
 def postprocess(decoded: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                num_classes: int | None = None) -> np.ndarray:
+                num_classes: int | None = None, task: str = "detect") -> np.ndarray:
     """Detections ``(K, 6 + E)`` = ``[x1, y1, x2, y2, score, class, extras]`` from a decoded ``(1, N, 5 + nc + E)``
     output.
 
     Works on what every decoded YOLOv6/YOLOX export returns, ``[cx, cy, w, h, obj_or_1, cls scores]``:
     score = column 4 × best class score, then class-aware NMS. With ``num_classes`` the columns after the
-    classes are a task's extras (segment: mask coefficients), carried into the detections as they are.
+    classes are a task's extras (segment: mask coefficients), carried into the detections as they are. A ``task``
+    with its own post-processing (OBB: rotated NMS; its detections ``[x1, y1, x2, y2, score, class, cx, cy, w, h,
+    angle]``, the box enclosing the rotated one) uses it.
     """
     d = np.asarray(decoded, dtype=np.float32)[0]
     nc = d.shape[1] - 5 if num_classes is None else num_classes
+    if (t := task_of(task)) is not None and hasattr(t, "postprocess"):
+        return t.postprocess(d, nc, conf, iou, max_det)
     extras = d[:, 5 + nc:]
     cls_id = d[:, 5:5 + nc].argmax(1)
     score = d[:, 4] * d[np.arange(len(d)), 5 + cls_id]

@@ -19,6 +19,7 @@ from .engines import check_engine, engine_for, run, run_options
 from .errors import InputError
 from .graph import check_constant_sizes, check_input_size, infer_shapes
 from .heads import Geometry
+from .heads.tasks import task as task_of
 from .images import image_format, read_rgb
 from .io import dependencies, load
 from .metadata import head_for, model_names
@@ -36,6 +37,7 @@ class Detection:
     name: str
     mask: np.ndarray | None = None  # segment heads: (h0, w0) bool, the original image's pixels
     landmarks: tuple[tuple[float, float], ...] = ()  # face heads: (x, y) per landmark, the original image's pixels
+    extra: dict | None = None  # pose / OBB heads: {"keypoints": [[x, y(, visibility)], ...]} or {"rotated_box": ...}
 
     def to_json(self) -> dict:
         d = {"box": [round(v, 2) for v in self.box], "score": round(self.score, 5), "class": self.cls,
@@ -44,7 +46,7 @@ class Detection:
             d["mask"] = rle(self.mask)
         if self.landmarks:
             d["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
-        return d
+        return d | (self.extra or {})
 
 
 def rle(mask: np.ndarray) -> dict:
@@ -153,7 +155,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         if g.topk:  # NMS-free: the selection the original applies, then the threshold, as upstream
             dets = selected(original_output(ys, g), conf)
         else:
-            dets = postprocess(decode(ys, g), conf, iou, num_classes=nc)
+            dets = postprocess(decode(ys, g), conf, iou, num_classes=nc, task=g.task)
     elif located.selection is not None:
         dets = selected(ys[0], conf)
     else:
@@ -161,15 +163,22 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         rows = canonical(ys[0], g)
         if located.coefficients:  # YOLOv6 seg: the coefficients after the level index of their own output
             rows = np.concatenate([rows, ys[-1][..., 1:]], -1)
-        dets = postprocess(rows, conf, iou, num_classes=nc)
+        dets = postprocess(rows, conf, iou, num_classes=nc, task=g.task)
     h0, w0 = rgb.shape[:2]
     boxes = scale_boxes(dets[:, :4], ratio, pad) if len(dets) else dets[:, :4]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w0)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h0)
     protos = ys[-1] if head is not None else ys[1] if g is not None and g.protos else None
     masks_, points = _extras(dets, protos, g, ratio, pad, (h0, w0))
+    task = task_of(g.task) if g is not None else None
+    own = task if task is not None and hasattr(task, "to_json") else None  # pose keypoints, OBB rotated boxes
+
+    def to_image(pts: np.ndarray) -> np.ndarray:  # (n, 2) input pixels → the image's
+        return (pts - np.asarray(pad, np.float64)) / ratio
+
     out = tuple(Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(d[4]), int(d[5]),
-                          labels[int(d[5])], masks_[k] if masks_ is not None else None, points[k] if points else ())
+                          labels[int(d[5])], masks_[k] if masks_ is not None else None, points[k] if points else (),
+                          own.to_json(d, g, to_image) if own is not None and g is not None else None)
                 for k, (b, d) in enumerate(zip(boxes, dets)))
     return DetectResult(str(model), "raw" if head is not None else "decoded", engine, str(image), (w0, h0), out,
                         note)
@@ -185,6 +194,28 @@ def _extras(dets: np.ndarray, protos, g: Geometry | None, ratio: float, pad, siz
         pts = (dets[:, 6:].reshape(len(dets), -1, 2) - np.asarray(pad, np.float32)) / ratio
         return None, [tuple((float(x), float(y)) for x, y in p) for p in pts]
     return None, []
+
+
+def _draw_extra(d, det: Detection, color) -> None:
+    """A pose / OBB head's drawing: the rotated box's polygon; keypoints and the COCO skeleton as Ultralytics draws
+    them (a keypoint of visibility < 0.5 left out, a limb drawn when both ends are; 17 keypoints: the skeleton)."""
+    from .heads.tasks.pose import SKELETON
+
+    extra = det.extra or {}
+    if "rotated_box" in extra:
+        pts = [tuple(p) for p in extra["rotated_box"]["corners"]]
+        d.line(pts + pts[:1], fill=color, width=2)
+    kpts = extra.get("keypoints")
+    if not kpts:
+        return
+    shown = [len(k) < 3 or k[2] >= 0.5 for k in kpts]
+    if len(kpts) == 17:
+        for a, b in SKELETON:
+            if shown[a - 1] and shown[b - 1]:
+                d.line([tuple(kpts[a - 1][:2]), tuple(kpts[b - 1][:2])], fill=(51, 153, 255), width=2)
+    for k, ok in zip(kpts, shown):
+        if ok:
+            d.ellipse((k[0] - 3, k[1] - 3, k[0] + 3, k[1] + 3), fill=color)
 
 
 def _restore(y: np.ndarray, shape: tuple | None) -> np.ndarray:
@@ -215,7 +246,8 @@ def check_output(model: str | os.PathLike, image: str | os.PathLike, out: str | 
 
 def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike, force: bool = False,
          names: str | os.PathLike | None = None) -> Path:
-    """Draw labelled boxes (segment heads: their masks as overlays; face heads: their landmarks) on ``image`` and
+    """Draw labelled boxes (segment heads: their masks as overlays; face heads: their landmarks; pose heads: keypoints
+    and skeleton; OBB heads: rotated boxes) on ``image`` and
     save it to ``out`` (written atomically).
 
     ``out`` is checked as by :func:`check_output` (``names``: the names file the detection read).
@@ -237,7 +269,8 @@ def draw(image: str | os.PathLike, result: DetectResult, out: str | os.PathLike,
             tint = Image.new("RGB", im.size, color)
             im.paste(Image.blend(im, tint, 0.45), (0, 0), Image.fromarray((det.mask * 255).astype(np.uint8)))
             d = ImageDraw.Draw(im)
-        d.rectangle(box, outline=color, width=2)
+        d.rectangle(box, outline=color, width=1 if det.extra and "rotated_box" in det.extra else 2)
+        _draw_extra(d, det, color)
         for x, y in det.landmarks:  # face landmarks as dots
             d.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(0, 255, 255), outline=(0, 0, 0))
         label = f"{det.name} {det.score:.2f}" if det.score >= 0.01 else f"{det.name} {det.score:.1e}"

@@ -24,9 +24,9 @@ import onnx
 
 from .errors import AlreadyRawError, NoHeadError
 from .graph import GraphIndex, Shape, infer_shapes, is_static
-from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals
+from .heads import LOOKED_FOR, PATTERNS, Head, MatchContext, group_levels, refusals, tasks
 from .heads.anchor_raw import match_split_raw
-from .heads.tasks import face, segment
+from .heads.tasks import face, obb, pose, segment
 from .metadata import METADATA_KEY
 from .region import LAYOUT_OPS, RAW_OPS, decode_region
 
@@ -75,9 +75,8 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         raise NoHeadError(f"no YOLO head: expected one decoded output, found {len(outputs)} "
                           f"({', '.join(outputs)}); {LOOKED_FOR}")
     region = decode_region(ix, outputs[0])
+    # an Ultralytics pose / OBB export: its task matcher (in PATTERNS) must prove it, or it is refused as such
     extra = None if protos else refusals.extra_branch(ix, shapes, region, tuple(in_shape), shapes.get(outputs[0]))
-    if extra:
-        raise NoHeadError(extra)
     if region.blockers:
         raise NoHeadError(f"no YOLO head: output '{outputs[0]}' depends on ops outside a decode "
                           f"({'; '.join(region.blockers[:3])}); {LOOKED_FOR}")
@@ -97,7 +96,7 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         if isinstance(found, Head):
             return found
         raise NoHeadError(f"no YOLO head: {found}")
-    landmarks = face.match(ctx, PATTERNS)
+    landmarks = face.match(ctx, PATTERNS) if extra is None else None
     if isinstance(landmarks, Head):
         return landmarks
     if landmarks is not None:
@@ -108,6 +107,9 @@ def locate(model: onnx.ModelProto, shapes: dict[str, Shape] | None = None, ancho
         if isinstance(r, Head):
             return r
         rejections.append(r)
+    if extra:  # a pose / OBB export the task matchers could not prove: say that, and why
+        tried = {p.pattern for t, p in zip((pose, obb), tasks.PATTERNS) if extra.startswith(t.LABEL)}
+        raise NoHeadError(f"{extra}, not proven: " + "; ".join(r.reason for r in rejections if r.pattern in tried))
     if set(region.ops) <= RAW_OPS:  # no decode matched, and nothing but a raw layout's own ops
         raise AlreadyRawError(f"already raw: output '{outputs[0]}' comes from {len(region.frontier)} convs through "
                               f"layout ops and at most sigmoid / the DFL expectation "

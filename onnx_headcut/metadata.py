@@ -216,6 +216,7 @@ def check_metadata(meta, source: str = "headcut metadata") -> dict:
             if "sigmoid" in c and not isinstance(c["sigmoid"], bool):
                 raise _Bad(f"{w}sigmoid must be true or false")
         _check_layout(meta)
+        _check_task(meta)
         _int(meta.get("reg_max", 0), "reg_max", 0, 1 << 10)
         bins = _int(meta.get("dfl_bins", 0), "dfl_bins", 0, 1 << 10)
         dfl = [c["size"] for c in meta["channels"] if c.get("name") == "dfl"]
@@ -291,6 +292,30 @@ def _check_layout(meta: dict) -> None:
 
 #: what a ``converted`` record may say its model computes in (``int8``: verified by detection agreement)
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _check_task(meta: dict) -> None:
+    """``task`` (absent: detect) is a known one whose extra block the channels hold, once and last; a pose
+    record's ``keypoints`` {count, dims} match that block."""
+    from .heads.tasks import TASKS
+
+    task = meta.get("task", "detect")
+    roles = {t.TASK: t.ROLE for t in TASKS}
+    if task != "detect" and task not in roles:
+        raise _Bad(f"task must be detect or one of {', '.join(roles)}, not {task!r}"[:200])
+    names = [c["name"] for c in meta["channels"]]
+    extra = [n for n in names if n in TASK_ROLES]
+    want = [roles[task]] if task != "detect" else []
+    if extra != want or (want and names[-1] != want[0]):
+        raise _Bad(f"the {task} task has the extra channel block {want or 'none'} last, the record has {names}"[:200])
+    if task == "pose":
+        k = _get(meta, "keypoints", "", dict)
+        count, dims = _int(k.get("count"), "keypoints.count", 1, 1 << 10), _int(k.get("dims"), "keypoints.dims", 2, 3)
+        size = next(c["size"] for c in meta["channels"] if c["name"] == "kpt")
+        if count * dims != size:
+            raise _Bad(f"keypoints {count} x {dims} do not match the kpt block of {size} channels")
+    elif "keypoints" in meta:
+        raise _Bad(f"keypoints belong to the pose task, not {task}")
 
 
 def _check_converted(meta: dict) -> None:

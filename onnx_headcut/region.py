@@ -22,6 +22,7 @@ DECODE_OPS = frozenset({
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Gather",
     "ScatterND", "Expand", "Tile", "Shape", "ConstantOfShape", "Range", "Equal", "Where", "Cast",
     "Identity", "Constant", "ReduceSum",
+    "Sin", "Cos",  # Ultralytics OBB rotates its boxes by the predicted angle
 })
 #: ops that only move data; a region made of these alone is already raw.
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Identity",

@@ -56,7 +56,7 @@ def head_table(insp: Inspection) -> list[str]:
         f"{[*h.input_shape[:2], *h.dynamic_hw.axes]} (levels at {h.input_shape[-2]}x{h.input_shape[-1]})"
     lines = [
         f"head      {head_name(h.family, h.version)}  decode={h.decode}  classes={h.num_classes}  "
-        + (f"task={h.task}  " if h.task != "detect" else "") + f"input '{h.input_name}' {shape}",
+        + _task(h.task, h.keypoints) + f"input '{h.input_name}' {shape}",
         f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}  branches",
     ]
     for i, lv in enumerate(h.levels):
@@ -64,6 +64,13 @@ def head_table(insp: Inspection) -> list[str]:
         br = " ".join(f"{b.role}:{b.channels}" for b in lv.branches)
         lines.append(f"{i:>5} {lv.stride:>6} {f'{lv.grid[0]}x{lv.grid[1]}':>9} {rows:>11}  {br}")
     return lines
+
+
+def _task(task: str, keypoints) -> str:
+    """``task=pose (17 keypoints x 3)  `` for a task head, nothing for a detection head."""
+    if task == "detect":
+        return ""
+    return f"task={task}" + (f" ({keypoints[0]} keypoints x {keypoints[1]})" if task == "pose" else "") + "  "
 
 
 def raw_inspect_text(ri: RawInspection) -> str:
@@ -78,7 +85,8 @@ def raw_inspect_text(ri: RawInspection) -> str:
             shape = (f"{[*dims[:2], d['height'], d['width']]} (levels at {dims[2]}x{dims[3]}, multiples of "
                      f"{d['multiple_of']})")
         name = head_name(str(m.get("family", "?")), str(m.get("version", "")))
-        task = f"task={m['task']}  " if m.get("task", "detect") != "detect" else ""
+        kp = m.get("keypoints", {})
+        task = _task(m.get("task", "detect"), (kp.get("count"), kp.get("dims")))
         lines.append(f"head      {name}  decode={m['decode']}  "
                      f"classes={m['num_classes']}  {task}input '{m['input']['name']}' {shape}")
         lines.append(f"{'level':>5} {'stride':>6} {'grid':>9} {'rows':>11}")
@@ -205,9 +213,13 @@ def int8_text(rep) -> str:
              f"on {rep.calib_images} images; {rep.eval_images} held-out images, conf {rep.conf:g}",
              f"reference {rep.rows[0].reference} fp32 detections of {printable(rep.original)}",
              f"  {'model':<20} {'recall':>7} {'precis.':>7} {'int8 det':>8} {'score err':>9} {'mean IoU':>8}"]
+    pose = any(r.keypoint_error == r.keypoint_error for r in rep.rows)  # a pose head: keypoint distance too
+    if pose:
+        lines[-1] += f" {'kpt err px':>10}"
     for r in rep.rows:
         lines.append(f"  {printable(r.name):<20} {_figure(r.recall):>7} {_figure(r.precision):>7} {r.detections:>8} "
-                     f"{_figure(r.score_error, 4):>9} {_figure(r.mean_iou):>8}")
+                     f"{_figure(r.score_error, 4):>9} {_figure(r.mean_iou):>8}"
+                     + (f" {_figure(r.keypoint_error, 2):>10}" if pose else ""))
     best = rep.best
     lines.append("use       " + (f"{printable(best.name)} (recall {best.recall:.3f}, precision {best.precision:.3f})"
                                  if best is not None else "none: no raw model detects anything after int8"))

@@ -122,7 +122,7 @@ def test_reg_max_means_what_upstream_means(make, reg_max, bins, channels, tmp_pa
     res = strip(src, tmp_path / "raw.onnx")
     meta = res.metadata
     assert (meta["reg_max"], meta["dfl_bins"], meta["channels"][0]["size"]) == (reg_max, bins, channels)
-    assert meta["schema"] == 4 and "DFL bins" in meta["reg_max_meaning"]
+    assert meta["schema"] == 5 and "DFL bins" in meta["reg_max_meaning"]
     from onnx_headcut.report import strip_text
 
     assert f"DFL {bins} bins per side (reg_max {reg_max} = " in strip_text(res)

@@ -295,10 +295,11 @@ def test_a_top_k_selection_after_another_kind_is_refused(tmp_path):
 def test_cli_refuses_an_uncovered_record_exit_2_one_line(tmp_path):
     raw = _strip_v8(tmp_path)
     meta = read_metadata(raw)
-    meta["channels"].append({"name": "kpt", "size": 51})  # a well-formed record of a pose head
+    meta["channels"].append({"name": "kpt", "size": 51})  # a well-formed record of a pose head (schema 5)
+    meta |= {"task": "pose", "keypoints": {"count": 17, "dims": 3}}
     (tmp_path / "pose.head.json").write_text(json.dumps(meta))
     code, out, err = headcut("codegen", tmp_path / "pose.head.json", "-o", tmp_path / "out")
-    assert code == 2 and err.count("\n") == 1 and "does not cover a dist_anchor head with the column blocks" in err, err
+    assert code == 2 and err.count("\n") == 1 and "codegen does not cover pose heads yet" in err, err
     assert not (tmp_path / "out").exists()
 
 

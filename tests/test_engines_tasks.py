@@ -1,5 +1,6 @@
 """headcut convert + verify on MNN and ncnn for the task heads: raw segment models (Ultralytics and YOLOv6 0.4.1;
-prototypes as a second output, masks compared in layer 3) and a raw face model (landmarks in pixels in layer 2)."""
+prototypes as a second output, masks compared in layer 3), a raw face model (landmarks in pixels in layer 2), and
+raw YOLOv8-pose and YOLOv8-obb models (flat, and a split layout with the extra output of its own)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from conftest import model_conf  # noqa: E402
 
 from onnx_headcut.check.engine import verify_engine  # noqa: E402
 from onnx_headcut.convert import convert  # noqa: E402
+from onnx_headcut.heads import Layout  # noqa: E402
 from onnx_headcut.strip import strip  # noqa: E402
-from onnx_headcut.synth import yolov6_af  # noqa: E402
+from onnx_headcut.synth import yolov6_af, yolov8_obb, yolov8_pose  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -72,3 +74,28 @@ def test_task_head_on_engine(task, engine, raw_models):
         assert det.mask_iou is not None and det.mask_iou >= 0.99
     else:
         assert det.mask_iou is None
+
+
+ULTRALYTICS_TASKS = {
+    "pose": (yolov8_pose, Layout()),
+    "pose-split": (yolov8_pose, Layout("split")),
+    "obb": (yolov8_obb, Layout()),
+    "obb-flat-split": (yolov8_obb, Layout("flat-split")),
+}
+
+
+@pytest.mark.parametrize("engine", ["mnn", "ncnn"])
+@pytest.mark.parametrize("name", list(ULTRALYTICS_TASKS))
+def test_pose_obb_raw_model_converts_and_verifies(name, engine, tmp_path):
+    make, layout = ULTRALYTICS_TASKS[name]
+    onnx.save(make(), str(tmp_path / "original.onnx"))
+    res = strip(tmp_path / "original.onnx", tmp_path / "raw.onnx", layout=layout)
+    n_out = len(res.metadata["raw_outputs"])
+    conv = convert(tmp_path / "raw.onnx", engine, force=True)
+    assert len(conv.outputs) == n_out == (1 if layout.kind == "flat" else 9 if layout.kind == "split" else 3)
+    (check,) = verify_engine(tmp_path / "original.onnx", conv.model)
+    assert check.engine == engine and check.ok, check.failure()
+    assert check.layout is not None and check.layout.ok and check.layout.max_abs_err <= 1e-4
+    assert check.max_abs_err_boxes <= 1e-3 and check.max_abs_err_scores <= 1e-3  # keypoints px with the boxes
+    det = check.detections
+    assert det.n_ref == det.n_got == det.matched >= 10 and det.min_iou >= 0.99

@@ -45,6 +45,7 @@ class Agreement:
     matched: int
     score_error: float  # mean |score_int8 - score_fp32| over matched pairs (nan without any)
     mean_iou: float  # mean IoU over matched pairs (nan without any)
+    keypoint_error: float = float("nan")  # pose: mean keypoint distance (px) over matched pairs (nan: not pose)
 
     @property
     def recall(self) -> float:
@@ -123,17 +124,21 @@ def _pairs(det: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray]) -> Agreement:
-    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image)."""
-    errs, ious, n_det, n_ref = [], [], 0, 0
+def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0) -> Agreement:
+    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a pose
+    head's ``(K, 6 + nk)`` with ``kpt_dims`` values per keypoint: the mean keypoint distance in pixels too)."""
+    errs, ious, kpts, n_det, n_ref = [], [], [], 0, 0
     for d, r in zip(dets, refs):
         n_det, n_ref = n_det + len(d), n_ref + len(r)
         for i, j in _pairs(d, r):
             errs.append(abs(float(d[i, 4]) - float(r[j, 4])))
             ious.append(float(box_iou(d[i:i + 1, :4], r[j:j + 1, :4])[0, 0]))
+            if kpt_dims:
+                diff = (d[i, 6:] - r[j, 6:]).reshape(-1, kpt_dims)[:, :2].astype(np.float64)
+                kpts.append(float(np.hypot(diff[:, 0], diff[:, 1]).mean()))
     nan = float("nan")
     return Agreement(name, n_ref, n_det, len(errs), float(np.mean(errs)) if errs else nan,
-                     float(np.mean(ious)) if ious else nan)
+                     float(np.mean(ious)) if ious else nan, float(np.mean(kpts)) if kpts else nan)
 
 
 def _session(path: Path):
@@ -151,7 +156,7 @@ def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> list[
     for x in inputs:
         (y,) = sess.run([located.final_output], {located.input_name: x})
         out.append(selected(y, conf) if located.selection is not None
-                   else postprocess(canonical(y, g), conf, iou, num_classes=g.num_classes))
+                   else postprocess(canonical(y, g), conf, iou, num_classes=g.num_classes, task=g.task))
     return out
 
 
@@ -214,8 +219,9 @@ def verify_int8(original: str | os.PathLike, raws: tuple[str | os.PathLike, ...]
             metas.append((dst, meta, recorded_name(meta)))
         refs = _decoded_dets(original, located, eval_x, conf, iou)
         q = quantize(original, work / "original.int8.onnx", located.input_name, cal_x, method)
-        rows = [agreement("original (decoded)", _decoded_dets(q, located, eval_x, conf, iou), refs)]
+        kd = located.keypoints[1] if located.task == "pose" else 0
+        rows = [agreement("original (decoded)", _decoded_dets(q, located, eval_x, conf, iou), refs, kd)]
         for k, (path, meta, name) in enumerate(metas):
             q = quantize(path, work / f"m{k}.int8.onnx", meta["input"]["name"], cal_x, method)
-            rows.append(agreement(name, _raw_dets(q, meta, eval_x, conf, iou), refs))
+            rows.append(agreement(name, _raw_dets(q, meta, eval_x, conf, iou), refs, kd))
     return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows))

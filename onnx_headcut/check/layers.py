@@ -13,6 +13,8 @@ from ..errors import VerificationError
 from ..heads import Geometry, Head
 from ..heads.anchor_grid import KIND as ANCHOR_GRID
 from ..heads.base import PER_LEVEL, SPLIT, part_of
+from ..heads.tasks import obb
+from ..heads.tasks import task as task_of
 from ..numeric import sigmoid
 from .results import DEFAULT_CONF, DEFAULT_TOL, MIN_IOU, Allowed, Check, DecodeCheck, DetectionCheck, LayoutCheck
 
@@ -179,12 +181,16 @@ def decode_check(original_out: np.ndarray, decoded: np.ndarray, allowed: Allowed
     atol = np.full(a.shape[-1], allowed.score_atol)
     atol[:4] = allowed.box_atol
     atol[pixel_columns(g, a.shape[-1])] = allowed.box_atol  # a task's extra columns in pixels (landmarks)
-    with np.errstate(invalid="ignore"):
-        limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
-    excess = err - limit
     px = np.zeros(a.shape[-1], bool)
     px[:4] = True
     px[pixel_columns(g, a.shape[-1])] = True  # landmarks count with the boxes (pixels)
+    if (t := task_of(g.task)) is not None and hasattr(t, "atol"):  # after the classes: keypoints px, angle rad
+        extra = t.atol(g, allowed.box_atol, allowed.score_atol)
+        atol[a.shape[-1] - len(extra):] = extra
+        px[a.shape[-1] - len(extra):] = t.pixels(g)
+    with np.errstate(invalid="ignore"):
+        limit = atol + allowed.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+    excess = err - limit
     boxes = float(err[..., px].max()) if err.size else 0.0
     scores = float(err[..., ~px].max()) if err[..., ~px].size else 0.0
     bad = excess > 0
@@ -234,10 +240,11 @@ def match_detections(ref: np.ndarray, got: np.ndarray, min_iou: float = MIN_IOU)
     return matched, worst
 
 
-def _scored(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(xyxy boxes, scores, classes) of decoded rows (N, 5+nc) = [cx, cy, w, h, obj or 1, cls...]."""
+def _scored(rows: np.ndarray, nc: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xyxy boxes, scores, classes) of decoded rows (N, 5+nc) = [cx, cy, w, h, obj or 1, cls...]; with ``nc``
+    the columns after the classes (a task head's) are left out."""
     r = rows.astype(np.float64)
-    cls = r[:, 5:].argmax(1)
+    cls = r[:, 5:5 + nc if nc is not None else None].argmax(1)
     score = r[:, 4] * r[np.arange(len(r)), 5 + cls]
     boxes = np.concatenate([r[:, 0:2] - r[:, 2:4] / 2, r[:, 0:2] + r[:, 2:4] / 2], 1)
     return boxes, score, cls
@@ -254,7 +261,7 @@ def _same_class_if_tied(rows: np.ndarray, cls: np.ndarray, ref_cls: np.ndarray, 
 
 
 def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou: float,
-                    score_atol: float = DEFAULT_TOL) -> DetectionCheck:
+                    score_atol: float = DEFAULT_TOL, g: Geometry | None = None) -> DetectionCheck:
     """Layer 3 on two decoded ``(B, N, 5+nc)`` row tensors (see :func:`~onnx_headcut.decode.canonical`), first image.
 
     Both sides keep the rows whose score reaches ``conf`` and run class-aware greedy NMS with their
@@ -264,9 +271,18 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
     IoU >= :data:`MIN_IOU`. A row whose score is within ``score_atol`` of ``conf`` on one side only is
     left out of both (and counted), and a row whose best two classes tie within ``score_atol`` takes the
     reference's class on both sides; any other disagreement about a row fails the check.
+
+    With an OBB head's geometry ``g`` (rows ``(B, N, 5 + nc + 1)``, the angle last) both sides run Ultralytics'
+    rotated NMS (:func:`~onnx_headcut.heads.tasks.obb.nms_rotated`, probiou, centres offset by class) on their
+    rotated boxes and the pairs are held to probiou >= :data:`MIN_IOU`.
     """
-    rb, rs, rc = _scored(ref_rows[0])
-    gb, gs, gc = _scored(got_rows[0])
+    rotated = g is not None and g.task == "obb"
+    nc = g.num_classes if g is not None and rotated else None
+    rb, rs, rc = _scored(ref_rows[0], nc)
+    gb, gs, gc = _scored(got_rows[0], nc)
+    if rotated:
+        assert nc is not None
+        rb, gb = obb.rotated(ref_rows[0].astype(np.float64), nc), obb.rotated(got_rows[0].astype(np.float64), nc)
     gc = _same_class_if_tied(got_rows[0], gc, rc, score_atol)
     pr, pg = rs >= conf, gs >= conf
     edge = (pr != pg) & (np.abs(rs - conf) <= score_atol)
@@ -281,13 +297,18 @@ def detection_check(ref_rows: np.ndarray, got_rows: np.ndarray, conf: float, iou
         if not len(idx):
             return idx
         b = boxes[idx]
+        if rotated:
+            shifted = np.concatenate([b[:, :2] + cls[idx, None] * obb.MAX_WH, b[:, 2:]], 1)
+            return np.sort(idx[obb.nms_rotated(np.nan_to_num(shifted), rank[idx], iou)])
         k = nms(np.nan_to_num(b + cls[idx, None] * class_span(b)), rank[idx], iou)
         return np.sort(idx[k])
 
     kr, kg = kept(pr, rb, rc), kept(pg, gb, gc)
     both = np.intersect1d(kr, kg)
     same = both[rc[both] == gc[both]]
-    ious = np.array([_iou_one(rb[i], gb[i:i + 1])[0] for i in same]) if len(same) else np.ones(0)
+    pair = (lambda i: obb.probiou(rb[i:i + 1], gb[i:i + 1])[0, 0]) if rotated else \
+        (lambda i: _iou_one(rb[i], gb[i:i + 1])[0])
+    ious = np.array([pair(i) for i in same]) if len(same) else np.ones(0)
     good = ious >= MIN_IOU
     return DetectionCheck(conf, iou, len(kr), len(kg), int(good.sum()), float(ious.min(initial=1.0)), int(edge.sum()))
 
@@ -390,7 +411,10 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
         if got.shape == ref_out.shape:
             cols = 5 + g_orig.num_classes  # a task's extra columns are not scores
             ref_rows, got_rows = canonical(ref_out, g_orig), canonical(got, g_orig)
-            det = detection_check(ref_rows[..., :cols], got_rows[..., :cols], conf, iou, allowed.score_atol)
+            if g_orig.task == "obb":  # rotated NMS and probiou on the rows with their angle
+                det = detection_check(ref_rows, got_rows, conf, iou, allowed.score_atol, g_orig)
+            else:
+                det = detection_check(ref_rows[..., :cols], got_rows[..., :cols], conf, iou, allowed.score_atol)
             if head.coefficients and convs is not None:  # YOLOv6 seg: the coefficients from their own output
                 ref_rows = np.concatenate([ref_rows, convs[head.coefficients[0]][..., 1:]], -1)
                 got_rows = np.concatenate([got_rows, original_coefficients(raw, g)[..., 1:]], -1)

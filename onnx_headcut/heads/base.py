@@ -38,16 +38,19 @@ COLUMNS = {
     "dfl": ("DFL bin logits grouped l, t, r, b", None),
     "mask": ("mask coefficients (raw; mask = sigmoid(coefficients @ protos))", None),
     "lmk": ("landmark offsets x, y per landmark, in stride units from the anchor point", None),
+    "kpt": ("keypoints x, y[, visibility logit] per keypoint, interleaved, raw (before *2, grid, stride)", None),
+    "angle": ("angle logit (before sigmoid, -0.25, *pi)", None),
 }
 
 #: the roles of a task head's extra block (one per level, after the detection blocks in a row)
-TASK_ROLES = ("mask", "lmk")
+TASK_ROLES = ("mask", "lmk", "kpt", "angle")
 
 LAYOUTS = ("flat", "levels", "split", "flat-split")
 #: layouts with outputs per level (stride ascending), and layouts with the box and score blocks in outputs of their own
 PER_LEVEL, SPLIT = ("levels", "split"), ("split", "flat-split")
 #: the output (part) of a split layout each block goes to: box values in ``_box``, objectness and classes in ``_cls``
-PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls", "mask": "mask", "lmk": "lmk"}
+PART = {"box": "box", "reg": "box", "dfl": "box", "obj": "cls", "cls": "cls", "mask": "mask", "lmk": "lmk",
+        "kpt": "kpt", "angle": "angle"}
 #: what the score-sum output of a split layout holds (as rknn_model_zoo's YOLOv8 export computes it)
 SCORE_SUM = "clip(sum over the classes of sigmoid(cls), 0, 1): >= every class score, for early rejection"
 
@@ -165,10 +168,11 @@ class Geometry:
     topk: int = 0  # the original selects the top ``topk`` (anchor, class) scores without NMS; 0: no selection
     multiple: int = 0  # a dynamic record: input sides are multiples of it and grids follow them (0: static)
     score_sum: bool = False  # split layouts: a score-sum output follows each cls output
-    task: str = "detect"  # "segment", "face": the head has the task's extra block (:data:`TASK_ROLES`)
+    task: str = "detect"  # "segment", "face", "pose", "obb": the head has the task's extra block (:data:`TASK_ROLES`)
     protos: tuple[int, ...] = ()  # segment: the shape (1, nm, h, w) of the prototypes output kept after the raw ones
     extra_at: int = -1  # the column of the original's row where the task's extra block sits (-1: after the classes)
     coefficients: tuple[int, ...] = ()  # YOLOv6 seg: the shape (1, N, 1 + nm) of the original's coefficient output
+    kpt_dims: int = 0  # pose: values per keypoint (2: x, y; 3: x, y, visibility)
 
     @property
     def na(self) -> int:
@@ -258,7 +262,8 @@ class Geometry:
                        bool(meta.get("score_sum", False)), str(meta.get("task", "detect")),
                        tuple(int(d) for d in meta["protos"]["shape"]) if "protos" in meta else (),
                        int(orig.get("extra_at", -1)),
-                       tuple(int(d) for d in orig["coefficients"]["shape"]) if "coefficients" in orig else ())
+                       tuple(int(d) for d in orig["coefficients"]["shape"]) if "coefficients" in orig else (),
+                       int(meta["keypoints"]["dims"]) if "keypoints" in meta else 0)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed headcut metadata ({type(e).__name__}: {e})") from None
 
@@ -329,13 +334,14 @@ class Head:
     xyxy: bool = False  # decoded boxes x1, y1, x2, y2 (Ultralytics end-to-end), not cx, cy, w, h
     selection: Selection | None = None  # the NMS-free top-k tail after the decode (YOLOv10 / YOLO26 end-to-end)
     dynamic_hw: DynamicHW | None = None  # the raw graph keeps the input's symbolic height and width
-    task: str = "detect"  # "segment", "face": each level has the task's extra branch (:data:`TASK_ROLES`)
+    task: str = "detect"  # "segment", "face", "pose", "obb": each level has the task's extra branch
     protos: tuple = ()  # segment: (output name, shape (1, nm, h, w)) of the prototypes, a graph output kept as is
     landmarks: int = 0  # face: landmarks per detection (x, y each)
     extra_at: int = -1  # the column of the original's row where the extra block sits (-1: after the classes)
     #: YOLOv6 seg: (name, shape (1, N, 1 + nm)) of the original's output of [level index, coefficients] per row,
     #: which the decode reproduces (compared in layer 2) and the raw model does not keep
     coefficients: tuple = ()
+    keypoints: tuple[int, int] = (0, 0)  # pose: (count, dims per keypoint)
 
     @property
     def compared_outputs(self) -> tuple[str, ...]:
@@ -445,7 +451,7 @@ class Head:
                         self.selection.k if self.selection is not None else 0,
                         self.dynamic_hw.multiple if self.dynamic_hw else 0, layout.score_sum, self.task,
                         tuple(self.protos[1]) if self.protos else (), self.extra_at,
-                        tuple(self.coefficients[1]) if self.coefficients else ())
+                        tuple(self.coefficients[1]) if self.coefficients else (), self.keypoints[1])
 
     def to_json(self, layout: Layout = Layout(), **extra: Any) -> dict[str, Any]:
         """The metadata written next to the raw model (plain JSON types only)."""
@@ -506,6 +512,8 @@ class Head:
             d["protos"] = {"output": self.protos[0], "shape": list(self.protos[1])}
         if self.landmarks:
             d["landmarks"] = {"count": self.landmarks}
+        if self.task == "pose":
+            d["keypoints"] = {"count": self.keypoints[0], "dims": self.keypoints[1]}
         if self.notes:
             d["notes"] = list(self.notes)
         d.update(extra)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..graph import Shape
 from ._match import group_levels
+from .tasks import obb, pose
 
 #: Ultralytics' box branch: 4 sides x 16 DFL bins
 _ULTRALYTICS_BOX = 64
@@ -28,8 +29,9 @@ def segmentation(outputs: list[str], shapes: dict[str, Shape]) -> str | None:
 
 
 def extra_branch(ix, shapes: dict[str, Shape], region, input_shape, out_shape) -> str | None:
-    """Ultralytics pose and OBB exports: a third prediction conv per level beside the 64-channel DFL box
-    conv and the cls conv, feeding the one channel-first output ``(1, 4 + nc + extra, N)``.
+    """What an Ultralytics pose or OBB export looks like when its task matcher (:mod:`.tasks`) refused it: a
+    third prediction conv per level beside the 64-channel DFL box conv and the cls conv, feeding the one
+    channel-first output ``(1, 4 + nc + extra, N)``. Returns the description; ``locate`` adds the reasons.
 
     Pose: a keypoint branch of nk x 3 (or x 2) channels (17 x 3 = 51 upstream, output (1, 56, N));
     OBB: an angle branch of 1 channel, with Sin/Cos in the decode (rotating the boxes): told by the Sin/Cos.
@@ -52,14 +54,13 @@ def extra_branch(ix, shapes: dict[str, Shape], region, input_shape, out_shape) -
         return None
     if trig:  # upstream OBB rotates its boxes with Sin/Cos of the angle
         nc = b if a == 1 else a if b == 1 else max(a, b)
-        return (f"Ultralytics OBB export (an angle branch of 1 channel per level beside box 64 and cls {nc}"
-                + (f", {'/'.join(trig)} in the decode" if trig else "") + f", {shown}): "
-                "headcut does not strip oriented-box heads")
+        return (f"{obb.LABEL} (an angle branch of 1 channel per level beside box 64 and cls {nc}"
+                + (f", {'/'.join(trig)} in the decode" if trig else "") + f", {shown})")
     kpt = max((c for c in (a, b) if c % 3 == 0 and c >= 6), default=None) or \
         max((c for c in (a, b) if c % 2 == 0 and c >= 4), default=None)
     if kpt is None:
         return None
     nc = b if kpt == a else a
     per = 3 if kpt % 3 == 0 else 2
-    return (f"Ultralytics pose export (a keypoint branch of {kpt} channels = {kpt // per} keypoints x {per} per level "
-            f"beside box 64 and cls {nc}, {shown}): headcut does not strip pose heads")
+    return (f"{pose.LABEL} (a keypoint branch of {kpt} channels = {kpt // per} keypoints x {per} per level "
+            f"beside box 64 and cls {nc}, {shown})")
