@@ -145,7 +145,9 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
     cache = cache or Cache(None)
     quantizes = [t for t in targets if int8 and getattr(MODULES[t], "INT8", False) and runs_here(t, int8=True)]
     cols = [(t, "fp32") for t in targets if fp32] + [(t, "int8") for t in quantizes]
-    rows = ["| head | " + " | ".join(f"{t} {p}: original → raw" for t, p in cols) + " |",
+    # the float column is each target's own default precision (RKNN builds fp16)
+    rows = ["| head | " + " | ".join(f"{t} {getattr(MODULES[t], 'FLOAT', 'fp32') if p == 'fp32' else p}: original → raw"
+                                     for t, p in cols) + " |",
             "|---" * (len(cols) + 1) + "|"]
     with tempfile.TemporaryDirectory() as d:
         calib = Path(d, "calib")
@@ -182,7 +184,8 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
                 "outputs against the original's prediction convs within 1e-3, decode against the original output, "
                 "detections after class-aware NMS: same anchors, classes, IoU ≥ 0.99; OpenVINO asked for f32, its "
                 "CPU plugin's bf16 default is not used) and the max box error; random-weight samples at a threshold "
-                "their 20 best scores reach. int8 cells (`headcut convert --int8`, calibrated on "
+                "their 20 best scores reach (RKNN's float column is fp16, its default build, checked with fp16 "
+                "tolerances). int8 cells (`headcut convert --int8`, calibrated on "
                 f"{CALIB_COUNT} generated scenes): max abs error of the decoded boxes (px) / scores against the fp32 "
                 "original over every row; for the trained sample also the detection agreement at conf 0.25 "
                 "(R: share of the fp32 detections kept, P: share of the int8 detections that are the fp32 ones; "

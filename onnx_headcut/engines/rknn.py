@@ -44,6 +44,8 @@ PLATFORMS = ("rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rv1106", "rv1103
 #: platforms whose NPU has no float path: rknn-toolkit2 builds them only quantized
 INT8_ONLY = ("rv1106", "rv1103", "rv1106b", "rv1103b")
 INT8 = True
+#: the precision of a conversion without --int8 (rknn-toolkit2's own default build)
+FLOAT = "fp16"
 MEAN, STD = 0.0, 1.0
 
 
