@@ -31,6 +31,8 @@ def blocks() -> list[tuple[str, str]]:
     for lang, body in FENCE.findall(README):
         if lang == "bash":
             out.append(("bash", body))
+        elif lang == "sh":  # a recipe for an engine's own virtualenv: .ci/engines runs it (checked below)
+            out.append(("venv", body))
         elif not lang and body.startswith("$ "):
             out.append(("console", body))
         else:
@@ -76,6 +78,8 @@ def test_readme_shell_blocks_run_in_sequence(tmp_path):
     ran, left, not_run = 0, [], []
     openvino = _openvino()
     for kind, body in blocks():
+        if kind == "venv":
+            continue  # test_venv_recipes_are_what_ci_engines_runs
         if kind == "console":
             first, *expected = body.rstrip("\n").splitlines()
             p = headcut(shlex.split(first[2:])[1:], tmp_path)
@@ -112,3 +116,16 @@ def test_readme_shell_blocks_run_in_sequence(tmp_path):
             assert ["-e", ".[test,engines,notebook,openvino]"] in ci_pip
         else:
             assert step[2:] in ci_pip, step
+
+
+def test_venv_recipes_are_what_ci_engines_runs():
+    """A README ``sh`` block (an engine's own virtualenv, e.g. RKNN's, which no single pip resolve holds) is not
+    run here; every pinned requirement it installs must be one .ci/engines installs, so the two cannot drift."""
+    recipes = [body for kind, body in blocks() if kind == "venv"]
+    assert recipes, "the README has no engine virtualenv recipe"
+    ci = (ROOT / ".ci" / "engines").read_text()
+    for body in recipes:
+        pins = [a for a in shlex.split(body.replace("\\\n", " "), comments=True) if re.search(r"[=<>]=", a)]
+        assert pins, body
+        for pin in pins:
+            assert pin in ci, f"README recipe installs {pin!r}, which .ci/engines does not"
