@@ -298,10 +298,10 @@ def verify(
             raise UsageError(f"{extra} belongs to verify --int8")
         from .check import DEFAULT_MIN_RECALL
         from .check.engine import quantized, verify_engine
-        from .metadata import head_for
+        from .metadata import converted_record, head_for
         from .report import verify_text
 
-        if min_recall is not None and not quantized(head_for(candidate)):
+        if min_recall is not None and not quantized(converted_record(candidate, head_for(candidate))):
             raise UsageError("--min-recall belongs to verify --int8, or to an int8 converted CANDIDATE")
         with _status(f"running {candidate.name} and {original.name}"):
             checks = verify_engine(original, candidate, engine and engine.value, tuple(image or ()), conf, iou, tol,

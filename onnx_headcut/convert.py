@@ -31,10 +31,10 @@ from onnx import numpy_helper
 from . import engine_rewrites
 from .check import deterministic_input, session
 from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
-from .errors import HeadcutError, OutputError, UsageError, VerificationError
+from .errors import HeadcutError, OutputError, VerificationError
 from .graph import GraphIndex
 from .io import dependencies, load
-from .metadata import embedded
+from .metadata import CONVERTED_SUFFIX, embedded
 from .staging import Staging, check_outputs
 from .targets import calibration_images, check_options, match_outputs
 
@@ -97,7 +97,10 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     that already holds one writes ``<model file name>.head.json`` (``raw.tflite.head.json``,
     ``raw.xml.head.json``) instead, holding the head plus the ``converted`` record of its tensors
     (:class:`Converted.io`) and precision. A ``<stem>.head.json`` that already holds the model's metadata
-    (the sidecar ``strip`` wrote) is left as it is.
+    (the sidecar ``strip`` wrote) is left as it is. A decoded model (no head metadata) converted for a
+    re-laying target or in int8 gets ``<model file name>.converted.json`` (``original.tflite.converted.json``)
+    instead: the ``converted`` record alone, which ``verify`` reads
+    (:func:`~onnx_headcut.metadata.converted_record`).
     """
     check_options(to, int8, calib, platform)
     src = Path(onnx_path)
@@ -110,13 +113,14 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
     names = target.files(stem)
     head = _head_json(model, str(src))
     relaid = getattr(target, "RELAYS", False)
-    if relaid and head is None:
-        raise UsageError(f"{src}: has no head record, and {to} re-lays and renames the outputs, which headcut records "
-                         f"in the head JSON; convert the raw model: headcut strip {src.name}, then convert that")
     own = out / f"{names[0]}.head.json"  # the converted model's own record (else a stale one would be read)
     recorded = relaid or int8 or own.exists()
     side = own if recorded else out / f"{stem}.head.json"
-    targets = [out / n for n in names] + ([side] if head is not None and not _same_head(side, head) else [])
+    if head is None:  # a decoded model: no head to record, but a relay or a precision is said beside it
+        side = out / f"{names[0]}{CONVERTED_SUFFIX}"
+        recorded = relaid or int8
+    targets = [out / n for n in names] + ([side] if (recorded if head is None else not _same_head(side, head))
+                                          else [])
     reads = dependencies(src)  # never written, even with force
     check_outputs(targets, reads, force)
     io, extra = None, {}
@@ -150,9 +154,12 @@ def convert(onnx_path: str | os.PathLike, to: str, out_dir: str | os.PathLike | 
                 io = {"input": {"name": inputs[0], "layout": "same"},
                       "outputs": [{"name": n, "layout": "same", "onnx": o.name}
                                   for n, o in zip(outputs, model.graph.output)]}
-        if side in targets and head is not None:  # side is a target only with head metadata
+        if side in targets:
             record = {"engine": to, **(io or {}), "precision": extra.get("precision", "fp32"), **extra}
-            text = head if not recorded else json.dumps({**json.loads(head), "converted": record}, indent=2) + "\n"
+            if head is None:  # a decoded model's converted record on its own
+                text = json.dumps(record, indent=2) + "\n"
+            else:
+                text = head if not recorded else json.dumps({**json.loads(head), "converted": record}, indent=2) + "\n"
             st.path(side.name).write_text(text)
         files = tuple(st.commit())
     return Converted(to, out / names[0], files, tuple(inputs), tuple(outputs), io, extra.get("precision", "fp32"))

@@ -148,7 +148,7 @@ def detect(model: str | os.PathLike, image: str | os.PathLike, engine: str | Non
         in_name, out_names = ins[0], outs
     boxed, ratio, pad = letterbox(rgb, tuple(shape[-2:]), pre)
     x = to_input(boxed, pre)
-    (ys,) = run(runs, [x], engine, in_name, out_names, options=run_options(engine, head))
+    (ys,) = run(runs, [x], engine, in_name, out_names, options=run_options(engine, (head or {}).get("converted")))
     if g is not None and head is not None:  # g is set exactly when head is
         expected: list[tuple[int, ...] | None] = [tuple(o["shape"]) for o in head.get("raw_outputs", [])]
         ys = [_restore(y, e) for y, e in zip(ys, expected or [None] * len(ys))]

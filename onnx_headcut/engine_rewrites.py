@@ -10,6 +10,11 @@ that were wrong would be refused like any other mismatch.
   with the same result; an ``edge`` ``Pad`` is not, and is exact: every window of a pool whose pads are
   smaller than its kernel holds at least one real value on each axis, and edge padding only repeats the
   nearest real one.
+- :func:`constants_to_initializers` (TFLite): measured with onnx2tf 1.29, a ``Split`` whose sizes come from a
+  ``Constant`` node (as onnxslim leaves YOLOv8's C2f chunks) becomes ``FlexSplitV``, a TensorFlow op the
+  LiteRT interpreter does not have, so the model does not run; the same sizes as an initializer give the
+  builtin ``SPLIT_V``. Moving a ``Constant`` node's tensor into an initializer of the same name changes no
+  value.
 """
 
 from __future__ import annotations
@@ -67,4 +72,44 @@ def maxpool_edge_pad(model: onnx.ModelProto) -> onnx.ModelProto | None:
     out.graph.node.extend(nodes)
     if not any(o.domain in ("", "ai.onnx") and o.version >= 11 for o in out.opset_import):
         return None  # Pad takes its pads as an input from opset 11
+    return out
+
+
+#: the ``Constant`` attributes :func:`constants_to_initializers` moves, and how each becomes a tensor
+_CONSTANT_VALUES = {
+    "value": lambda a: a.t,
+    "value_float": lambda a: numpy_helper.from_array(np.array(a.f, np.float32)),
+    "value_floats": lambda a: numpy_helper.from_array(np.array(list(a.floats), np.float32)),
+    "value_int": lambda a: numpy_helper.from_array(np.array(a.i, np.int64)),
+    "value_ints": lambda a: numpy_helper.from_array(np.array(list(a.ints), np.int64)),
+}
+
+
+def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``model`` whose main graph's ``Constant`` nodes are initializers of their output's name;
+    None when it has none to move. A ``Constant`` that is a graph output, holds a sparse or string value, or
+    is in a subgraph stays; so does every one of a model of IR version < 4, whose initializers must also be
+    graph inputs."""
+    outputs = {o.name for o in model.graph.output}
+
+    def movable(n: onnx.NodeProto) -> bool:
+        return n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.attribute) == 1 and \
+            n.attribute[0].name in _CONSTANT_VALUES and n.output[0] not in outputs and \
+            (n.attribute[0].name != "value" or n.attribute[0].t.data_type != onnx.TensorProto.STRING)
+
+    if model.ir_version < 4 or not any(movable(n) for n in model.graph.node):
+        return None
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for node in out.graph.node:
+        if not movable(node):
+            nodes.append(node)
+            continue
+        t = onnx.TensorProto()
+        t.CopyFrom(_CONSTANT_VALUES[node.attribute[0].name](node.attribute[0]))
+        t.name = node.output[0]
+        out.graph.initializer.append(t)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
     return out

@@ -372,6 +372,33 @@ def _check_dynamic(meta: dict, shape: list) -> None:
             raise _Bad(f"dynamic_hw.verified_at[{k}] must be [h, w], multiples of {m}")
 
 
+#: the record ``convert`` writes beside a converted *decoded* model (no head to record): ``raw.tflite`` →
+#: ``raw.tflite.converted.json``, holding what a head record's ``converted`` holds
+CONVERTED_SUFFIX = ".converted.json"
+
+
+def converted_record(candidate: str | os.PathLike, meta: dict | None = None) -> dict | None:
+    """What ``convert`` recorded of the converted model ``candidate`` (engine, tensors, precision,
+    quantizer): its head record's ``converted`` (``meta``, a raw model's), else for a decoded original
+    converted as is the ``<name>.converted.json`` beside it; None when neither says anything."""
+    if meta is not None:
+        return meta.get("converted")
+    p = Path(candidate)
+    side = p.with_name(p.name + CONVERTED_SUFFIX)
+    if p.suffix.lower() == ".onnx" or not side.is_file():
+        return None
+    text = read_limited(side, 1 << 20, "converted record")
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise InputError(f"{side}: malformed converted record: not JSON ({str(e).splitlines()[0][:120]})") from None
+    try:
+        _check_converted({"converted": record})
+    except _Bad as e:
+        raise InputError(f"{side}: malformed converted record: {e}") from None
+    return record
+
+
 def parse_metadata(text, source: str = "headcut metadata") -> dict:
     """Parse and check a head record (the ``headcut`` metadata value or a ``*.head.json`` file's text)."""
     if isinstance(text, bytes):

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from onnx_headcut.engine_rewrites import maxpool_edge_pad
+from onnx_headcut.engine_rewrites import constants_to_initializers, maxpool_edge_pad
 from onnx_headcut.synth import yolov8
 
 
@@ -56,3 +56,64 @@ def test_maxpool_edge_pad_leaves_what_it_cannot_prove():
     assert maxpool_edge_pad(_pools((2, 2, 2, 2), ceil_mode=1)) is None
     assert maxpool_edge_pad(_pools((2, 2, 2, 2), dilations=[2, 2])) is None
     assert maxpool_edge_pad(yolov8(width=8)) is None  # no pool in the fixture's head
+
+
+def _chunks(values: dict) -> onnx.ModelProto:
+    """C2f's chunk as onnxslim leaves it: a Split whose sizes come from a Constant node, then a Mul by a
+    Constant of each other form (``values``: attribute name -> value)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Constant", [], ["sizes"], value=helper.make_tensor("s", TensorProto.INT64, [2], [3, 5])),
+             helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1)]
+    outs, src = [], "a"
+    for k, (attr, v) in enumerate(values.items()):
+        nodes.append(helper.make_node("Constant", [], [f"c{k}"], **{attr: v}))
+        cast = f"c{k}" if attr.startswith("value_float") else f"f{k}"
+        if cast != f"c{k}":
+            nodes.append(helper.make_node("Cast", [f"c{k}"], [cast], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Mul", [src, cast], [f"m{k}"]))
+        src = f"m{k}"
+    nodes.append(helper.make_node("Constant", [], ["kept"], value_float=2.0))  # a graph output: stays a node
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (src, "b", "kept")]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_constants_to_initializers_is_exact_and_moves_only_main_graph_constants():
+    m = _chunks({"value_float": 1.5, "value_floats": [0.5], "value_int": 3, "value_ints": [2]})
+    copy = constants_to_initializers(m)
+    assert copy is not None
+    left = [n.output[0] for n in copy.graph.node if n.op_type == "Constant"]
+    assert left == ["kept"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in copy.graph.initializer}
+    assert inits["sizes"].tolist() == [3, 5] and inits["sizes"].dtype == np.int64
+    assert inits["c0"].dtype == np.float32 and inits["c3"].tolist() == [2]
+    x = np.random.default_rng(0).standard_normal((1, 8, 4, 4)).astype(np.float32)
+    s0 = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s1 = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    for a, b in zip(s0.run(None, {"x": x}), s1.run(None, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+    assert sum(n.op_type == "Constant" for n in m.graph.node) == 6  # the model is untouched
+
+
+def test_constants_to_initializers_leaves_what_it_need_not_move():
+    m = _chunks({})
+    m.graph.node.pop(0)  # the sizes as an initializer already: only the graph output's Constant is left
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([3, 5], np.int64), "sizes"))
+    assert constants_to_initializers(m) is None
+    m = _chunks({})
+    m.ir_version = 3  # initializers must also be graph inputs there
+    assert constants_to_initializers(m) is None
+
+
+def test_tflite_is_handed_the_copy_without_constant_nodes(tmp_path):
+    """``convert`` gives onnx2tf the rewritten copy (no engine needed to see which file it is given)."""
+    from onnx_headcut.convert import _rewritten
+    from onnx_headcut.engines import MODULES
+
+    m = _chunks({"value_float": 1.5})
+    src = tmp_path / "m.onnx"
+    onnx.save(m, str(src))
+    (tmp_path / "scratch").mkdir()
+    given = _rewritten(src, m, MODULES["tflite"], tmp_path / "scratch")
+    assert given != src
+    assert [n.op_type for n in onnx.load(str(given)).graph.node] == ["Split", "Mul", "Constant"]
+    assert _rewritten(src, m, MODULES["mnn"], tmp_path / "scratch") == src  # other targets get the file itself

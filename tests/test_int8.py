@@ -167,3 +167,18 @@ def test_quantize_an_opset_12_export(images, tmp_path):
     assert any(n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute) for n in q.graph.node)
     y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {head.input_name: xs[0]})[0]
     assert y.shape == tuple(head.output_shape) and np.isfinite(y).all()
+
+
+def test_int8_max_errors_skip_rows_the_original_overflows():
+    """A random-weight YOLOX original's fp32 ``exp`` overflows to inf on generated scenes; inf - inf made the
+    README's reported box error nan for every target. Rows whose reference is not finite are left out; a nan
+    the int8 side makes where the reference is finite is an infinite error, never hidden."""
+    from onnx_headcut.check.engine_int8 import _max_errors
+
+    ref = np.array([[10, 10, 20, 20, 0.5], [-np.inf, 0, np.inf, 9, 0.9], [0, 0, 4, 4, 0.1]], np.float32)
+    got = np.array([[11, 10, 20, 22, 0.25], [-np.inf, 0, np.inf, 9, 0.1], [0, 0, 4, 4, 0.1]], np.float32)
+    assert _max_errors(got, ref) == (2.0, 0.25)
+    got[2, 1] = np.nan
+    assert _max_errors(got, ref)[0] == np.inf
+    assert all(np.isnan(_max_errors(got[1:2], ref[1:2])))  # no finite row: nothing measured
+    assert all(np.isnan(_max_errors(got[:2], ref)))  # shapes differ

@@ -26,7 +26,7 @@ from onnx_headcut.convert import convert, match_outputs
 from onnx_headcut.engines import MODULES, WORKER, EngineError, interpreter, python_variable
 from onnx_headcut.errors import InputError, UsageError, VerificationError
 from onnx_headcut.heads import Layout
-from onnx_headcut.metadata import head_for, read_metadata
+from onnx_headcut.metadata import converted_record, head_for, read_metadata
 from onnx_headcut.strip import strip
 from onnx_headcut.synth import yolov6_af, yolov6_v1, yolov8
 
@@ -226,10 +226,38 @@ def test_bad_platform_and_calibration_exit_2(args, words, one_raw, tmp_path):
     assert sorted(p.name for p in one_raw.iterdir()) == before
 
 
-def test_tflite_refuses_a_model_without_head_record(one_raw):
-    """Without a head JSON the recorded output match would be lost: a decoded original is refused up front."""
-    p = headcut("convert", one_raw / "original.onnx", "--to", "tflite")
-    _one_line_exit_2(p, "has no head record", "headcut strip original.onnx")
+@needs("tflite")
+def test_tflite_decoded_original_is_recorded_and_verified(one_raw, tmp_path):
+    """A decoded original has no head to record; onnx2tf still renames its outputs, so ``convert`` writes the
+    tensor match as ``original.tflite.converted.json`` and ``verify`` runs the TFLite model through it (layers
+    2 and 3 against the original). Before: refused with exit 2 ("has no head record")."""
+    res = convert(one_raw / "original.onnx", "tflite", tmp_path)
+    assert sorted(p.name for p in res.files) == ["original.tflite", "original.tflite.converted.json"]
+    rec = json.loads((tmp_path / "original.tflite.converted.json").read_text())
+    assert rec["engine"] == "tflite" and rec["precision"] == "fp32" and rec["input"]["layout"] == "NHWC"
+    model = onnx.load(str(one_raw / "original.onnx"))
+    assert [o["onnx"] for o in rec["outputs"]] == [o.name for o in model.graph.output]
+    assert head_for(res.model) is None and converted_record(res.model) == rec
+    (check,) = verify_engine(one_raw / "original.onnx", res.model, conf=model_conf(one_raw / "original.onnx"))
+    assert check.ok and check.layout is None and check.engine == "tflite"
+    assert check.max_abs_err_boxes <= 1e-3 and check.max_abs_err_scores <= 1e-4
+    p = headcut("verify", one_raw / "original.onnx", res.model)
+    assert p.returncode == 0 and "on tflite" in p.stdout, p.stdout + p.stderr
+
+
+@needs("tflite")
+def test_tflite_runs_a_split_sized_by_a_constant_node(tmp_path):
+    """The bundled onnxslim YOLOv8 sample sizes its C2f Split with a Constant node, which onnx2tf 1.29 turns into
+    FlexSplitV (LiteRT: "Select TensorFlow op(s) ... not supported"); headcut hands onnx2tf a copy with the
+    constants as initializers (``engine_rewrites.constants_to_initializers``), and the check compares with the
+    unchanged file."""
+    src = Path(__file__).resolve().parents[1] / "samples" / "yolov8-320.onnx"
+    strip(src, tmp_path / "raw.onnx")
+    m = onnx.load(str(tmp_path / "raw.onnx"))
+    consts = {n.output[0] for n in m.graph.node if n.op_type == "Constant"}
+    assert any(n.op_type == "Split" and n.input[1] in consts for n in m.graph.node)  # the case this is about
+    res = convert(tmp_path / "raw.onnx", "tflite", tmp_path / "tfl")
+    _assert_exact(verify_engine(src, res.model, conf=model_conf(src)), "tflite")
 
 
 def test_unknown_target_and_model_type():
@@ -326,3 +354,22 @@ def test_converted_record_is_checked(one_raw, tmp_path):
                                                       "outputs": [{"name": "y", "layout": "same"}] * 2}}))
     with pytest.raises(InputError, match="converted.outputs has 2 entries for 1 raw outputs"):
         head_for(tmp_path / "raw.tflite")
+
+
+def test_decoded_converted_record_is_checked(tmp_path):
+    """A decoded original's ``<name>.converted.json`` is input: malformed, it is one line naming the field."""
+    (tmp_path / "m.tflite").write_bytes(b"")
+    side = tmp_path / "m.tflite.converted.json"
+    assert converted_record(tmp_path / "m.tflite") is None
+    side.write_text("{not json")
+    with pytest.raises(InputError, match="m.tflite.converted.json: malformed converted record: not JSON"):
+        converted_record(tmp_path / "m.tflite")
+    side.write_text(json.dumps({"engine": "tflite", "input": {"name": "x", "layout": "NHWC"},
+                                "outputs": [{"name": "y", "layout": "same"}], "precision": "int4"}))
+    with pytest.raises(InputError, match="converted.precision must be one of fp32, fp16, int8"):
+        converted_record(tmp_path / "m.tflite")
+    rec = {"engine": "tflite", "input": {"name": "x", "layout": "NHWC"}, "outputs": [{"name": "y", "layout": "NWC"}],
+           "precision": "int8"}
+    side.write_text(json.dumps(rec))
+    assert converted_record(tmp_path / "m.tflite") == rec
+    assert converted_record(tmp_path / "m.onnx") is None  # an ONNX model is never a converted one

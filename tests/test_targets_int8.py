@@ -21,7 +21,7 @@ from onnx_headcut.check.engine import verify_engine
 from onnx_headcut.convert import calibration_npy, convert
 from onnx_headcut.errors import InputError
 from onnx_headcut.heads import Layout
-from onnx_headcut.metadata import head_for, read_metadata
+from onnx_headcut.metadata import converted_record, head_for, read_metadata
 from onnx_headcut.report import verify_text
 from onnx_headcut.strip import strip
 from onnx_headcut.synth.scenes import save_scenes
@@ -107,10 +107,16 @@ def test_openvino_int8_raw_and_original_on_the_trained_sample(trained, tmp_path)
     # the decoded original, measured beside it: NNCF leaves the decode's arithmetic in float (only conv inputs
     # are quantized), so it agrees as well as the raw head here (28 of 32 measured)
     c = convert(trained / "original.onnx", "openvino", tmp_path / "orig", int8=True, calib=trained / "calib")
-    assert c.precision == "int8" and head_for(c.model) is None  # no head record: verify is told it is int8
-    (orig,) = verify_engine(trained / "original.onnx", c.model, int8=True)
+    # no head to record: its precision is in original.xml.converted.json, which verify reads (before: it had to
+    # be told int8=True, and the CLI could not be, so it ran the fp32 layers and failed)
+    assert c.precision == "int8" and head_for(c.model) is None
+    assert sorted(p.name for p in c.files) == ["original.bin", "original.xml", "original.xml.converted.json"]
+    assert converted_record(c.model)["precision"] == "int8"
+    (orig,) = verify_engine(trained / "original.onnx", c.model)
     b = orig.agreement
     assert b is not None and b.reference == a.reference and b.recall >= 0.8
+    p = headcut("verify", trained / "original.onnx", c.model, "--min-recall", "0.5")
+    assert p.returncode == 0 and "int8 (NNCF " in p.stdout, p.stdout + p.stderr
 
     # an fp32 conversion into the same folder replaces the int8 record (never a stale one read)
     p = headcut("convert", trained / "raw.onnx", "--to", "openvino", "-o", out)

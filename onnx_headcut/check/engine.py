@@ -20,7 +20,7 @@ from ..engines import check_engine, engine_for, run, run_options
 from ..errors import UsageError
 from ..heads import Geometry
 from ..io import load
-from ..metadata import head_for
+from ..metadata import converted_record, head_for
 from ..pipeline import decoded_reference
 from ..preprocess import Preprocess
 from . import (
@@ -101,9 +101,10 @@ def _same_model(original, head, candidate, meta) -> None:
         raise UsageError(f"{candidate} is not a cut or conversion of {original}: {', '.join(why)}")
 
 
-def quantized(meta: dict | None) -> bool:
-    """The head record says its converted model is int8 (``converted.precision``)."""
-    return bool(meta) and (meta or {}).get("converted", {}).get("precision") == "int8"
+def quantized(record: dict | None) -> bool:
+    """``convert``'s record of a converted model (:func:`~onnx_headcut.metadata.converted_record`) says it is
+    int8 (``precision``)."""
+    return bool(record) and (record or {}).get("precision") == "int8"
 
 
 def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, engine: str | None = None,
@@ -117,9 +118,10 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     their own way), decoded and compared with the original's output (layer 2) and its detections
     (layer 3, at ``conf``). A decoded candidate (an original converted as is) skips layer 1.
 
-    An int8 candidate (its record's ``converted.precision``, or ``int8=True`` for a converted decoded
-    original, which has no record) is instead checked by detection agreement over all inputs plus
-    generated scenes (:mod:`.engine_int8`, recall and precision >= ``min_recall``): one :class:`Check`.
+    An int8 candidate (the ``precision`` of what ``convert`` recorded: a raw model's ``converted`` record,
+    a decoded original's ``.converted.json``; or ``int8=True`` for a model converted elsewhere) is instead
+    checked by detection agreement over all inputs plus generated scenes (:mod:`.engine_int8`, recall and
+    precision >= ``min_recall``): one :class:`Check`.
     """
     check_options(tol, conf, iou)
     if not 0 <= min_recall <= 1:
@@ -133,7 +135,8 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             converted = convert(candidate, engine, d)
             return verify_engine(original, converted.model, engine, images, conf, iou, tol, seed, int8, min_recall)
     meta = head_for(candidate)
-    int8 = quantized(meta) if int8 is None else int8
+    record = converted_record(candidate, meta)
+    int8 = quantized(record) if int8 is None else int8
     head, ref = decoded_reference(original, "ORIGINAL", _given_anchors(meta))
     if meta is not None and head.dynamic_hw is not None:  # a symbolic-size original: compare at the candidate's size
         try:
@@ -173,11 +176,11 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         ins, outs = param_blobs(candidate)
         in_name, raw_names = ins[0], outs
     info: dict = {}
-    results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, meta), info=info)
+    results = run(candidate, xs, engine, in_name, raw_names, options=run_options(engine, record), info=info)
     if info.get("precision") and info.get("device"):  # OpenVINO, RKNN: say which precision ran (OpenVINO: f32 asked)
         engine = f"{engine} ({info['device']} {info['precision']})"
     if int8:
-        quantizer = str(((meta or {}).get("converted") or {}).get("quantizer", "unrecorded quantizer"))
+        quantizer = str((record or {}).get("quantizer", "unrecorded quantizer"))
         n_random = len(sizes)
         label = f"{n_random} random + {len(images)} image + {len(xs) - n_random - len(images)} scene inputs"
         return [agreement_check(head, meta, xs, refs, results, conf, iou, engine, quantizer, min_recall, label)]

@@ -150,13 +150,14 @@ def worker(args: list[str], timeout: float = 600) -> str:
     return lines[-1][len("HEADCUT_RESULT "):]
 
 
-def run_options(engine: str, meta: dict | None) -> dict:
-    """What ``run`` passes the target for a model whose head record is ``meta``: OpenVINO is asked for
-    fp32 inference (its CPU plugin may default to bf16); TFLite gets the recorded tensor layout."""
+def run_options(engine: str, record: dict | None) -> dict:
+    """What ``run`` passes the target for a model ``convert`` recorded as ``record`` (its ``converted``
+    record, :func:`~onnx_headcut.metadata.converted_record`): OpenVINO is asked for fp32 inference (its
+    CPU plugin may default to bf16); TFLite gets the recorded tensor layout."""
     if engine == "openvino":
         return {"precision": "f32"}
     if engine == "tflite":
-        return {"io": (meta or {}).get("converted")}
+        return {"io": record}
     return {}
 
 

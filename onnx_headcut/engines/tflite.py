@@ -42,6 +42,9 @@ RELAYS = True
 #: full-integer int8 through onnx2tf (``options["int8"]``), for the LiteRT CPU interpreter
 INT8 = True
 PLATFORMS = ("cpu",)
+#: what headcut rewrites in the copy of the model it hands onnx2tf (:mod:`onnx_headcut.engine_rewrites`):
+#: onnx2tf 1.29 turns a Split sized by a Constant node into FlexSplitV, which LiteRT cannot run
+ONNX_REWRITES = ("constants_to_initializers",)
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
