@@ -131,3 +131,57 @@ def test_unknown_model_is_refused(tmp_path):
     (tmp_path / "x.mnn").write_bytes(b"junk")
     with pytest.raises(InputError, match="decoded original must be given as .onnx"):
         detect(tmp_path / "x.mnn", PHOTOS / "chelsea.jpg")
+
+
+def test_draw_puts_each_task_element_where_it_belongs(tmp_path):
+    """The task drawings, checked by their pixels on a black image (before: only that a PNG was written): a mask
+    tints exactly its pixels (box lines and label aside), a rotated box's outline runs through its corners and
+    not the corners of the box enclosing it, visible keypoints are dots and one of visibility < 0.5 is not
+    drawn, the COCO skeleton joins two visible keypoints, face landmarks are dots."""
+    from PIL import Image
+
+    from onnx_headcut.detect import Detection, DetectResult
+    from onnx_headcut.heads.tasks.pose import SKELETON
+
+    img = tmp_path / "black.png"
+    Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(img)
+    mask = np.zeros((200, 300), bool)
+    mask[120:160, 30:90] = True
+    c, r = np.array([220.0, 60.0]), 40.0  # a square turned by 45°: corners on the axes through its centre
+    corners = [[c[0] + r, c[1]], [c[0], c[1] + r], [c[0] - r, c[1]], [c[0], c[1] - r]]
+    kpts = [[110.0 + 10 * k, 180.0, 0.9] for k in range(17)]
+    kpts[3] = [280.0, 150.0, 0.1]  # hidden, away from every other element
+    a, b = SKELETON[0]  # a limb both of whose ends are visible, drawn between them
+    kpts[a - 1][:2], kpts[b - 1][:2] = [120.0, 20.0], [120.0, 100.0]
+    dets = (Detection((20.0, 110.0, 100.0, 170.0), 0.9, 0, "seg", mask=mask),
+            Detection((180.0, 20.0, 260.0, 100.0), 0.8, 1, "obb",
+                      extra={"rotated_box": {"cx": 220.0, "cy": 60.0, "w": 56.6, "h": 56.6, "angle": 0.785,
+                                             "corners": corners}}),
+            Detection((110.0, 10.0, 290.0, 190.0), 0.7, 2, "pose", extra={"keypoints": kpts}),
+            Detection((5.0, 5.0, 60.0, 60.0), 0.6, 3, "face", landmarks=((30.0, 30.0), (45.0, 40.0))))
+    res = DetectResult("m.onnx", "raw", "ort", str(img), (300, 200), dets)
+    px = np.asarray(Image.open(draw(img, res, tmp_path / "out.png")).convert("RGB")).astype(int)
+    lit = px.sum(-1) > 0
+
+    inner = np.zeros_like(mask)
+    inner[125:155, 35:85] = True  # the mask away from its box's lines
+    assert lit[inner].all() and (px[inner] == px[140, 60]).all()  # one tint over the whole mask
+    assert np.abs(px[140, 60] - np.array([255, 56, 56]) * 0.45).max() <= 1  # class 0's colour at 45 %
+    assert not lit[125:155, 92:98].any()  # beside the mask, inside the box: untouched
+
+    for x, y in corners:  # the rotated outline passes through each corner...
+        assert lit[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2].any(), (x, y)
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):  # ...and each edge's midpoint (inside the
+        mx, my = (x0 + x1) / 2, (y0 + y1) / 2  # enclosing box: only the rotated outline reaches it)
+        assert lit[int(my) - 1:int(my) + 2, int(mx) - 1:int(mx) + 2].any(), (mx, my)
+    assert not lit[28:34, 188:194].any()  # ...and not near the enclosing box's corner region inside it
+    assert not lit[60, 205:236].any()  # the square's centre row, inside the rotated box: empty
+
+    def dot(x, y):
+        return lit[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2].all()
+
+    shown = [k for i, k in enumerate(kpts) if i != 3 and i not in (a - 1, b - 1)]
+    assert all(dot(x, y) for x, y, _ in shown)
+    assert not lit[145:156, 275:286].any()  # the hidden keypoint: no dot, no limb
+    assert lit[40:80, 118:123].any(axis=1).all()  # the limb between (120, 20) and (120, 100)
+    assert dot(30, 30) and dot(45, 40)  # the face landmarks

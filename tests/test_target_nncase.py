@@ -172,6 +172,10 @@ def test_k230_int8_raw_split_keeps_the_detections(trained_int8):
     assert res.model.stat().st_size < 0.5 * trained_int8["fp32"].model.stat().st_size
     assert a.reference >= 15  # the fp32 sample finds most shapes of 8 scenes at conf 0.25
     assert a.recall >= 0.9 and a.precision >= 0.9 and a.mean_iou >= 0.85 and a.score_error <= 0.05
+    # the CLI's verify reads the record's int8 and checks detection agreement, not the fp32 layers
+    p = headcut("verify", trained_int8["dir"] / "original.onnx", res.model)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "int8 (nncase " in p.stdout and "exact   not checked" in p.stdout, p.stdout
 
 
 @needs_nncase
@@ -184,6 +188,12 @@ def test_k230_int8_decoded_original_is_measured(trained_int8):
     # are closer (measured: both 25 of 25, mean IoU 0.987 raw, 0.960 decoded)
     assert min(raw.recall, raw.precision) >= min(a.recall, a.precision if a.detections else 0.0)
     assert raw.mean_iou >= a.mean_iou
+    # no head to record: original.kmodel.converted.json says int8, so the CLI checks agreement (exit 0 or 3 by
+    # its recall), never the fp32 layers a quantized model fails by design
+    rec = json.loads(Path(trained_int8["dir"], "int8", "original.kmodel.converted.json").read_text())
+    assert rec["engine"] == "nncase" and rec["precision"] == "int8" and rec["platform"] == "k230"
+    p = headcut("verify", trained_int8["dir"] / "original.onnx", res.model, "--min-recall", "0.0")
+    assert p.returncode == 0 and "int8 (nncase " in p.stdout, p.stdout + p.stderr
 
 
 # --- mistakes a user can make: one line, exit 2, nothing written (no engine needed) --------------------------

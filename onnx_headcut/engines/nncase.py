@@ -132,8 +132,8 @@ def convert(onnx_path: str, out_dir: str, stem: str, options: dict) -> dict:
     return {"inputs": [f"input{k}" for k in range(sim.inputs_size)],
             "outputs": [f"output{k}" for k in range(sim.outputs_size)],
             "precision": "int8" if int8 else "fp32", "platform": platform, "version": version("nncase"),
-            **({"quant_type": "uint8", "calibration": "NoClip", "calib_samples": len(calib)} if calib is not None
-               else {})}
+            **({"quant_type": "uint8", "calibration": "NoClip", "calib_samples": len(calib),
+                "quantizer": f"nncase {version('nncase')} PTQ uint8, {platform}"} if calib is not None else {})}
 
 
 def run(spec: dict, xs: list[np.ndarray]) -> tuple[list[list[np.ndarray]], dict]:

@@ -159,7 +159,8 @@ def convert(onnx_path: str, out_dir: str, stem: str, options: dict) -> dict:
                            f"model's {shapes}: a layout headcut does not record")
     return {"inputs": inputs, "outputs": outputs,
             "output_shapes": [list(y.shape) for y in probe], "precision": recipe["precision"],
-            "platform": platform, "toolkit": recipe["toolkit"]}
+            "platform": platform, "toolkit": recipe["toolkit"],
+            **({"quantizer": f"rknn-toolkit2 {recipe['toolkit']}, {platform}"} if int8 else {})}
 
 
 def _names(onnx_path: str) -> tuple[list[str], list[str], list[list[int]]]:
