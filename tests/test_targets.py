@@ -312,6 +312,24 @@ def test_worker_needs_numpy_only_and_reports_a_missing_engine(tmp_path):
     assert p.returncode == 2 and json.loads(p.stdout.split("HEADCUT_MISSING ", 1)[1])["package"] == "openvino"
 
 
+def test_worker_failure_is_said_by_its_first_line(tmp_path, monkeypatch):
+    """onnx2tf's Expand failure ends its message with a printed array, and the traceback's last line was all the
+    user saw ("tflite convert failed (exit 1): [39.5 39.5]]]"). The worker says ``Type: first line`` itself."""
+    import shutil
+
+    import onnx_headcut.engines as engines
+
+    fake = tmp_path / "engines"
+    fake.mkdir()
+    shutil.copy(WORKER, fake / "_worker.py")
+    (fake / "mnn.py").write_text("def convert(*a):\n    raise ValueError('Output tensors must be layers. Found: "
+                                 "[[0.5]\\n [39.5 39.5]]]')\n")
+    monkeypatch.setattr(engines, "WORKER", fake / "_worker.py")
+    with pytest.raises(EngineError) as e:
+        engines.worker(["mnn", "convert", "x.onnx", str(tmp_path), "x", "{}"])
+    assert str(e.value) == "mnn convert failed (exit 1): ValueError: Output tensors must be layers. Found: [[0.5]"
+
+
 # --- the tensor match onnx2tf's renaming and NHWC outputs need ------------------------------------------------
 
 def _onnx_with_outputs(shapes):

@@ -143,7 +143,9 @@ def worker(args: list[str], timeout: float = 600) -> str:
         raise EngineError(f"the {engine} engine needs the '{what['package']}' package{where}: {hint}")
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("HEADCUT_RESULT ")]
     if p.returncode != 0 or not lines:
-        tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])[-1]
+        said = [ln for ln in p.stdout.splitlines() if ln.startswith("HEADCUT_ERROR ")]
+        tail = json.loads(said[-1].split(" ", 1)[1]).get("error", "") if said else \
+            (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])[-1]
         tail = tail.removeprefix("RuntimeError: ")
         what = f"exit {p.returncode}" if p.returncode >= 0 else f"killed by signal {-p.returncode}"
         raise EngineError(f"{args[0]} {args[1]} failed ({what}): {tail[:300]}")

@@ -8,8 +8,9 @@ engine can live in its own virtualenv holding nothing of headcut's but numpy
 
 Verbs: ``convert ONNX OUTDIR STEM OPTIONS_JSON``, ``run DIR`` (``DIR/spec.json`` + ``DIR/in.npz`` →
 ``DIR/out.npz``) and ``bench DIR``. The last stdout line ``HEADCUT_RESULT {json}`` is the answer;
-``HEADCUT_MISSING {json}`` (exit 2) says a package is not importable here; everything else the
-engines print is noise the parent discards.
+``HEADCUT_MISSING {json}`` (exit 2) says a package is not importable here; ``HEADCUT_ERROR {json}``
+(before the traceback, exit 1) says what failed in one line; everything else the engines print is noise the
+parent discards.
 """
 
 from __future__ import annotations
@@ -63,7 +64,17 @@ def main(argv: list[str]) -> int:
         if root and root in getattr(target, "PACKAGES", ()):
             _result({"package": root, "python": sys.executable}, "HEADCUT_MISSING")
             return MISSING
+        _result({"error": _said(e)}, "HEADCUT_ERROR")
         raise
+    except Exception as e:  # the traceback's last line may be the tail of a printed array: say the first
+        _result({"error": _said(e)}, "HEADCUT_ERROR")
+        raise
+
+
+def _said(e: BaseException) -> str:
+    """``Type: first line of the message``, as a traceback ends for a one-line message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _verb(target, engine: str, verb: str, args: list[str], np) -> int:
