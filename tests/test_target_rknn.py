@@ -16,7 +16,6 @@ samples with a margin: raw layer 1 â‰¤ 6e-3 (measured 2.0e-3 to 4.5e-3), boxes â
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,12 +25,14 @@ import numpy as np
 import onnx
 import pytest
 from conftest import model_conf
+from engine_venvs import headcut, needs
+from engine_venvs import one_line_exit_2 as _one_line_exit_2
 
 from onnx_headcut.check.engine import verify_engine
 from onnx_headcut.check.int8 import agreement
 from onnx_headcut.convert import convert
 from onnx_headcut.decode import canonical, detect, postprocess
-from onnx_headcut.engines import MODULES, EngineError, engine_for, interpreter, python_variable, run
+from onnx_headcut.engines import MODULES, EngineError, engine_for, run
 from onnx_headcut.heads import Geometry, Layout
 from onnx_headcut.metadata import head_for
 from onnx_headcut.pipeline import decoded_head
@@ -49,33 +50,8 @@ TRAINED = SAMPLES / "trained" / "shapes-yolov8-320.onnx"
 CALIB_SEED, EVAL_SEED = 15 + 2_000_000, 15 + 3_000_000  # test_int8.py's, apart from training and mAP seeds
 
 
-def _reason() -> str | None:
-    var = python_variable("rknn")
-    if not os.environ.get(var, "").strip():
-        return f"{var} is not set (a Python with rknn-toolkit2: README 'Rockchip RKNN', .ci/engines builds one)"
-    try:
-        python = interpreter("rknn")
-    except EngineError as e:
-        return str(e)
-    code = "import importlib.util as u, sys; sys.exit(u.find_spec('rknn') is None)"
-    if subprocess.run([python, "-c", code], capture_output=True).returncode != 0:
-        return f"{var}={python} lacks rknn-toolkit2"
-    return None
-
-
-needs_rknn = pytest.mark.skipif(_reason() is not None, reason=_reason() or "")
-
-
-def headcut(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-
-
-def _one_line_exit_2(p, *words):
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
+needs_rknn = needs("rknn", ("rknn",), own_venv="a Python with rknn-toolkit2: README 'Rockchip RKNN', .ci/engines "
+                                            "builds one")
 
 
 # --- fp16: three layers on every head kind ---------------------------------------------------------------------

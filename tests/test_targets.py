@@ -16,14 +16,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import engine_venvs
 import numpy as np
 import onnx
 import pytest
 from conftest import model_conf
+from engine_venvs import has, headcut
+from engine_venvs import one_line_exit_2 as _one_line_exit_2
 
 from onnx_headcut.check.engine import verify_engine
 from onnx_headcut.convert import convert, match_outputs
-from onnx_headcut.engines import MODULES, WORKER, EngineError, interpreter, python_variable
+from onnx_headcut.engines import MODULES, WORKER, EngineError
 from onnx_headcut.errors import InputError, UsageError, VerificationError
 from onnx_headcut.heads import Layout
 from onnx_headcut.metadata import converted_record, head_for, read_metadata
@@ -39,27 +42,9 @@ HEADS = {
 NEEDS = {"openvino": ("openvino",), "tflite": ("onnx2tf", "ai_edge_litert"), "openvino-int8": ("openvino", "nncf")}
 
 
-def _has(python: str, modules: tuple[str, ...]) -> bool:
-    code = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))"
-    return subprocess.run([python, "-c", code, *modules], capture_output=True).returncode == 0
-
-
-def _available(target: str) -> str | None:
-    """Why ``target`` cannot run here (skip reason), or None."""
-    var = python_variable(target.split("-")[0])
-    try:
-        python = interpreter(target.split("-")[0])
-    except EngineError as e:
-        return str(e)
-    if not _has(python, NEEDS[target]):
-        where = f"{var}={python}" if os.environ.get(var) else f"{var} is not set and this Python"
-        return f"{target} not installed: {where} lacks {', '.join(NEEDS[target])} (README: 'OpenVINO and TFLite')"
-    return None
-
-
 def needs(target: str):
-    reason = _available(target)
-    return pytest.mark.skipif(reason is not None, reason=reason or "")
+    """Skip unless ``target`` (``openvino``, ``tflite``, ``openvino-int8``: with NNCF) runs here."""
+    return engine_venvs.needs(target.split("-")[0], NEEDS[target])
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +115,6 @@ def test_levels_layout_yolov6_dfl(target, tmp_path):
     assert checks[0].detections.matched >= 5
 
 
-def headcut(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "onnx_headcut", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-
-
 @pytest.mark.parametrize("target", [pytest.param("openvino", marks=needs("openvino")),
                                     pytest.param("tflite", marks=needs("tflite"))])
 def test_cli_convert_verify_detect(target, raw_models, tmp_path):
@@ -166,13 +146,6 @@ def test_cli_convert_verify_detect(target, raw_models, tmp_path):
 
 # --- failure modes a user can cause: one line, exit 2, nothing written (no engine needed) ---------------------
 
-def _one_line_exit_2(p, *words):
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 @pytest.fixture(scope="module")
 def one_raw(tmp_path_factory):
     d = tmp_path_factory.mktemp("one")
@@ -186,7 +159,7 @@ def test_target_interpreter_missing_or_without_the_engine(one_raw):
     p = headcut("convert", one_raw / "raw.onnx", "--to", "tflite",
                 env={"HEADCUT_PYTHON_TFLITE": str(one_raw / "no-such-python")})
     _one_line_exit_2(p, "HEADCUT_PYTHON_TFLITE=", "no such interpreter")
-    if _has(sys.executable, ("onnx2tf",)):
+    if has(sys.executable, ("onnx2tf",)):
         pytest.skip("this Python has onnx2tf: the missing-package case needs one without it")
     p = headcut("convert", one_raw / "raw.onnx", "--to", "tflite", env={"HEADCUT_PYTHON_TFLITE": sys.executable})
     _one_line_exit_2(p, "the tflite engine needs the 'onnx2tf' package", "python3 -m venv VENV",

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_targets import _one_line_exit_2, headcut, needs
+from engine_venvs import headcut
+from engine_venvs import one_line_exit_2 as _one_line_exit_2
+from test_targets import needs
 
 from onnx_headcut.check import AgreementCheck, Check
 from onnx_headcut.check.engine import verify_engine
