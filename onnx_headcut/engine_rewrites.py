@@ -15,6 +15,10 @@ that were wrong would be refused like any other mismatch.
   LiteRT interpreter does not have, so the model does not run; the same sizes as an initializer give the
   builtin ``SPLIT_V``. Moving a ``Constant`` node's tensor into an initializer of the same name changes no
   value.
+- :func:`fold_constants` (TFLite): measured with onnx2tf 1.29, an ``Expand`` of constants (YOLOv6 0.3's
+  anchor points in its decoded export) fails the conversion ("Output tensors of a Functional model must be the
+  output of a TensorFlow Layer"). Each node whose inputs are all constants is computed once (onnx's reference
+  evaluator) and becomes an initializer; ``convert``'s check still compares the result with the unchanged model.
 """
 
 from __future__ import annotations
@@ -113,3 +117,65 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto | None:
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+#: the largest tensor :func:`fold_constants` materialises (elements): folding never costs more than 16 MB a tensor
+FOLD_MAX_ELEMENTS = 1 << 22
+#: ops never folded: their value is not a function of their inputs
+_UNFOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``model`` whose main-graph nodes computed from constants only (initializers, ``Constant`` nodes,
+    and what such nodes compute) are initializers holding their values; None when there is none to fold. Nodes
+    with a subgraph, of another domain, whose output is a graph output, or larger than
+    :data:`FOLD_MAX_ELEMENTS` stay; so does a model of IR version < 4. Initializers only folded nodes read go."""
+    from onnx.reference import ReferenceEvaluator
+
+    base = constants_to_initializers(model) or model
+    if base.ir_version < 4:
+        return None
+    values = {t.name: numpy_helper.to_array(t) for t in base.graph.initializer}
+    inputs = {i.name for i in base.graph.input}
+    outputs = {o.name for o in base.graph.output}
+    kept, folded = [], []
+    for node in base.graph.node:
+        const = [i for i in node.input if i]
+        ok = bool(const) and all(i in values and i not in inputs for i in const) and \
+            node.domain in ("", "ai.onnx") and node.op_type not in _UNFOLDABLE and \
+            not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute) and \
+            not any(o in outputs for o in node.output)
+        got = _evaluate(ReferenceEvaluator, node, values, base.opset_import) if ok else None
+        if got is None:
+            kept.append(node)
+            continue
+        values.update(got)
+        folded.append(node)
+    if not folded:
+        return None if base is model else base
+    out = onnx.ModelProto()
+    out.CopyFrom(base)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    used = {i for n in kept for i in n.input} | outputs
+    made = [numpy_helper.from_array(values[o], o) for n in folded for o in n.output if o and o in used]
+    keep = [t for t in out.graph.initializer if t.name in used or t.name in inputs]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep + made)
+    return out
+
+
+def _evaluate(evaluator, node: onnx.NodeProto, values: dict, opsets) -> dict | None:
+    """``node``'s outputs computed from ``values``, or None when the reference evaluator cannot or one is larger
+    than :data:`FOLD_MAX_ELEMENTS`."""
+    feeds = [numpy_helper.from_array(np.asarray(values[i]), i) for i in dict.fromkeys(i for i in node.input if i)]
+    graph = helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+                                                   for o in node.output if o], initializer=feeds)
+    try:
+        got = evaluator(helper.make_model(graph, opset_imports=list(opsets))).run(None, {})
+    except Exception:  # an op or attribute the reference evaluator lacks: the node stays
+        return None
+    names = [o for o in node.output if o]
+    if len(got) != len(names) or any(np.asarray(v).size > FOLD_MAX_ELEMENTS for v in got):
+        return None
+    return {o: np.asarray(v) for o, v in zip(names, got)}

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from onnx_headcut.engine_rewrites import constants_to_initializers, maxpool_edge_pad
+from onnx_headcut.engine_rewrites import constants_to_initializers, fold_constants, maxpool_edge_pad
 from onnx_headcut.synth import yolov8
 
 
@@ -117,3 +117,61 @@ def test_tflite_is_handed_the_copy_without_constant_nodes(tmp_path):
     assert given != src
     assert [n.op_type for n in onnx.load(str(given)).graph.node] == ["Split", "Mul", "Constant"]
     assert _rewritten(src, m, MODULES["mnn"], tmp_path / "scratch") == src  # other targets get the file itself
+
+
+def _anchor_points(big: int = 0) -> onnx.ModelProto:
+    """YOLOv6 0.3's decoded export: anchor points Expand-ed and Concat-ed from constants, added to the data path;
+    ``big``: one more Expand of that many rows (over the fold limit when large), and a RandomUniform (never
+    folded)."""
+    from onnx import numpy_helper
+
+    inits = [numpy_helper.from_array(np.arange(2, dtype=np.float32).reshape(1, 2, 1) + 0.5, "row"),
+             numpy_helper.from_array(np.array([1, 2, 2], np.int64), "shape")]
+    nodes = [helper.make_node("Constant", [], ["col"], value=numpy_helper.from_array(
+                 np.arange(2, dtype=np.float32).reshape(1, 1, 2) + 0.5)),
+             helper.make_node("Expand", ["row", "shape"], ["ey"]),
+             helper.make_node("Expand", ["col", "shape"], ["ex"]),
+             helper.make_node("Unsqueeze", ["ex", "axis"], ["ux"]),
+             helper.make_node("Unsqueeze", ["ey", "axis"], ["uy"]),
+             helper.make_node("Concat", ["ux", "uy"], ["xy"], axis=-1),
+             helper.make_node("Reshape", ["xy", "flat"], ["pts"]),
+             helper.make_node("Add", ["x", "pts"], ["y"])]
+    inits += [numpy_helper.from_array(np.array([-1], np.int64), "axis"),
+              numpy_helper.from_array(np.array([1, 4, 2], np.int64), "flat")]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2])
+    if big:
+        inits.append(numpy_helper.from_array(np.array([big, 1], np.int64), "big_shape"))
+        inits.append(numpy_helper.from_array(np.ones((1, 1), np.float32), "one"))
+        nodes += [helper.make_node("Expand", ["one", "big_shape"], ["wide"]),
+                  helper.make_node("ReduceSum", ["wide"], ["n"], keepdims=0),
+                  helper.make_node("RandomUniform", [], ["noise"], shape=[1], dtype=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["noise", "n"], ["z"])]
+        outs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    return helper.make_model(helper.make_graph(nodes, "g", [x], outs, initializer=inits),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_fold_constants_computes_constant_subgraphs_exactly():
+    m = _anchor_points()
+    copy = fold_constants(m)
+    assert copy is not None
+    assert [n.op_type for n in copy.graph.node] == ["Add"]  # onnx2tf 1.29 fails on the Expand of constants
+    assert {t.name for t in copy.graph.initializer} == {"pts"}  # what only folded nodes read is gone
+    x = np.random.default_rng(0).standard_normal((1, 4, 2)).astype(np.float32)
+    s0 = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s1 = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(s0.run(None, {"x": x})[0], s1.run(None, {"x": x})[0])
+    assert [n.op_type for n in m.graph.node].count("Expand") == 2  # the model is untouched
+
+
+def test_fold_constants_leaves_large_random_and_data_path_nodes():
+    from onnx_headcut.engine_rewrites import FOLD_MAX_ELEMENTS
+
+    copy = fold_constants(_anchor_points(big=FOLD_MAX_ELEMENTS + 1))
+    assert copy is not None
+    ops = [n.op_type for n in copy.graph.node]
+    assert ops == ["Add", "Expand", "ReduceSum", "RandomUniform", "Mul"]  # the anchor points folded, the rest kept
+    small = fold_constants(_anchor_points(big=8))
+    assert small is not None and [n.op_type for n in small.graph.node] == ["Add", "RandomUniform", "Mul"]
+    assert maxpool_edge_pad(_pools((0, 0, 0, 0))) is None and fold_constants(_pools((2, 2, 2, 2))) is None

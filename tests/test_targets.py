@@ -219,6 +219,18 @@ def test_tflite_decoded_original_is_recorded_and_verified(one_raw, tmp_path):
 
 
 @needs("tflite")
+def test_tflite_decoded_yolov6_v03_with_constant_anchor_expands(tmp_path):
+    """YOLOv6 0.3's decoded export Expands its anchor points from constants; onnx2tf 1.29 fails on that ("Output
+    tensors of a Functional model must be the output of a TensorFlow Layer"). onnx2tf gets a copy with the
+    constant subgraphs folded (``engine_rewrites.fold_constants``); verify compares with the unchanged file."""
+    src = Path(__file__).resolve().parents[1] / "samples" / "yolov6n-v0.3-320.onnx"
+    assert any(n.op_type == "Expand" for n in onnx.load(str(src)).graph.node)
+    res = convert(src, "tflite", tmp_path)
+    (check,) = verify_engine(src, res.model, conf=model_conf(src))
+    assert check.ok and check.layout is None and check.max_abs_err_boxes <= 1e-3
+
+
+@needs("tflite")
 def test_tflite_runs_a_split_sized_by_a_constant_node(tmp_path):
     """The bundled onnxslim YOLOv8 sample sizes its C2f Split with a Constant node, which onnx2tf 1.29 turns into
     FlexSplitV (LiteRT: "Select TensorFlow op(s) ... not supported"); headcut hands onnx2tf a copy with the

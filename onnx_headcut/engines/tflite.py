@@ -43,8 +43,10 @@ RELAYS = True
 INT8 = True
 PLATFORMS = ("cpu",)
 #: what headcut rewrites in the copy of the model it hands onnx2tf (:mod:`onnx_headcut.engine_rewrites`):
-#: onnx2tf 1.29 turns a Split sized by a Constant node into FlexSplitV, which LiteRT cannot run
-ONNX_REWRITES = ("constants_to_initializers",)
+#: onnx2tf 1.29 turns a Split sized by a Constant node into FlexSplitV, which LiteRT cannot run, and fails on an
+#: Expand of constants (YOLOv6 0.3's decoded anchor points): Constant nodes become initializers, constant
+#: subgraphs their values
+ONNX_REWRITES = ("fold_constants",)
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
