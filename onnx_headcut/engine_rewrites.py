@@ -17,8 +17,10 @@ that were wrong would be refused like any other mismatch.
   value.
 - :func:`fold_constants` (TFLite): measured with onnx2tf 1.29, an ``Expand`` of constants (YOLOv6 0.3's
   anchor points in its decoded export) fails the conversion ("Output tensors of a Functional model must be the
-  output of a TensorFlow Layer"). Each node whose inputs are all constants is computed once (onnx's reference
-  evaluator) and becomes an initializer; ``convert``'s check still compares the result with the unchanged model.
+  output of a TensorFlow Layer"), and hangs on an ``Expand`` to the ``Shape`` of a data tensor (the ``--inplace``
+  export's grids). Each node whose inputs are all constants is computed once (onnx's reference evaluator), and
+  each ``Shape`` of a tensor whose inferred shape is static is its dims; both become initializers. ``convert``'s
+  check still compares the result with the unchanged model.
 """
 
 from __future__ import annotations
@@ -138,8 +140,16 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto | None:
     values = {t.name: numpy_helper.to_array(t) for t in base.graph.initializer}
     inputs = {i.name for i in base.graph.input}
     outputs = {o.name for o in base.graph.output}
+    static = _static_shapes(base)
     kept, folded = [], []
     for node in base.graph.node:
+        if node.op_type == "Shape" and node.domain in ("", "ai.onnx") and node.input[0] in static and \
+                node.output[0] not in outputs:  # a static tensor's shape is a constant (onnx2tf hangs on it)
+            dims = static[node.input[0]]
+            start, end = _attr(node, "start", 0), _attr(node, "end", None)
+            values[node.output[0]] = np.array(dims[start:end], np.int64)
+            folded.append(node)
+            continue
         const = [i for i in node.input if i]
         ok = bool(const) and all(i in values and i not in inputs for i in const) and \
             node.domain in ("", "ai.onnx") and node.op_type not in _UNFOLDABLE and \
@@ -162,6 +172,20 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto | None:
     keep = [t for t in out.graph.initializer if t.name in used or t.name in inputs]
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep + made)
+    return out
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """The tensors whose shape onnx's shape inference finds fully static (every dim a positive number)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a model shape inference cannot take: no Shape is folded
+        return {}
+    out = {}
+    for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = v.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim):
+            out[v.name] = [d.dim_value for d in t.shape.dim]
     return out
 
 

@@ -175,3 +175,29 @@ def test_fold_constants_leaves_large_random_and_data_path_nodes():
     small = fold_constants(_anchor_points(big=8))
     assert small is not None and [n.op_type for n in small.graph.node] == ["Add", "RandomUniform", "Mul"]
     assert maxpool_edge_pad(_pools((0, 0, 0, 0))) is None and fold_constants(_pools((2, 2, 2, 2))) is None
+
+
+def test_fold_constants_folds_the_shape_of_a_static_tensor_only():
+    """The ``--inplace`` export Expands its grid to the ``Shape`` of a data tensor; static, that shape is a
+    constant. With a symbolic batch it is not, and stays."""
+    def model(batch):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 4])
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Shape", ["r"], ["s"]),
+                 helper.make_node("Shape", ["r"], ["s2"], start=1),
+                 helper.make_node("Expand", ["g", "s"], ["e"]), helper.make_node("Add", ["r", "e"], ["y"]),
+                 helper.make_node("Cast", ["s2"], ["z"], to=TensorProto.FLOAT)]
+        g = onnx.numpy_helper.from_array(np.arange(4, dtype=np.float32), "g")
+        outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")]
+        return helper.make_model(helper.make_graph(nodes, "g", [x], outs, initializer=[g]),
+                                 opset_imports=[helper.make_opsetid("", 18)])
+
+    m = model(2)
+    copy = fold_constants(m)
+    assert copy is not None and [n.op_type for n in copy.graph.node] == ["Relu", "Add", "Cast"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    a = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    b = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert b[1].tolist() == [3.0, 4.0]  # Shape's start attribute
+    assert fold_constants(model("batch")) is None  # a symbolic batch: nothing is constant

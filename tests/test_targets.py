@@ -219,11 +219,14 @@ def test_tflite_decoded_original_is_recorded_and_verified(one_raw, tmp_path):
 
 
 @needs("tflite")
-def test_tflite_decoded_yolov6_v03_with_constant_anchor_expands(tmp_path):
-    """YOLOv6 0.3's decoded export Expands its anchor points from constants; onnx2tf 1.29 fails on that ("Output
-    tensors of a Functional model must be the output of a TensorFlow Layer"). onnx2tf gets a copy with the
-    constant subgraphs folded (``engine_rewrites.fold_constants``); verify compares with the unchanged file."""
-    src = Path(__file__).resolve().parents[1] / "samples" / "yolov6n-v0.3-320.onnx"
+@pytest.mark.parametrize("sample", ["yolov6n-v0.3-320.onnx", "yolov6-v0.1.0-320-inplace.onnx"])
+def test_tflite_decoded_originals_with_constant_expands(sample, tmp_path):
+    """YOLOv6 0.3's decoded export Expands its anchor points from constants, and onnx2tf 1.29 fails on that
+    ("Output tensors of a Functional model must be the output of a TensorFlow Layer"); the ``--inplace`` export
+    Expands its grids to a ``Shape``, and onnx2tf hangs there (10 min timeout). onnx2tf gets a copy with the
+    constant subgraphs and static Shapes folded (``engine_rewrites.fold_constants``); verify compares with the
+    unchanged file."""
+    src = Path(__file__).resolve().parents[1] / "samples" / sample
     assert any(n.op_type == "Expand" for n in onnx.load(str(src)).graph.node)
     res = convert(src, "tflite", tmp_path)
     (check,) = verify_engine(src, res.model, conf=model_conf(src))
