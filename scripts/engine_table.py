@@ -1,12 +1,12 @@
 """Print (or write into README.md) the engine table: does each head convert and match on each target?
 
-For every bundled sample head (:data:`HEADS`) and the trained sample: the original decoded model and the
-raw model from ``headcut strip`` are converted with ``headcut convert`` for each target of the engine
+For every bundled sample head (:data:`HEADS`) and the trained samples (:data:`TRAINED`): the original decoded
+model and the raw model from ``headcut strip`` are converted with ``headcut convert`` for each target of the engine
 registry (:data:`onnx_headcut.engines.TARGETS`) and checked with ``headcut verify``'s check. fp32: the
 three layers (raw outputs against the original's prediction convs, decode against the original output,
 detections); the cell gives the max box error in px. int8, for a target whose module quantizes
 (``INT8``), calibrated on scenes of :mod:`onnx_headcut.synth.scenes`: the decoded outputs' max box (px)
-and score errors for the random-weight samples, and for the trained sample the detection agreement with
+and score errors for the random-weight samples, and for the trained samples the detection agreement with
 the fp32 original (recall / precision, same class, IoU >= 0.5).
 
     python scripts/engine_table.py                          # every target this machine can run
@@ -58,10 +58,13 @@ HEADS = {  # sample file -> what it stands for
     "yolov7-320.onnx": "YOLOv7",
     "yolov8-320.onnx": "YOLOv8 (onnxslim, opset 18)",
 }
-#: the trained sample (its int8 cells are detection agreement, the others' decoded-output errors)
-TRAINED = ("trained/shapes-yolov8-320.onnx", "trained YOLOv8 shapes sample")
+#: the trained samples, one per decode kind (their int8 cells are detection agreement, the others' decoded-output
+#: errors)
+TRAINED = {"trained/shapes-yolov8-320.onnx": "trained YOLOv8 shapes sample",
+           "trained/shapes-yolox-320.onnx": "trained YOLOX shapes sample",
+           "trained/shapes-yolov5-320.onnx": "trained YOLOv5 shapes sample"}
 #: rows stripped into another layout than strip's default: (sample file, row label, layout)
-LAYOUTS = [(TRAINED[0], "trained YOLOv8 shapes sample, raw `--layout split`", "split")]
+LAYOUTS = [("trained/shapes-yolov8-320.onnx", "trained YOLOv8 shapes sample, raw `--layout split`", "split")]
 #: calibration scenes for the int8 cells (apart from the sample's training and test seeds)
 CALIB_SEED, CALIB_COUNT = 15 + 5_000_000, 12
 
@@ -148,10 +151,10 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
     with tempfile.TemporaryDirectory() as d:
         calib = Path(d, "calib")
         save_scenes(calib, CALIB_SEED, CALIB_COUNT)
-        for name, label, layout in [*((n, lb, None) for n, lb in [*HEADS.items(), TRAINED]), *LAYOUTS]:
+        for name, label, layout in [*((n, lb, None) for n, lb in [*HEADS.items(), *TRAINED.items()]), *LAYOUTS]:
             if heads and not any(h in name for h in heads):
                 continue
-            trained = name == TRAINED[0]
+            trained = name in TRAINED
             folder = Path(d, Path(name).stem + (f"-{layout}" if layout else ""))
             folder.mkdir()
             orig = folder / "original.onnx"
@@ -183,7 +186,7 @@ def table(targets: list[str], int8: bool = True, fp32: bool = True, heads: list[
                 "their 20 best scores reach (RKNN's float column is fp16, its default build, checked with fp16 "
                 "tolerances). int8 cells (`headcut convert --int8`, calibrated on "
                 f"{CALIB_COUNT} generated scenes): max abs error of the decoded boxes (px) / scores against the fp32 "
-                "original over every row; for the trained sample also the detection agreement at conf 0.25 "
+                "original over every row; for the trained samples also the detection agreement at conf 0.25 "
                 "(R: share of the fp32 detections kept, P: share of the int8 detections that are the fp32 ones; "
                 "same class, IoU ≥ 0.5) over verify's random input and 8 generated scenes; rows the fp32 "
                 "original overflows in (a random-weight YOLOX's `exp` on scenes) are left out of the errors.")
