@@ -7,7 +7,10 @@ images; an int8 detection matches a reference detection of the same class with I
 one, best score first, as :func:`onnx_headcut.evaluate.match`). For each model: recall (matched /
 reference), precision (matched / int8 detections), and over the matched pairs the mean absolute
 score error and mean IoU. Boxes are compared in the letterboxed input's pixels (IoU does not change
-with the letterbox's scale). These are measurements: :func:`verify_int8` only raises for bad input.
+with the letterbox's scale). Task heads add, over the same pairs: pose the mean keypoint distance (px),
+segment the mean and min IoU of the pair's masks (each side's from its own coefficients and prototypes),
+OBB the mean angle error (radians, :func:`angle_error`). These are measurements: :func:`verify_int8` only
+raises for bad input.
 
 Raw models: the RAW files given, or (``layouts``) the original stripped into each layout in a
 private temporary folder, each verified by :func:`onnx_headcut.strip.strip` before it is quantized.
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..decode import canonical, detect, original_output, postprocess, selected
+from ..decode import protos as decode_protos
 from ..errors import InputError, UsageError
 from ..evaluate import box_iou
 from ..heads import Geometry, Layout
@@ -46,6 +50,9 @@ class Agreement:
     score_error: float  # mean |score_int8 - score_fp32| over matched pairs (nan without any)
     mean_iou: float  # mean IoU over matched pairs (nan without any)
     keypoint_error: float = float("nan")  # pose: mean keypoint distance (px) over matched pairs (nan: not pose)
+    mask_iou: float = float("nan")  # segment: mean IoU of the matched pairs' masks (nan: not segment, or no pair)
+    min_mask_iou: float = float("nan")  # segment: the lowest of them
+    angle_error: float = float("nan")  # obb: mean angle error (radians, :func:`angle_error`) over matched pairs
 
     @property
     def recall(self) -> float:
@@ -65,6 +72,7 @@ class Int8Report:
     eval_images: int
     conf: float
     rows: tuple[Agreement, ...]  # the decoded original first, then each raw model
+    task: str = "detect"  # the head's task: which task figures the report shows
 
     @property
     def best(self) -> Agreement | None:
@@ -124,21 +132,87 @@ def _pairs(det: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0) -> Agreement:
-    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a pose
-    head's ``(K, 6 + nk)`` with ``kpt_dims`` values per keypoint: the mean keypoint distance in pixels too)."""
-    errs, ious, kpts, n_det, n_ref = [], [], [], 0, 0
-    for d, r in zip(dets, refs):
+#: :func:`angle_error`: two namings of a rotated box pair its sides as well as each other when their side mismatches
+#: differ by at most this share of the reference box's w + h (a near-square box's orientation is ambiguous by pi/2)
+SIDE_TOL = 0.1
+
+
+def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair, the angle error (radians, in [0, pi/2]) between xywhr boxes ``a`` (reference) and ``b`` (K, 5).
+
+    A rotated box has four names: ``(w, h, t)`` = ``(w, h, t + pi)`` = ``(h, w, t + pi/2)`` = ``(h, w, t - pi/2)``.
+    Of ``b``'s names, those whose sides pair best with ``a``'s (``|w_a - w| + |h_a - h|`` the least, or within
+    :data:`SIDE_TOL` of ``a``'s ``w + h`` of the least) are candidates, and the error is the smallest
+    ``|t_a - t|`` among them, modulo pi (in [0, pi/2]). So a box turned by pi, or named with its sides swapped and its
+    angle by pi/2, is no error; an elongated box turned by pi/2 is an error of pi/2 whichever way it is named (its
+    sides cannot pair both ways); a near-square box, whose sides pair either way, takes the nearer angle."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 5), np.asarray(b, np.float64).reshape(-1, 5)
+    same = np.abs(a[:, 2] - b[:, 2]) + np.abs(a[:, 3] - b[:, 3])
+    swapped = np.abs(a[:, 2] - b[:, 3]) + np.abs(a[:, 3] - b[:, 2])
+    slack = np.minimum(same, swapped) + SIDE_TOL * (a[:, 2] + a[:, 3])
+    out = np.full(len(a), np.inf)
+    for k, fits in enumerate((same <= slack, swapped <= slack)):  # k = 1: (h, w, t + pi/2), + pi: the same box
+        d = np.abs(np.remainder(a[:, 4] - b[:, 4] - k * math.pi / 2 + math.pi / 2, math.pi) - math.pi / 2)
+        out = np.where(fits, np.minimum(out, d), out)
+    return out
+
+
+#: matched pairs whose masks are built at once (input-sized masks: a chunk bounds the memory)
+_MASK_CHUNK = 16
+
+
+def pair_mask_ious(det: np.ndarray, ref: np.ndarray, pairs: list[tuple[int, int]], det_protos: np.ndarray,
+                   ref_protos: np.ndarray, shape) -> np.ndarray:
+    """Per matched pair ``(i, j)``, the IoU of the mask of ``det[i]`` (its coefficients on ``det_protos``) and the
+    mask of ``ref[j]`` (its coefficients on ``ref_protos``), both at the input size ``shape`` (H, W), as
+    :func:`onnx_headcut.heads.tasks.segment.masks` builds them."""
+    from ..heads.tasks.segment import mask_iou, masks
+
+    out = []
+    for k in range(0, len(pairs), _MASK_CHUNK):
+        chunk = pairs[k:k + _MASK_CHUNK]
+        a = masks(det[[i for i, _ in chunk]], det_protos, None, shape)
+        b = masks(ref[[j for _, j in chunk]], ref_protos, None, shape)
+        out.append(mask_iou(a, b))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0, *, obb: bool = False,
+              protos: list | None = None) -> Agreement:
+    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a task
+    head's with its extra columns). Over the matched pairs, for a pose head (``kpt_dims`` values per keypoint) the
+    mean keypoint distance in pixels; for an OBB head (``obb``: columns 6-10 are cx, cy, w, h, angle) the mean
+    :func:`angle_error`; for a segment head (``protos``: per image ``(det prototypes, ref prototypes, (H, W))``,
+    each side's rows ending in its mask coefficients) the mean and min IoU of the pairs' masks."""
+    errs, ious, kpts, angles, masks, n_det, n_ref = [], [], [], [], [], 0, 0
+    for k, (d, r) in enumerate(zip(dets, refs)):
         n_det, n_ref = n_det + len(d), n_ref + len(r)
-        for i, j in _pairs(d, r):
+        pairs = _pairs(d, r)
+        for i, j in pairs:
             errs.append(abs(float(d[i, 4]) - float(r[j, 4])))
             ious.append(float(box_iou(d[i:i + 1, :4], r[j:j + 1, :4])[0, 0]))
             if kpt_dims:
                 diff = (d[i, 6:] - r[j, 6:]).reshape(-1, kpt_dims)[:, :2].astype(np.float64)
                 kpts.append(float(np.hypot(diff[:, 0], diff[:, 1]).mean()))
+        if obb and pairs:
+            angles.extend(angle_error(d[[i for i, _ in pairs], 6:11], r[[j for _, j in pairs], 6:11]).tolist())
+        if protos is not None and pairs:
+            dp, rp, shape = protos[k]
+            masks.extend(pair_mask_ious(d, r, pairs, dp, rp, shape).tolist())
     nan = float("nan")
-    return Agreement(name, n_ref, n_det, len(errs), float(np.mean(errs)) if errs else nan,
-                     float(np.mean(ious)) if ious else nan, float(np.mean(kpts)) if kpts else nan)
+
+    def mean(v: list) -> float:
+        return float(np.mean(v)) if v else nan
+
+    return Agreement(name, n_ref, n_det, len(errs), mean(errs), mean(ious), mean(kpts), mean(masks),
+                     float(np.min(masks)) if masks else nan, mean(angles))
+
+
+def task_options(head) -> dict:
+    """:func:`agreement`'s task arguments for ``head`` (a Head, a record or a Geometry) besides the prototypes:
+    ``kpt_dims`` for a pose head, ``obb`` for an OBB head."""
+    g = Geometry.of(head)
+    return {"kpt_dims": g.kpt_dims if g.task == "pose" else 0, "obb": g.task == "obb"}
 
 
 def _session(path: Path):
@@ -149,26 +223,53 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> list[np.ndarray]:
+def segment_rows(rows: np.ndarray, coefficients: np.ndarray | None) -> np.ndarray:
+    """A YOLOv6 seg original's decoded rows with its coefficient output's coefficients after them (the output is
+    per row [level index, coefficients]); ``rows`` as they are for an Ultralytics one (``coefficients`` None)."""
+    return rows if coefficients is None else np.concatenate([rows, coefficients[..., 1:]], -1)
+
+
+def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+    """The decoded model's detections per input, and for a segment head (not NMS-free) its prototypes per input
+    (else None)."""
     sess = _session(path)
     g = Geometry.of(located)
-    out = []
+    seg = bool(located.protos) and located.selection is None
+    names = [located.final_output, *((located.protos[0], *located.compared_outputs) if seg else ())]
+    out, protos = [], []
     for x in inputs:
-        (y,) = sess.run([located.final_output], {located.input_name: x})
-        out.append(selected(y, conf) if located.selection is not None
-                   else postprocess(canonical(y, g), conf, iou, num_classes=g.num_classes, task=g.task))
-    return out
+        y, *extra = sess.run(names, {located.input_name: x})
+        if located.selection is not None:
+            out.append(selected(y, conf))
+            continue
+        rows = canonical(y, g)
+        if seg:
+            rows = segment_rows(rows, extra[1] if len(extra) > 1 else None)
+            protos.append(extra[0])
+        out.append(postprocess(rows, conf, iou, num_classes=g.num_classes, task=g.task))
+    return out, (protos if seg else None)
 
 
-def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> list[np.ndarray]:
+def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+    """The raw model's detections per input, and for a segment head its prototypes (its last output) per input."""
     sess = _session(path)
     g = Geometry.of(meta)
     names = [o["name"] for o in meta.get("raw_outputs", [])] or None
-    out = []
+    out, protos = [], []
     for x in inputs:
         ys = sess.run(names, {meta["input"]["name"]: x})
         out.append(selected(original_output(ys, g), conf) if g.topk else detect(ys, g, conf, iou))
-    return out
+        if g.protos and not g.topk:
+            protos.append(decode_protos(ys, g))
+    return out, (protos if g.protos and not g.topk else None)
+
+
+def paired_protos(got: list | None, ref: list | None, shapes) -> list | None:
+    """:func:`agreement`'s ``protos``: per input (int8 prototypes, fp32 prototypes, input (H, W)), or None when
+    either side has none (not a segment head)."""
+    if got is None or ref is None:
+        return None
+    return [(a, b, tuple(int(v) for v in hw)) for a, b, hw in zip(got, ref, shapes)]
 
 
 def _split(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -217,11 +318,13 @@ def verify_int8(original: str | os.PathLike, raws: tuple[str | os.PathLike, ...]
             meta = head_for(dst)
             assert meta is not None  # strip wrote its head record
             metas.append((dst, meta, recorded_name(meta)))
-        refs = _decoded_dets(original, located, eval_x, conf, iou)
+        refs, ref_protos = _decoded_dets(original, located, eval_x, conf, iou)
         q = quantize(original, work / "original.int8.onnx", located.input_name, cal_x, method)
-        kd = located.keypoints[1] if located.task == "pose" else 0
-        rows = [agreement("original (decoded)", _decoded_dets(q, located, eval_x, conf, iou), refs, kd)]
+        opts, shapes = task_options(located), [x.shape[-2:] for x in eval_x]
+        dets, protos = _decoded_dets(q, located, eval_x, conf, iou)
+        rows = [agreement("original (decoded)", dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes))]
         for k, (path, meta, name) in enumerate(metas):
             q = quantize(path, work / f"m{k}.int8.onnx", meta["input"]["name"], cal_x, method)
-            rows.append(agreement(name, _raw_dets(q, meta, eval_x, conf, iou), refs, kd))
-    return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows))
+            dets, protos = _raw_dets(q, meta, eval_x, conf, iou)
+            rows.append(agreement(name, dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes)))
+    return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows), located.task)
