@@ -17,7 +17,8 @@ from test_targets import needs
 
 from onnx_headcut.check import AgreementCheck, Check
 from onnx_headcut.check.engine import verify_engine
-from onnx_headcut.check.int8 import SIDE_TOL, agreement, angle_error, pair_mask_ious, parse_layouts, verify_int8
+from onnx_headcut.check.int8 import agreement, parse_layouts, verify_int8
+from onnx_headcut.check.int8_tasks import SIDE_TOL, angle_error, pair_mask_ious
 from onnx_headcut.convert import convert
 from onnx_headcut.heads import Layout
 from onnx_headcut.report import int8_text, verify_text

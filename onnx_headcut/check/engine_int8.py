@@ -23,7 +23,8 @@ import numpy as np
 from ..decode import canonical, decode, detect, original_output, postprocess, selected
 from ..heads import Geometry
 from ..preprocess import Preprocess, letterbox, to_input
-from .int8 import agreement, paired_protos, segment_rows, task_options
+from .int8 import agreement
+from .int8_tasks import paired_protos, segment_rows, task_options
 from .results import DEFAULT_MIN_RECALL, AgreementCheck, Check
 
 #: generated scenes an int8 model is verified on besides the random input and ``--image`` files, and their seed

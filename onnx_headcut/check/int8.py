@@ -33,6 +33,7 @@ from ..evaluate import box_iou
 from ..heads import Geometry, Layout
 from ..metadata import head_for
 from ..quantize import check_method, image_files, model_inputs, quantize
+from .int8_tasks import angle_error, pair_mask_ious, paired_protos, segment_rows, task_options
 from .results import check_options
 
 #: the IoU at which an int8 detection matches a reference one
@@ -132,51 +133,6 @@ def _pairs(det: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-#: :func:`angle_error`: two namings of a rotated box pair its sides as well as each other when their side mismatches
-#: differ by at most this share of the reference box's w + h (a near-square box's orientation is ambiguous by pi/2)
-SIDE_TOL = 0.1
-
-
-def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pair, the angle error (radians, in [0, pi/2]) between xywhr boxes ``a`` (reference) and ``b`` (K, 5).
-
-    A rotated box has four names: ``(w, h, t)`` = ``(w, h, t + pi)`` = ``(h, w, t + pi/2)`` = ``(h, w, t - pi/2)``.
-    Of ``b``'s names, those whose sides pair best with ``a``'s (``|w_a - w| + |h_a - h|`` the least, or within
-    :data:`SIDE_TOL` of ``a``'s ``w + h`` of the least) are candidates, and the error is the smallest
-    ``|t_a - t|`` among them, modulo pi (in [0, pi/2]). So a box turned by pi, or named with its sides swapped and its
-    angle by pi/2, is no error; an elongated box turned by pi/2 is an error of pi/2 whichever way it is named (its
-    sides cannot pair both ways); a near-square box, whose sides pair either way, takes the nearer angle."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 5), np.asarray(b, np.float64).reshape(-1, 5)
-    same = np.abs(a[:, 2] - b[:, 2]) + np.abs(a[:, 3] - b[:, 3])
-    swapped = np.abs(a[:, 2] - b[:, 3]) + np.abs(a[:, 3] - b[:, 2])
-    slack = np.minimum(same, swapped) + SIDE_TOL * (a[:, 2] + a[:, 3])
-    out = np.full(len(a), np.inf)
-    for k, fits in enumerate((same <= slack, swapped <= slack)):  # k = 1: (h, w, t + pi/2), + pi: the same box
-        d = np.abs(np.remainder(a[:, 4] - b[:, 4] - k * math.pi / 2 + math.pi / 2, math.pi) - math.pi / 2)
-        out = np.where(fits, np.minimum(out, d), out)
-    return out
-
-
-#: matched pairs whose masks are built at once (input-sized masks: a chunk bounds the memory)
-_MASK_CHUNK = 16
-
-
-def pair_mask_ious(det: np.ndarray, ref: np.ndarray, pairs: list[tuple[int, int]], det_protos: np.ndarray,
-                   ref_protos: np.ndarray, shape) -> np.ndarray:
-    """Per matched pair ``(i, j)``, the IoU of the mask of ``det[i]`` (its coefficients on ``det_protos``) and the
-    mask of ``ref[j]`` (its coefficients on ``ref_protos``), both at the input size ``shape`` (H, W), as
-    :func:`onnx_headcut.heads.tasks.segment.masks` builds them."""
-    from ..heads.tasks.segment import mask_iou, masks
-
-    out = []
-    for k in range(0, len(pairs), _MASK_CHUNK):
-        chunk = pairs[k:k + _MASK_CHUNK]
-        a = masks(det[[i for i, _ in chunk]], det_protos, None, shape)
-        b = masks(ref[[j for _, j in chunk]], ref_protos, None, shape)
-        out.append(mask_iou(a, b))
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0, *, obb: bool = False,
               protos: list | None = None) -> Agreement:
     """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a task
@@ -208,13 +164,6 @@ def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dim
                      float(np.min(masks)) if masks else nan, mean(angles))
 
 
-def task_options(head) -> dict:
-    """:func:`agreement`'s task arguments for ``head`` (a Head, a record or a Geometry) besides the prototypes:
-    ``kpt_dims`` for a pose head, ``obb`` for an OBB head."""
-    g = Geometry.of(head)
-    return {"kpt_dims": g.kpt_dims if g.task == "pose" else 0, "obb": g.task == "obb"}
-
-
 def _session(path: Path):
     import onnxruntime as ort
 
@@ -223,13 +172,12 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def segment_rows(rows: np.ndarray, coefficients: np.ndarray | None) -> np.ndarray:
-    """A YOLOv6 seg original's decoded rows with its coefficient output's coefficients after them (the output is
-    per row [level index, coefficients]); ``rows`` as they are for an Ultralytics one (``coefficients`` None)."""
-    return rows if coefficients is None else np.concatenate([rows, coefficients[..., 1:]], -1)
+def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> list[np.ndarray]:
+    """The decoded model's detections per input."""
+    return _decoded_run(path, located, inputs, conf, iou)[0]
 
 
-def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+def _decoded_run(path: Path, located, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
     """The decoded model's detections per input, and for a segment head (not NMS-free) its prototypes per input
     (else None)."""
     sess = _session(path)
@@ -250,7 +198,12 @@ def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> tuple
     return out, (protos if seg else None)
 
 
-def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> list[np.ndarray]:
+    """The raw model's detections per input."""
+    return _raw_run(path, meta, inputs, conf, iou)[0]
+
+
+def _raw_run(path: Path, meta: dict, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
     """The raw model's detections per input, and for a segment head its prototypes (its last output) per input."""
     sess = _session(path)
     g = Geometry.of(meta)
@@ -262,14 +215,6 @@ def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> tuple[
         if g.protos and not g.topk:
             protos.append(decode_protos(ys, g))
     return out, (protos if g.protos and not g.topk else None)
-
-
-def paired_protos(got: list | None, ref: list | None, shapes) -> list | None:
-    """:func:`agreement`'s ``protos``: per input (int8 prototypes, fp32 prototypes, input (H, W)), or None when
-    either side has none (not a segment head)."""
-    if got is None or ref is None:
-        return None
-    return [(a, b, tuple(int(v) for v in hw)) for a, b, hw in zip(got, ref, shapes)]
 
 
 def _split(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -318,13 +263,13 @@ def verify_int8(original: str | os.PathLike, raws: tuple[str | os.PathLike, ...]
             meta = head_for(dst)
             assert meta is not None  # strip wrote its head record
             metas.append((dst, meta, recorded_name(meta)))
-        refs, ref_protos = _decoded_dets(original, located, eval_x, conf, iou)
+        refs, ref_protos = _decoded_run(original, located, eval_x, conf, iou)
         q = quantize(original, work / "original.int8.onnx", located.input_name, cal_x, method)
         opts, shapes = task_options(located), [x.shape[-2:] for x in eval_x]
-        dets, protos = _decoded_dets(q, located, eval_x, conf, iou)
+        dets, protos = _decoded_run(q, located, eval_x, conf, iou)
         rows = [agreement("original (decoded)", dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes))]
         for k, (path, meta, name) in enumerate(metas):
             q = quantize(path, work / f"m{k}.int8.onnx", meta["input"]["name"], cal_x, method)
-            dets, protos = _raw_dets(q, meta, eval_x, conf, iou)
+            dets, protos = _raw_run(q, meta, eval_x, conf, iou)
             rows.append(agreement(name, dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes)))
     return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows), located.task)
