@@ -23,7 +23,7 @@ from onnx_headcut.convert import convert
 from onnx_headcut.heads import Layout
 from onnx_headcut.report import int8_text, verify_text
 from onnx_headcut.strip import strip
-from onnx_headcut.synth import yolov8_obb
+from onnx_headcut.synth import yolov8_obb, yolov8_pose
 from onnx_headcut.synth.scenes import save_scenes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -214,15 +214,21 @@ def test_agreement_check_of_a_segment_head_with_itself(name, seg_models):
     assert b.reference == a.reference and b.recall >= 0.95 and b.precision >= 0.95 and b.mask_iou >= 0.95
 
 
-def test_agreement_check_of_an_obb_head_with_itself(tmp_path):
-    """Before: the converted path's fp32 reference read the angle column as a class score and ran axis-aligned NMS
-    (so an OBB model did not agree with itself); now rotated NMS, and the angles of the pairs compared."""
-    onnx.save(yolov8_obb(), str(tmp_path / "obb.onnx"))
-    strip(tmp_path / "obb.onnx", tmp_path / "raw.onnx", layout=Layout("split"))
-    for cand in (tmp_path / "obb.onnx", tmp_path / "raw.onnx"):
-        a = _self_agreement(tmp_path / "obb.onnx", cand)
-        assert a.task == "obb" and a.reference > 0 and a.recall == 1.0 and a.precision == 1.0, (cand, a)
-        assert a.angle_error < 1e-5 and math.isnan(a.mask_iou)
+@pytest.mark.parametrize("task", ["obb", "pose"])
+def test_agreement_check_of_an_obb_or_pose_head_with_itself(task, tmp_path):
+    """Before: the converted path's fp32 reference read the angle / keypoint columns as class scores (and OBB got
+    axis-aligned NMS), so such a model did not agree with itself; now the task's NMS, and the pairs' angles or
+    keypoints compared."""
+    onnx.save(yolov8_obb() if task == "obb" else yolov8_pose(), str(tmp_path / "in.onnx"))
+    strip(tmp_path / "in.onnx", tmp_path / "raw.onnx", layout=Layout("split"))
+    for cand in (tmp_path / "in.onnx", tmp_path / "raw.onnx"):
+        a = _self_agreement(tmp_path / "in.onnx", cand)
+        assert a.task == task and a.reference > 0 and a.recall == 1.0 and a.precision == 1.0, (cand, a)
+        assert math.isnan(a.mask_iou)
+        if task == "obb":
+            assert a.angle_error < 1e-5 and math.isnan(a.keypoint_error) and "mean angle error 0.0000 rad" in str(a)
+        else:
+            assert a.keypoint_error < 1e-3 and math.isnan(a.angle_error) and "mean keypoint error 0.00 px" in str(a)
 
 
 @needs("openvino-int8")

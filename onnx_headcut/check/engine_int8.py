@@ -56,11 +56,11 @@ def _max_errors(got: np.ndarray | None, ref: np.ndarray | None) -> tuple[float, 
 
 def _candidate_extras(ys: list, head) -> tuple[np.ndarray | None, np.ndarray | None]:
     """A converted decoded segment original's (prototypes, coefficient output) among its outputs after the
-    first, found by shape (rank 4: the prototypes; YOLOv6's (1, N, 1 + nm) coefficients), None where absent."""
-    nm = int(head.protos[1][1])
+    first, found by shape (the prototypes' (1, nm, h, w); YOLOv6's (1, N, 1 + nm) coefficients), None where absent."""
     rest = [np.asarray(y) for y in ys[1:]]
-    protos = next((y for y in rest if y.ndim == 4 and y.shape[1] == nm), None)
-    coefs = next((y for y in rest if y.ndim == 3 and y.shape[-1] == 1 + nm), None) if head.coefficients else None
+    protos = next((y for y in rest if y.shape[1:] == tuple(head.protos[1][1:])), None)
+    coefs = next((y for y in rest if y.shape[1:] == tuple(head.coefficients[1][1:])), None) \
+        if head.coefficients else None
     return protos, coefs
 
 
@@ -94,7 +94,8 @@ def agreement_check(head, meta: dict | None, xs: list[np.ndarray], refs: list, r
             g = Geometry.of(meta).at(hw)
             dets.append(selected(original_output(list(ys), g), conf) if g.topk else detect(list(ys), g, conf, iou))
             rows = None if g.topk else decode(list(ys), g)
-            gp = np.asarray(ys[-1]) if seg and len(ys) == len(g.output_shapes()) else None
+            if seg and len(ys) == len(g.output_shapes()) and np.shape(ys[-1])[1:] == g.protos[1:]:
+                gp = np.asarray(ys[-1])  # the prototypes, after the raw outputs (at this input's size)
         elif nms_free:  # a converted NMS-free original: its first output is the selection
             dets.append(selected(ys[0], conf))
             rows = None
