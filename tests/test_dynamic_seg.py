@@ -1,8 +1,8 @@
 """Segment heads exported with dynamic axes (Ultralytics ``dynamic=True``: batch, height and width symbolic, the
 prototypes ``output1`` ``{0: batch, 2: mask_height, 3: mask_width}``; or the batch only), from the torch ``Segment``
-fixture of ``tests/torch_tasks.py`` (legacy exporter + onnxslim): stripped, verified at two sizes (and batch 2),
-the prototypes output kept with its dynamic dims, and the raw model decoding to the original at a third size, masks
-included.
+fixture of ``tests/torch_tasks.py`` (legacy exporter + onnxslim; the dynamo exporter with ``Dim.AUTO``): stripped,
+verified at two sizes (and batch 2), the prototypes output kept with its dynamic dims, and the raw model decoding
+to the original at a third size, masks included.
 
 Before: a dynamic-size head's geometry at another size kept the prototypes' shape of the probe size, so verify at
 the second size failed (``raw output 1 has shape [1, 32, 80, 120], the flat layout of this head gives [1, 32,
@@ -32,11 +32,22 @@ def _dims(vi) -> list:
 
 
 @pytest.fixture(scope="module")
-def dynamic_hw(tmp_path_factory):
+def exported(tmp_path_factory):
     import torch_tasks
 
-    return torch_tasks.export("yolov8-seg", tmp_path_factory.mktemp("seg-dyn") / "dyn.onnx", size=(256, 256),
-                              dynamic_hw=True)
+    cache = {}
+
+    def get(exporter: str):
+        if exporter not in cache:
+            cache[exporter] = torch_tasks.export("yolov8-seg", tmp_path_factory.mktemp(f"seg-{exporter}") / "dyn.onnx",
+                                                 size=(256, 256), dynamic_hw=True, dynamo=exporter == "dynamo")
+        return cache[exporter]
+    return get
+
+
+@pytest.fixture(scope="module")
+def dynamic_hw(exported):
+    return exported("legacy")
 
 
 def _matches_at_third_size(src, raw, meta, batch: int = 1) -> None:
@@ -50,8 +61,12 @@ def _matches_at_third_size(src, raw, meta, batch: int = 1) -> None:
     assert mask_agreement(canonical(y, g), canonical(got, g), p, r[-1], g, 0.25, 0.45) >= 0.99
 
 
-def test_dynamic_size_and_batch_kept(dynamic_hw, tmp_path):
-    res = strip(dynamic_hw, tmp_path / "raw.onnx", keep_dynamic_batch=True)
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_dynamic_size_and_batch_kept(exporter, exported, tmp_path):
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    src = exported(exporter)
+    res = strip(src, tmp_path / "raw.onnx", keep_dynamic_batch=True)
     h = res.head
     assert h.task == "segment" and h.dynamic_hw is not None and res.verification.ok
     assert [c.input for c in res.verification.checks] == [
@@ -60,11 +75,15 @@ def test_dynamic_size_and_batch_kept(dynamic_hw, tmp_path):
         assert c.layout.max_abs_err == 0 and c.decode.max_abs_err_boxes <= 1e-3
         assert c.detections.matched > 0 and c.detections.mask_iou is not None and c.detections.mask_iou >= 0.99
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert _dims(raw.graph.input[0]) == ["batch", 3, "height", "width"]
-    assert [_dims(o) for o in raw.graph.output] == [["batch", "rows", 4 * 16 + 3 + 32],
-                                                   ["batch", 32, "mask_height", "mask_width"]]
+    b, _, height, width = _dims(raw.graph.input[0])
+    assert all(isinstance(d, str) for d in (b, height, width))  # legacy: batch, height, width; dynamo: s77, s53, s0
+    protos_dims = _dims(onnx.load(str(src), load_external_data=False).graph.output[1])
+    assert [_dims(o) for o in raw.graph.output] == [[b, "rows", 4 * 16 + 3 + 32], protos_dims]  # kept as they are
+    assert protos_dims[:2] == [b, 32] and all(isinstance(d, str) for d in protos_dims[2:])
+    if exporter == "legacy":
+        assert protos_dims == ["batch", 32, "mask_height", "mask_width"]
     assert res.metadata["protos"] == {"output": "output1", "shape": [1, 32, 160, 160]}
-    _matches_at_third_size(dynamic_hw, tmp_path / "raw.onnx", res.metadata, batch=2)
+    _matches_at_third_size(src, tmp_path / "raw.onnx", res.metadata, batch=2)
 
 
 def test_dynamic_size_with_the_batch_pinned(dynamic_hw, tmp_path):

@@ -80,7 +80,8 @@ def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = Fa
     """Export ``family`` (one of :data:`SEEDS`) to ``path`` as Ultralytics' exporter does (or with dynamo).
     ``dynamic_hw``: its ``dynamic=True`` (legacy exporter: batch, height and width symbolic, ``output0``
     ``{0: batch, 2: anchors}``, ``output1`` ``{0: batch, 2: mask_height, 3: mask_width}``; the anchors are made in
-    the graph from the feature maps' shapes); ``dynamic_batch``: the batch axes only."""
+    the graph from the feature maps' shapes); ``dynamic_batch``: the batch axes only (dynamo: ``dynamic_shapes``
+    ``Dim.AUTO`` on those input axes)."""
     import onnx
     import torch
 
@@ -97,9 +98,11 @@ def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = Fa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model(im)
-        if dynamo:
+        if dynamo:  # dynamic: batch (and height, width) Dim.AUTO, as tests/torch_families.py's _dynamo_export
+            auto = torch.export.Dim.AUTO
+            shapes = ({0: auto, **({2: auto, 3: auto} if dynamic_hw else {})},) if axes else None
             torch.onnx.export(model, (im,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
-                              input_names=["images"], output_names=names, opset_version=18)
+                              input_names=["images"], output_names=names, opset_version=18, dynamic_shapes=shapes)
             return path
         torch.onnx.export(model, im, str(path), verbose=False, opset_version=18, do_constant_folding=True,
                           input_names=["images"], output_names=names, dynamic_axes=axes, dynamo=False)
