@@ -256,3 +256,29 @@ def test_openvino_int8_seg_and_obb(scenes, seg_models, tmp_path):
     o = obb.agreement
     # measured: 142 of 151 kept, 153 int8 detections, mean angle error 0.0037 rad
     assert o is not None and o.task == "obb" and obb.ok and 0 < o.angle_error < 0.05 and math.isnan(o.mask_iou)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (192, 320)])
+def test_windowed_mask_ious_equal_whole_masks(shape, monkeypatch):
+    """Each pair's masks built on the window around its boxes only: the same IoU as the whole input-sized masks of
+    ``segment.masks`` (up to a pixel whose value rounds to either side of 0), and exactly the same as the window
+    code on the whole input (the window loses no pixel), for boxes partly outside the input too."""
+    import onnx_headcut.check.int8_tasks as tasks
+    from onnx_headcut.heads.tasks.segment import mask_iou, masks
+
+    rng = np.random.default_rng(1)
+    h, w = shape
+    xy = rng.uniform(-20, min(h, w) * 0.8, (60, 2))
+    det = np.concatenate([xy, xy + rng.uniform(1, min(h, w) * 0.4, (60, 2)), np.ones((60, 2)),
+                          rng.normal(0, 1, (60, 32))], 1).astype(np.float32)
+    ref = det.copy()
+    ref[:, :4] += rng.normal(0, 3, (60, 4)).astype(np.float32)
+    ref[:, 6:] += rng.normal(0, 0.3, (60, 32)).astype(np.float32)
+    dp = rng.normal(0, 1, (1, 32, h // 4, w // 4)).astype(np.float32)
+    rp = dp + rng.normal(0, 0.1, dp.shape).astype(np.float32)
+    pairs = [(i, i) for i in range(60)]
+    got = pair_mask_ious(det, ref, pairs, dp, rp, shape)
+    whole = mask_iou(masks(det, dp, None, shape), masks(ref, rp, None, shape))
+    assert 0.2 < got.mean() < 0.9 and np.abs(got - whole).max() <= 0.01
+    monkeypatch.setattr(tasks, "_window", lambda a, b, s, cells: (slice(0, s[0]), slice(0, s[1])))
+    assert np.array_equal(pair_mask_ious(det, ref, pairs, dp, rp, shape), got)
