@@ -333,7 +333,7 @@ def cut(model: onnx.ModelProto, head: Head, layout: Layout = Layout(), batch: in
     g.value_info.extend(vi for vi in tail.value_info if vi.name not in out_info)
     _prune(g)
     if head.dynamic_hw is not None and batch == 1:  # the symbolic batch of such an export is pinned, as ever
-        _pin_batch(g)
+        _pin_batch(g, head.kept_outputs)
 
     after = Counter(n.op_type for n in g.node)
     added_ops = Counter(n.op_type for n in tail.nodes)
@@ -372,10 +372,11 @@ def _prune(g: onnx.GraphProto) -> None:
         del g.value_info[i]
 
 
-def _pin_batch(g: onnx.GraphProto) -> None:
-    """Make the image input's batch axis 1 (the graph's other dims stay as they are)."""
+def _pin_batch(g: onnx.GraphProto, kept: tuple[str, ...] = ()) -> None:
+    """Make the image input's batch axis 1, and that of the original's outputs kept as they are (``kept``: a segment
+    head's prototypes, whose declaration would say the batch is still symbolic); the other dims stay."""
     inits = {t.name for t in g.initializer}
-    for i in g.input:
+    for i in [*(i for i in g.input if i.name not in inits), *(o for o in g.output if o.name in kept)]:
         dims = i.type.tensor_type.shape.dim
-        if i.name not in inits and dims and not dims[0].HasField("dim_value"):
+        if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1

@@ -213,13 +213,20 @@ def int8_text(rep) -> str:
              f"on {rep.calib_images} images; {rep.eval_images} held-out images, conf {rep.conf:g}",
              f"reference {rep.rows[0].reference} fp32 detections of {printable(rep.original)}",
              f"  {'model':<20} {'recall':>7} {'precis.':>7} {'int8 det':>8} {'score err':>9} {'mean IoU':>8}"]
-    pose = any(r.keypoint_error == r.keypoint_error for r in rep.rows)  # a pose head: keypoint distance too
-    if pose:
-        lines[-1] += f" {'kpt err px':>10}"
+    task = getattr(rep, "task", "detect")
+    pose = task == "pose" or any(r.keypoint_error == r.keypoint_error for r in rep.rows)
+    extra: list[tuple[str, str, int]] = (  # the task's figures: (header, Agreement field, digits)
+        [("kpt err px", "keypoint_error", 2)] * pose + [("mask IoU", "mask_iou", 3), ("min mask", "min_mask_iou", 3)]
+        * (task == "segment") + [("angle err", "angle_error", 4)] * (task == "obb"))
+    for head, _, _ in extra:
+        lines[-1] += f" {head:>10}"
     for r in rep.rows:
         lines.append(f"  {printable(r.name):<20} {_figure(r.recall):>7} {_figure(r.precision):>7} {r.detections:>8} "
                      f"{_figure(r.score_error, 4):>9} {_figure(r.mean_iou):>8}"
-                     + (f" {_figure(r.keypoint_error, 2):>10}" if pose else ""))
+                     + "".join(f" {_figure(getattr(r, f), d):>10}" for _, f, d in extra))
+    if task == "obb":
+        lines.append("          angle err: mean over matched pairs, radians, the rotated box's equivalent names "
+                     "taken into account")
     best = rep.best
     lines.append("use       " + (f"{printable(best.name)} (recall {best.recall:.3f}, precision {best.precision:.3f})"
                                  if best is not None else "none: no raw model detects anything after int8"))

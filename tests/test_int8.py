@@ -6,6 +6,7 @@ with seeds of their own, apart from the training (15) and mAP (15 + 1 000 000) s
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def test_split_survives_int8(report):
     text = int8_text(report)
     assert re.search(r"split\s+0\.9\d\d\s+[01]\.\d{3}", text) and "use       " in text
     assert "original (decoded)" in text and "onnxruntime " in text
+    # a detection head: no task figures, nan in every row and no column for them
+    assert report.task == "detect" and "mask IoU" not in text and "angle err" not in text and "kpt err" not in text
+    assert all(math.isnan(v) for r in report.rows for v in (r.mask_iou, r.min_mask_iou, r.angle_error,
+                                                            r.keypoint_error))
 
 
 def test_agreement_counts_pairs_one_to_one():

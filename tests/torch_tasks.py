@@ -75,8 +75,13 @@ def build(family: str, nc: int = 3):
         return net.eval()
 
 
-def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = False) -> Path:
-    """Export ``family`` (one of :data:`SEEDS`) to ``path`` as Ultralytics' exporter does (or with dynamo)."""
+def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = False, dynamic_hw: bool = False,
+           dynamic_batch: bool = False) -> Path:
+    """Export ``family`` (one of :data:`SEEDS`) to ``path`` as Ultralytics' exporter does (or with dynamo).
+    ``dynamic_hw``: its ``dynamic=True`` (legacy exporter: batch, height and width symbolic, ``output0``
+    ``{0: batch, 2: anchors}``, ``output1`` ``{0: batch, 2: mask_height, 3: mask_width}``; the anchors are made in
+    the graph from the feature maps' shapes); ``dynamic_batch``: the batch axes only (dynamo: ``dynamic_shapes``
+    ``Dim.AUTO`` on those input axes)."""
     import onnx
     import torch
 
@@ -84,15 +89,23 @@ def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = Fa
     model = build(family, nc)
     im = torch.zeros(1, 3, *size)
     names = ["output0", "output1"]
+    axes = None
+    if dynamic_hw or dynamic_batch:
+        hw = dynamic_hw
+        axes = {"images": {0: "batch", **({2: "height", 3: "width"} if hw else {})},
+                "output0": {0: "batch", **({2: "anchors"} if hw else {})},
+                "output1": {0: "batch", **({2: "mask_height", 3: "mask_width"} if hw else {})}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model(im)
-        if dynamo:
+        if dynamo:  # dynamic: batch (and height, width) Dim.AUTO, as tests/torch_families.py's _dynamo_export
+            auto = torch.export.Dim.AUTO
+            shapes = ({0: auto, **({2: auto, 3: auto} if dynamic_hw else {})},) if axes else None
             torch.onnx.export(model, (im,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
-                              input_names=["images"], output_names=names, opset_version=18)
+                              input_names=["images"], output_names=names, opset_version=18, dynamic_shapes=shapes)
             return path
         torch.onnx.export(model, im, str(path), verbose=False, opset_version=18, do_constant_folding=True,
-                          input_names=["images"], output_names=names, dynamo=False)
+                          input_names=["images"], output_names=names, dynamic_axes=axes, dynamo=False)
     try:
         import onnxslim
     except ImportError:

@@ -145,8 +145,10 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
             pass  # _same_model says what differs
     _same_model(original, head, candidate, meta)
     extra = conv_outputs(head)
-    s = reference_session(ref, extra if meta is not None else extra[:1])
-    names = [o.name for o in extra[1:]] if meta is not None else []
+    if meta is None and int8:  # a converted original: a segment head's masks need the prototypes (and coefficients)
+        extra = [o for o in extra if o.name in (extra[0].name, *head.kept_outputs, *head.compared_outputs)]
+    s = reference_session(ref, extra if meta is not None or int8 else extra[:1])
+    names = [o.name for o in extra[1:]] if meta is not None or int8 else []
     inp = s.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[:-2]] + list(head.input_shape[-2:])
     sizes = [tuple(v) for v in meta["dynamic_hw"]["verified_at"]] if meta is not None and "dynamic_hw" in meta \
@@ -183,7 +185,9 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
         quantizer = str((record or {}).get("quantizer", "unrecorded quantizer"))
         n_random = len(sizes)
         label = f"{n_random} random + {len(images)} image + {len(xs) - n_random - len(images)} scene inputs"
-        return [agreement_check(head, meta, xs, refs, results, conf, iou, engine, quantizer, min_recall, label)]
+        others = [dict(zip(names, r[len(out_names):])) for r in refs]  # the prototypes and coefficients, by name
+        return [agreement_check(head, meta, xs, refs, results, conf, iou, engine, quantizer, min_recall, label,
+                                others)]
     # an engine that computes in half precision (RKNN's fp16 build): the tolerances of a float16 model
     dtype: type = np.float32
     layout_atol, layout_rtol = tol, ENGINE_LAYOUT_RTOL

@@ -7,7 +7,10 @@ images; an int8 detection matches a reference detection of the same class with I
 one, best score first, as :func:`onnx_headcut.evaluate.match`). For each model: recall (matched /
 reference), precision (matched / int8 detections), and over the matched pairs the mean absolute
 score error and mean IoU. Boxes are compared in the letterboxed input's pixels (IoU does not change
-with the letterbox's scale). These are measurements: :func:`verify_int8` only raises for bad input.
+with the letterbox's scale). Task heads add, over the same pairs: pose the mean keypoint distance (px),
+segment the mean and min IoU of the pair's masks (each side's from its own coefficients and prototypes),
+OBB the mean angle error (radians, :func:`angle_error`). These are measurements: :func:`verify_int8` only
+raises for bad input.
 
 Raw models: the RAW files given, or (``layouts``) the original stripped into each layout in a
 private temporary folder, each verified by :func:`onnx_headcut.strip.strip` before it is quantized.
@@ -24,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from ..decode import canonical, detect, original_output, postprocess, selected
+from ..decode import protos as decode_protos
 from ..errors import InputError, UsageError
 from ..evaluate import box_iou
 from ..heads import Geometry, Layout
 from ..metadata import head_for
 from ..quantize import check_method, image_files, model_inputs, quantize
+from .int8_tasks import angle_error, pair_mask_ious, paired_protos, segment_rows, task_options
 from .results import check_options
 
 #: the IoU at which an int8 detection matches a reference one
@@ -46,6 +51,9 @@ class Agreement:
     score_error: float  # mean |score_int8 - score_fp32| over matched pairs (nan without any)
     mean_iou: float  # mean IoU over matched pairs (nan without any)
     keypoint_error: float = float("nan")  # pose: mean keypoint distance (px) over matched pairs (nan: not pose)
+    mask_iou: float = float("nan")  # segment: mean IoU of the matched pairs' masks (nan: not segment, or no pair)
+    min_mask_iou: float = float("nan")  # segment: the lowest of them
+    angle_error: float = float("nan")  # obb: mean angle error (radians, :func:`angle_error`) over matched pairs
 
     @property
     def recall(self) -> float:
@@ -65,6 +73,7 @@ class Int8Report:
     eval_images: int
     conf: float
     rows: tuple[Agreement, ...]  # the decoded original first, then each raw model
+    task: str = "detect"  # the head's task: which task figures the report shows
 
     @property
     def best(self) -> Agreement | None:
@@ -124,21 +133,35 @@ def _pairs(det: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0) -> Agreement:
-    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a pose
-    head's ``(K, 6 + nk)`` with ``kpt_dims`` values per keypoint: the mean keypoint distance in pixels too)."""
-    errs, ious, kpts, n_det, n_ref = [], [], [], 0, 0
-    for d, r in zip(dets, refs):
+def agreement(name: str, dets: list[np.ndarray], refs: list[np.ndarray], kpt_dims: int = 0, *, obb: bool = False,
+              protos: list | None = None) -> Agreement:
+    """Agreement of per-image detections ``dets`` with the reference ``refs`` (both ``(K, 6)`` per image; a task
+    head's with its extra columns). Over the matched pairs, for a pose head (``kpt_dims`` values per keypoint) the
+    mean keypoint distance in pixels; for an OBB head (``obb``: columns 6-10 are cx, cy, w, h, angle) the mean
+    :func:`angle_error`; for a segment head (``protos``: per image ``(det prototypes, ref prototypes, (H, W))``,
+    each side's rows ending in its mask coefficients) the mean and min IoU of the pairs' masks."""
+    errs, ious, kpts, angles, masks, n_det, n_ref = [], [], [], [], [], 0, 0
+    for k, (d, r) in enumerate(zip(dets, refs)):
         n_det, n_ref = n_det + len(d), n_ref + len(r)
-        for i, j in _pairs(d, r):
+        pairs = _pairs(d, r)
+        for i, j in pairs:
             errs.append(abs(float(d[i, 4]) - float(r[j, 4])))
             ious.append(float(box_iou(d[i:i + 1, :4], r[j:j + 1, :4])[0, 0]))
             if kpt_dims:
                 diff = (d[i, 6:] - r[j, 6:]).reshape(-1, kpt_dims)[:, :2].astype(np.float64)
                 kpts.append(float(np.hypot(diff[:, 0], diff[:, 1]).mean()))
+        if obb and pairs:
+            angles.extend(angle_error(d[[i for i, _ in pairs], 6:11], r[[j for _, j in pairs], 6:11]).tolist())
+        if protos is not None and pairs:
+            dp, rp, shape = protos[k]
+            masks.extend(pair_mask_ious(d, r, pairs, dp, rp, shape).tolist())
     nan = float("nan")
-    return Agreement(name, n_ref, n_det, len(errs), float(np.mean(errs)) if errs else nan,
-                     float(np.mean(ious)) if ious else nan, float(np.mean(kpts)) if kpts else nan)
+
+    def mean(v: list) -> float:
+        return float(np.mean(v)) if v else nan
+
+    return Agreement(name, n_ref, n_det, len(errs), mean(errs), mean(ious), mean(kpts), mean(masks),
+                     float(np.min(masks)) if masks else nan, mean(angles))
 
 
 def _session(path: Path):
@@ -150,25 +173,48 @@ def _session(path: Path):
 
 
 def _decoded_dets(path: Path, located, inputs, conf: float, iou: float) -> list[np.ndarray]:
+    """The decoded model's detections per input."""
+    return _decoded_run(path, located, inputs, conf, iou)[0]
+
+
+def _decoded_run(path: Path, located, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+    """The decoded model's detections per input, and for a segment head (not NMS-free) its prototypes per input
+    (else None)."""
     sess = _session(path)
     g = Geometry.of(located)
-    out = []
+    seg = bool(located.protos) and located.selection is None
+    names = [located.final_output, *((located.protos[0], *located.compared_outputs) if seg else ())]
+    out, protos = [], []
     for x in inputs:
-        (y,) = sess.run([located.final_output], {located.input_name: x})
-        out.append(selected(y, conf) if located.selection is not None
-                   else postprocess(canonical(y, g), conf, iou, num_classes=g.num_classes, task=g.task))
-    return out
+        y, *extra = sess.run(names, {located.input_name: x})
+        if located.selection is not None:
+            out.append(selected(y, conf))
+            continue
+        rows = canonical(y, g)
+        if seg:
+            rows = segment_rows(rows, extra[1] if len(extra) > 1 else None)
+            protos.append(extra[0])
+        out.append(postprocess(rows, conf, iou, num_classes=g.num_classes, task=g.task))
+    return out, (protos if seg else None)
 
 
 def _raw_dets(path: Path, meta: dict, inputs, conf: float, iou: float) -> list[np.ndarray]:
+    """The raw model's detections per input."""
+    return _raw_run(path, meta, inputs, conf, iou)[0]
+
+
+def _raw_run(path: Path, meta: dict, inputs, conf: float, iou: float) -> tuple[list[np.ndarray], list | None]:
+    """The raw model's detections per input, and for a segment head its prototypes (its last output) per input."""
     sess = _session(path)
     g = Geometry.of(meta)
     names = [o["name"] for o in meta.get("raw_outputs", [])] or None
-    out = []
+    out, protos = [], []
     for x in inputs:
         ys = sess.run(names, {meta["input"]["name"]: x})
         out.append(selected(original_output(ys, g), conf) if g.topk else detect(ys, g, conf, iou))
-    return out
+        if g.protos and not g.topk:
+            protos.append(decode_protos(ys, g))
+    return out, (protos if g.protos and not g.topk else None)
 
 
 def _split(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -217,11 +263,13 @@ def verify_int8(original: str | os.PathLike, raws: tuple[str | os.PathLike, ...]
             meta = head_for(dst)
             assert meta is not None  # strip wrote its head record
             metas.append((dst, meta, recorded_name(meta)))
-        refs = _decoded_dets(original, located, eval_x, conf, iou)
+        refs, ref_protos = _decoded_run(original, located, eval_x, conf, iou)
         q = quantize(original, work / "original.int8.onnx", located.input_name, cal_x, method)
-        kd = located.keypoints[1] if located.task == "pose" else 0
-        rows = [agreement("original (decoded)", _decoded_dets(q, located, eval_x, conf, iou), refs, kd)]
+        opts, shapes = task_options(located), [x.shape[-2:] for x in eval_x]
+        dets, protos = _decoded_run(q, located, eval_x, conf, iou)
+        rows = [agreement("original (decoded)", dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes))]
         for k, (path, meta, name) in enumerate(metas):
             q = quantize(path, work / f"m{k}.int8.onnx", meta["input"]["name"], cal_x, method)
-            rows.append(agreement(name, _raw_dets(q, meta, eval_x, conf, iou), refs, kd))
-    return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows))
+            dets, protos = _raw_run(q, meta, eval_x, conf, iou)
+            rows.append(agreement(name, dets, refs, **opts, protos=paired_protos(protos, ref_protos, shapes)))
+    return Int8Report(str(original), method, ort.__version__, len(cal), len(held), conf, tuple(rows), located.task)

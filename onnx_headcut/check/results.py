@@ -136,7 +136,14 @@ DEFAULT_MIN_RECALL = 0.8
 class AgreementCheck:
     """An int8 model's detections against the fp32 original's over all inputs (same class, IoU >= 0.5, one to
     one; :func:`onnx_headcut.check.int8.agreement`), with the decoded outputs' max errors, which are reported
-    but do not gate (int8 cannot pass the exact three layers)."""
+    but do not gate (int8 cannot pass the exact three layers).
+
+    A task head's figures over the matched pairs are reported and do not gate either, as the keypoint distance
+    does not: the mean keypoint distance (pose, px), the mean and min mask IoU (segment; each side's masks from its
+    own coefficients and prototypes), the mean angle error (OBB, radians). A mask threshold would need a measured
+    int8 baseline on trained weights, which there is not (random-weight fixtures' masks say nothing of a trained
+    model's), and a threshold fitted to what these fixtures happen to give would only certify them; the gate stays
+    recall and precision. ``nan`` where the head has no such figure (or no pair matched)."""
 
     quantizer: str  # e.g. "NNCF 3.4.0", or "int8" when the record does not say
     inputs: int
@@ -149,6 +156,11 @@ class AgreementCheck:
     max_abs_err_boxes: float  # decoded output against the original's, every row (px; nan: not comparable)
     max_abs_err_scores: float
     min_recall: float = DEFAULT_MIN_RECALL
+    task: str = "detect"
+    keypoint_error: float = math.nan  # pose: mean keypoint distance (px) over matched pairs
+    mask_iou: float = math.nan  # segment: mean IoU of the matched pairs' masks
+    min_mask_iou: float = math.nan  # segment: the lowest of them
+    angle_error: float = math.nan  # obb: mean angle error (radians) over matched pairs
 
     @property
     def recall(self) -> float:
@@ -173,7 +185,17 @@ class AgreementCheck:
         return (f"conf {self.conf:g}: {self.matched} of {self.reference} fp32 detections kept (recall "
                 f"{f(self.recall)}), {self.detections} int8 detections (precision {f(self.precision)}; same class, "
                 f"IoU >= 0.5), mean IoU {f(self.mean_iou)}, mean score error {f(self.score_error, 4)}; "
-                f"required >= {self.min_recall:g} each")
+                f"required >= {self.min_recall:g} each" + self._task_text(f))
+
+    def _task_text(self, f) -> str:
+        """The task's figures (reported, not required), after the detection figures."""
+        if self.task == "pose":
+            return f"; mean keypoint error {f(self.keypoint_error, 2)} px (reported, not required)"
+        if self.task == "segment":
+            return f"; mask IoU mean {f(self.mask_iou)}, min {f(self.min_mask_iou)} (reported, not required)"
+        if self.task == "obb":
+            return f"; mean angle error {f(self.angle_error, 4)} rad (reported, not required)"
+        return ""
 
 
 @dataclass(frozen=True)

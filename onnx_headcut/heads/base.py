@@ -147,6 +147,20 @@ def grids_at(strides, size, multiple: int) -> tuple[tuple[int, int], ...]:
     return tuple((h // s, w // s) for s in strides)
 
 
+def protos_at(shape: tuple, hw, size) -> tuple:
+    """A segment head's prototypes shape ``(B, nm, h, w)`` at input ``hw`` (H, W), at input ``size``: the same
+    fraction of the input (Ultralytics: 1/4, P3 upsampled x2); :class:`ValueError` when ``size`` is no multiple of
+    it. ``()`` stays ``()``."""
+    if not shape:
+        return ()
+    out = []
+    for side, proto, new in zip(hw, shape[-2:], size):
+        if int(side) % int(proto) or int(new) % (int(side) // int(proto)):
+            raise ValueError(f"prototypes {list(shape)} at input {list(hw)}: input {list(size)} has no prototype grid")
+        out.append(int(new) // (int(side) // int(proto)))
+    return (*shape[:-2], *out)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """What the numpy decode needs: built from a :class:`Head` and a :class:`Layout`, or read from
@@ -190,8 +204,11 @@ class Geometry:
             return self
         if not self.dynamic:
             raise ValueError(f"the head has a static input {list(self.input_shape[-2:])}, not {list(size)}")
-        return replace(self, grids=grids_at(self.strides, size, self.multiple),
-                       input_shape=(*self.input_shape[:-2], *size))
+        grids = grids_at(self.strides, size, self.multiple)
+        return replace(self, grids=grids, input_shape=(*self.input_shape[:-2], *size),
+                       protos=protos_at(self.protos, self.input_shape[-2:], size),
+                       coefficients=(*self.coefficients[:1], self.na * sum(h * w for h, w in grids),
+                                     *self.coefficients[2:]) if self.coefficients else ())
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -434,7 +451,10 @@ class Head:
         for lv, grid in zip(self.levels, g.grids):
             levels.append(replace(lv, grid=grid, first_row=row))
             row += grid[0] * grid[1] * self.na
-        return replace(self, levels=tuple(levels), input_shape=tuple(g.input_shape))
+        protos = (self.protos[0], g.protos) if self.protos else ()  # a segment head's prototypes follow the size
+        coefs = (self.coefficients[0], g.coefficients) if self.coefficients else ()
+        return replace(self, levels=tuple(levels), input_shape=tuple(g.input_shape), protos=protos,
+                       coefficients=coefs)
 
     def width(self, layout: Layout = Layout()) -> int:
         return sum(b.size for b in self.blocks(layout))

@@ -178,12 +178,11 @@ def masks(dets: np.ndarray, protos: np.ndarray, head, shape=None) -> np.ndarray:
     """``(K, H, W)`` bool masks of detections ``dets`` (K, 6 + nm) = [x1, y1, x2, y2, score, class, coefficients]
     in input pixels, from the prototypes ``(1, nm, h, w)`` (or ``(nm, h, w)``), as Ultralytics' ``process_mask``
     with ``upsample=True``: ``coefficients @ protos``, cropped to the box on the prototype grid, bilinear to the
-    input size ``shape`` (H, W; default: the record's input), then > 0."""
-    g = Geometry.of(head)
+    input size ``shape`` (H, W; default: the input of ``head``, which is then the only thing read of it), then > 0."""
     p = np.asarray(protos, np.float32)
     p = p[0] if p.ndim == 4 else p
     nm, mh, mw = p.shape
-    ih, iw = (int(v) for v in (shape if shape is not None else g.input_shape[-2:]))
+    ih, iw = (int(v) for v in (shape if shape is not None else Geometry.of(head).input_shape[-2:]))
     d = np.asarray(dets, np.float32).reshape(-1, np.shape(dets)[-1] if np.ndim(dets) else 6)
     if not len(d):
         return np.zeros((0, ih, iw), bool)
