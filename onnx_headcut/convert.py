@@ -30,6 +30,7 @@ from onnx import numpy_helper
 
 from . import engine_rewrites
 from .check import deterministic_input, session
+from .check.half import HALF_GROWTH, U16, output_magnitudes
 from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
 from .errors import HeadcutError, OutputError, VerificationError
 from .graph import GraphIndex
@@ -236,13 +237,16 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
     except HeadcutError as e:
         raise VerificationError(f"the {engine} conversion of {src.name} does not run on {engine}, nothing written: "
                                 f"{e}") from None
-    for x, ys in zip(xs, outs):
+    mags = output_magnitudes(str(src), model, [x.astype(dtype) for x in xs], inp.name) if half else [{}] * len(xs)
+    for x, ys, mag in zip(xs, outs, mags):
         _compare(src, engine, names, s.run(names, {inp.name: x.astype(dtype)}), ys, dtype,
-                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8, half)
+                 "" if len(xs) == 1 else f" at {x.shape[2]}x{x.shape[3]}", int8, half, mag)
 
 
 def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str, int8: bool = False,
-             half: bool = False) -> None:
+             half: bool = False, mags: dict | None = None) -> None:
+    """``mags``: per output that is conv values laid out, what a float16 engine's error grows with
+    (:mod:`onnx_headcut.check.half`): :data:`~onnx_headcut.check.half.HALF_GROWTH` · u · M more is allowed."""
     atol = rtol = 4e-3 if dtype == np.float16 or half else None
     atol, rtol = atol or CONVERT_ATOL, rtol or CONVERT_RTOL
     if len(ys) != len(refs):
@@ -259,12 +263,16 @@ def _compare(src: Path, engine: str, names: list[str], refs, ys, dtype, at: str,
                 raise VerificationError(f"the int8 {engine} conversion of {src.name}: output '{name}' is not finite"
                                         f"{at}; nothing written")
             continue
-        err = np.abs(y - ref) - (atol + rtol * np.abs(ref))
+        grown = HALF_GROWTH * U16 * np.asarray(mags[name], np.float32).reshape(ref.shape) \
+            if mags and name in mags and np.size(mags[name]) == ref.size else 0.0
+        err = np.abs(y - ref) - (atol + rtol * np.abs(ref) + grown)
         if not np.isfinite(y).all() or (err > 0).any():
             k = int(np.nanargmax(np.where(np.isfinite(y), err, np.inf)))
+            more = f" + {HALF_GROWTH:g}·u·{float(np.ravel(grown)[k]) / HALF_GROWTH / U16:.4g}" \
+                if np.ndim(grown) else ""
             raise VerificationError(f"the {engine} conversion of {src.name} does not match onnxruntime{at}: output "
                                     f"'{name}' element {k}: {engine} {y.flat[k]:.6g}, onnxruntime {ref.flat[k]:.6g} "
-                                    f"(allowed {atol:g} + {rtol:g}·|value|); nothing written")
+                                    f"(allowed {atol:g} + {rtol:g}·|value|{more}); nothing written")
 
 
 def _pnnx_checked(src: Path, model: onnx.ModelProto, param: Path, binary: Path) -> tuple[list[str], list[str]]:

@@ -40,6 +40,7 @@ from . import (
     reference_session,
 )
 from .engine_int8 import agreement_check, scene_inputs
+from .half import conv_magnitudes
 
 #: layer 1 on an engine: its conv arithmetic differs from onnxruntime's, so the raw values are
 #: compared within ``tol`` + this relative term instead of exactly
@@ -191,22 +192,26 @@ def verify_engine(original: str | os.PathLike, candidate: str | os.PathLike, eng
     # an engine that computes in half precision (RKNN's fp16 build): the tolerances of a float16 model
     dtype: type = np.float32
     layout_atol, layout_rtol = tol, ENGINE_LAYOUT_RTOL
+    mags: list = [None] * len(xs)
     if info.get("precision") in HALF:
         dtype, layout_atol, layout_rtol = np.float16, max(tol, HALF_LAYOUT_TOL), HALF_LAYOUT_TOL
+        if meta is not None:  # the float16 error grows with what each conv sums (check/half.py)
+            preds = [b.tensor for lv in head.levels for b in lv.branches]
+            mags = conv_magnitudes(str(original), load(original), preds, [{inp.name: x} for x in xs]) or mags
     checks = []
     k = len(out_names)
-    for (label, x), ref, ys in zip(feeds, refs, results):
+    for (label, x), ref, ys, mag in zip(feeds, refs, results, mags):
         if head.split_outputs:  # the original is the raw head split per level: layer 1 only (it says so)
             if meta is None:
                 raise UsageError(f"{candidate} has no head metadata, and {original} has no decoded output to "
                                  "compare a converted original with")
             checks.append(check_split_outputs(label, ref[:k], dict(zip(names, ref[k:])), list(ys), head, meta,
-                                              engine, layout_atol=layout_atol, layout_rtol=layout_rtol))
+                                              engine, layout_atol=layout_atol, layout_rtol=layout_rtol, mags=mag))
             continue
         convs = dict(zip(names, ref[k:])) if meta is not None else None
         hw = tuple(x.shape[-2:])
         g = Geometry.of(meta).at(hw) if meta is not None else None
         checks.append(check_outputs(label, ref[0], convs, list(ys), head.at(hw) if g is not None else head, g,
                                     Allowed.for_input(x.shape, dtype, tol), conf, iou, engine,
-                                    layout_atol=layout_atol, layout_rtol=layout_rtol))
+                                    layout_atol=layout_atol, layout_rtol=layout_rtol, mags=mag))
     return checks

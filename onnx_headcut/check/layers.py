@@ -104,10 +104,12 @@ COMPUTED_ULPS = 16
 
 
 def layout_check(raw: list[np.ndarray], expected: list[np.ndarray], exact: list[np.ndarray],
-                 atol: float = 0.0, rtol: float = 0.0) -> LayoutCheck:
+                 atol: float = 0.0, rtol: float = 0.0, grown: list[np.ndarray] | None = None) -> LayoutCheck:
     """Compare raw outputs with :func:`expected_raw`: exact values must match to within ``atol``/``rtol``
     (0 for onnxruntime: bit for bit), computed values within a few ulps of their dtype more. ``exact``
-    holds per value the ulps allowed (0: exact), or True where exact (a bool mask: :data:`COMPUTED_ULPS` elsewhere)."""
+    holds per value the ulps allowed (0: exact), or True where exact (a bool mask: :data:`COMPUTED_ULPS` elsewhere).
+    ``grown``: per raw output, what a float16 engine may differ by more on its exact values
+    (:mod:`onnx_headcut.check.half`)."""
     if len(raw) != len(expected):
         return LayoutCheck(math.inf, 0, 0, f"{len(raw)} raw outputs, the metadata describes {len(expected)}", False)
     worst, err_max, values, n_exact, ok = "", 0.0, 0, 0, True
@@ -123,6 +125,8 @@ def layout_check(raw: list[np.ndarray], expected: list[np.ndarray], exact: list[
         ulp = np.spacing(np.maximum(np.abs(a), 1.0).astype(e.dtype)).astype(np.float64)
         m = np.where(m, 0.0, COMPUTED_ULPS) if m.dtype == bool else np.asarray(m, np.float64)
         allowed = atol + rtol * np.abs(np.nan_to_num(a)) + m * ulp
+        if grown is not None and k < len(grown) and np.shape(grown[k]) == a.shape:
+            allowed = allowed + np.where(m == 0, np.asarray(grown[k], np.float64), 0.0)
         values += err.size
         n_exact += int((m == 0).sum())
         if err.size:
@@ -382,9 +386,11 @@ def gap_threshold(scores, conf: float = DEFAULT_CONF, k: int = 20, gap: float = 
 
 def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] | None, raw: list[np.ndarray],
                   head: Head, meta, allowed: Allowed, conf: float, iou: float, engine: str = "ort",
-                  layout_atol: float = 0.0, layout_rtol: float = 0.0) -> Check:
+                  layout_atol: float = 0.0, layout_rtol: float = 0.0, mags: dict | None = None) -> Check:
     """The three layers for one input: ``raw`` are the candidate's outputs, ``convs`` the original's
-    prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output."""
+    prediction-conv values (None when the candidate is a decoded model), ``ref_out`` its output. ``mags``: for a
+    float16 engine, each conv's ``Σ |w|·|x| + |b|`` (:mod:`onnx_headcut.check.half`), which layer 1's allowance
+    grows with."""
     g_orig = Geometry.of(head)
     if g_orig.topk:
         from .topk import check_topk  # it builds on this module's layers
@@ -399,7 +405,7 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
             g = Geometry.of(meta)
             expected, exact = expected_raw(convs, head, g)
             raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
-            lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
+            lay = layout_check(raw, expected, exact, layout_atol, layout_rtol, _grown(mags, head, g))
             try:
                 got = original_output(raw, g)
             except ValueError as e:
@@ -426,9 +432,19 @@ def check_outputs(label: str, ref_out: np.ndarray, convs: dict[str, np.ndarray] 
     return Check(label, lay, dec, det, engine)
 
 
+def _grown(mags: dict | None, head: Head, g: Geometry) -> list[np.ndarray] | None:
+    """The float16 allowance on each raw value laid out like the raw outputs (``HALF_GROWTH · u · M``), or None."""
+    if not mags:
+        return None
+    from .half import HALF_GROWTH, U16
+
+    laid, _ = expected_raw(mags, head, g)  # computed values get nonsense here: layout_check uses exact ones only
+    return [HALF_GROWTH * U16 * np.asarray(v, np.float64) for v in laid]
+
+
 def check_split_outputs(label: str, originals: list[np.ndarray], convs: dict[str, np.ndarray], raw: list[np.ndarray],
                         head: Head, meta, engine: str = "ort", layout_atol: float = 0.0,
-                        layout_rtol: float = 0.0) -> Check:
+                        layout_rtol: float = 0.0, mags: dict | None = None) -> Check:
     """Layer 1 for a head whose original outputs already are the raw head split per level, 5-D
     ``(B, na, h, w, no)`` (``head.split_outputs``): the raw outputs must equal the prediction convs laid
     out *and* the original's outputs rearranged, element for element. There is no decoded original, so
@@ -437,12 +453,13 @@ def check_split_outputs(label: str, originals: list[np.ndarray], convs: dict[str
     with np.errstate(all="ignore"):
         expected, exact = expected_raw(convs, head, g)
         raw = [r.reshape(e.shape) if r.shape != e.shape and r.size == e.size else r for r, e in zip(raw, expected)]
-        lay = layout_check(raw, expected, exact, layout_atol, layout_rtol)
+        grown = _grown(mags, head, g)
+        lay = layout_check(raw, expected, exact, layout_atol, layout_rtol, grown)
         as_convs = {}  # (B, na, h, w, no) → (B, na·no, h, w): the conv value the 5-D output is a view of
         for lv, o in zip(head.levels, originals):
             b, na, h, w, no = o.shape
             as_convs[lv.branches[0].tensor] = o.transpose(0, 1, 4, 2, 3).reshape(b, na * no, h, w)
         exp_o, exact_o = expected_raw(as_convs, head, g)
-        outs = replace(layout_check(raw, exp_o, exact_o, layout_atol, layout_rtol),
+        outs = replace(layout_check(raw, exp_o, exact_o, layout_atol, layout_rtol, grown),
                        source=f"the original's {len(originals)} raw outputs")
     return Check(label, lay, None, None, engine, outputs=outs)
