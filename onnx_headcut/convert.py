@@ -218,7 +218,8 @@ def check_converted(src: Path, model: onnx.ModelProto, engine: str, converted: P
     same deterministic input; :class:`VerificationError` (exit 3, nothing written) when the engine
     cannot load or run it, or any output differs by more than :data:`CONVERT_ATOL` + :data:`CONVERT_RTOL`
     times the value (float16 models, or ``half``: an engine that computes in float16 such as RKNN's fp16 build:
-    4e-3 each, 8 float16 ulps of 1). An ``int8`` model
+    4e-3 each, 8 float16 ulps of 1; a ``half`` engine also 8·u·M on an output that is prediction convs' values laid
+    out, M = Σ|w|·|x| + |b| of the conv, see :mod:`onnx_headcut.check.half`). An ``int8`` model
     cannot match within that: only its output count, shapes and finiteness are checked here, and
     ``verify`` measures its detections."""
 
