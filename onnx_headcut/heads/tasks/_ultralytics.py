@@ -9,9 +9,10 @@ says what its decode must do). The output is channel-first ``(1, 4 + nc + extra,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
+import onnx
 
 from ...graph import is_static
 from ...region import LAYOUT_OPS
@@ -20,10 +21,10 @@ from ..base import Branch, Level, Rejection
 from ..dist_anchor import stride_mismatch, unexplained
 
 
-def downstream(ctx: MatchContext, t: str) -> set[str]:
-    """The op types of the decode nodes that read ``t``, directly or through other decode nodes."""
+def decode_consumers(ctx: MatchContext, t: str, follow: Callable[[onnx.NodeProto], bool] = lambda n: True
+                     ) -> Iterator[onnx.NodeProto]:
+    """The decode nodes that read ``t``, directly or through the outputs of decode nodes ``follow`` accepts."""
     inside = {id(n) for n in ctx.region.data_nodes}
-    ops: set[str] = set()
     stack, seen = [t], set()
     while stack:
         x = stack.pop()
@@ -32,9 +33,14 @@ def downstream(ctx: MatchContext, t: str) -> set[str]:
         seen.add(x)
         for c in ctx.ix.consumers.get(x, []):
             if id(c) in inside:
-                ops.add(c.op_type)
-                stack.extend(c.output)
-    return ops
+                yield c
+                if follow(c):
+                    stack.extend(c.output)
+
+
+def downstream(ctx: MatchContext, t: str) -> set[str]:
+    """The op types of the decode nodes that read ``t``, directly or through other decode nodes."""
+    return {c.op_type for c in decode_consumers(ctx, t)}
 
 
 def levels_of(ctx: MatchContext, groups: list[Group], no: Reject, role: str,

@@ -23,7 +23,7 @@ from .._match import Group, MatchContext, Reject, located, matcher
 from ..base import Geometry, Head, Rejection
 from ..dist_anchor import KIND
 from ..families import ultralytics_family
-from ._ultralytics import check_constants, downstream, levels_of
+from ._ultralytics import check_constants, decode_consumers, downstream, levels_of
 
 TASK = "pose"
 ROLE = "kpt"
@@ -45,24 +45,13 @@ def _is_kpt(ops: set[str]) -> bool:
 
 def _shape(ctx: MatchContext, t: str, nk: int) -> tuple[int, int] | None:
     """(count, dims) from the decode's Reshape of the keypoint values to (1, count, dims, N), or None."""
-    inside = {id(n) for n in ctx.region.data_nodes}
-    stack, seen = [t], set()
-    while stack:
-        x = stack.pop()
-        if x in seen:
-            continue
-        seen.add(x)
-        for c in ctx.ix.consumers.get(x, []):
-            if id(c) not in inside:
-                continue
-            if c.op_type == "Reshape":
-                v = ctx.ix.const_value(c.input[1])
-                s = ctx.shapes.get(c.output[0])
-                dims = [int(d) for d in v] if v is not None else list(s) if is_static(s) else []
-                if len(dims) == 4 and dims[1] * dims[2] == nk and dims[2] in (2, 3):
-                    return dims[1], dims[2]
-            if c.op_type in ("Reshape", "Concat", "Identity"):
-                stack.extend(c.output)
+    for c in decode_consumers(ctx, t, lambda c: c.op_type in ("Reshape", "Concat", "Identity")):
+        if c.op_type == "Reshape":
+            v = ctx.ix.const_value(c.input[1])
+            s = ctx.shapes.get(c.output[0])
+            dims = [int(d) for d in v] if v is not None else list(s) if is_static(s) else []
+            if len(dims) == 4 and dims[1] * dims[2] == nk and dims[2] in (2, 3):
+                return dims[1], dims[2]
     return None
 
 
