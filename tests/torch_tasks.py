@@ -178,21 +178,26 @@ def build_yolov6_face(nc: int = 1):
 def export_yolov6_face(path, *, size=(320, 320), nc: int = 1, opset: int = 13, dynamo: bool = False) -> Path:
     """Export the face fixture as YOLOv6's ``deploy/ONNX/export_onnx.py`` does (legacy, opset 13, 'images' ->
     'outputs'), or with the dynamo exporter (opset 18, weights in ``<path>.data``)."""
+    return _export_yolov6(build_yolov6_face(nc), path, size, ["outputs"], opset, dynamo)
+
+
+def _export_yolov6(model, path, size, names: list[str], opset: int, dynamo: bool) -> Path:
+    """YOLOv6's ``deploy/ONNX/export_onnx.py`` export of ``model`` (legacy exporter, eval mode, constants folded,
+    'images' -> ``names``), or the dynamo exporter's (opset 18 at least, weights in ``<path>.data``)."""
     import torch
 
     path = Path(path)
-    model = build_yolov6_face(nc)
     img = torch.zeros(1, 3, *size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model(img)
         if dynamo:
             torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
-                              input_names=["images"], output_names=["outputs"], opset_version=max(opset, 18))
+                              input_names=["images"], output_names=names, opset_version=max(opset, 18))
         else:
             torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
                               training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
-                              input_names=["images"], output_names=["outputs"], dynamo=False)
+                              input_names=["images"], output_names=names, dynamo=False)
     return path
 
 
@@ -280,20 +285,4 @@ def build_yolov6_seg(nc: int = 3, nm: int = NM, npr: int = NPR):
 def export_yolov6_seg(path, *, size=(320, 320), nc: int = 3, opset: int = 13, dynamo: bool = False) -> Path:
     """Export the YOLOv6 0.4.1 seg fixture (legacy exporter, opset 13, as ``deploy/ONNX/export_onnx.py``; or dynamo):
     'outputs' (1, N, 5 + nc), 'protos' (1, nm, H/4, W/4), 'coefficients' (1, N, 1 + nm)."""
-    import torch
-
-    path = Path(path)
-    model = build_yolov6_seg(nc)
-    img = torch.zeros(1, 3, *size)
-    names = ["outputs", "protos", "coefficients"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model(img)
-        if dynamo:
-            torch.onnx.export(model, (img,), str(path), dynamo=True, external_data=True, optimize=True, verbose=False,
-                              input_names=["images"], output_names=names, opset_version=max(opset, 18))
-        else:
-            torch.onnx.export(model, img, str(path), verbose=False, opset_version=opset,
-                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
-                              input_names=["images"], output_names=names, dynamo=False)
-    return path
+    return _export_yolov6(build_yolov6_seg(nc), path, size, ["outputs", "protos", "coefficients"], opset, dynamo)
