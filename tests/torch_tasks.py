@@ -114,6 +114,19 @@ def export(family: str, path, *, size=(320, 320), nc: int = 3, dynamo: bool = Fa
     return path
 
 
+def _anchors(x, strides):
+    """YOLOv6's ``generate_anchors`` as its export traces it: cell centres (+0.5) per level and their strides."""
+    import torch
+
+    anchor_points, stride_tensor = [], []
+    for i, s in enumerate(strides):
+        _, _, h, w = x[i].shape
+        sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        anchor_points.append(torch.stack([sx, sy], -1).to(torch.float).reshape(-1, 2))
+        stride_tensor.append(torch.full((h * w, 1), s, dtype=torch.float))
+    return torch.cat(anchor_points), torch.cat(stride_tensor)
+
+
 # ------------------------------------------------------------------------------ YOLOv6 0.3.1 face
 
 
@@ -143,13 +156,7 @@ def build_yolov6_face(nc: int = 1):
 
         def forward(self, x):
             d = self.det
-            anchor_points, stride_tensor = [], []
-            for i, s in enumerate(d.stride.tolist()):
-                _, _, h, w = x[i].shape
-                sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-                anchor_points.append(torch.stack([sx, sy], -1).to(torch.float).reshape(-1, 2))
-                stride_tensor.append(torch.full((h * w, 1), s, dtype=torch.float))
-            anchor_points, stride_tensor = torch.cat(anchor_points), torch.cat(stride_tensor)
+            anchor_points, stride_tensor = _anchors(x, d.stride.tolist())
             cls_list, reg_list, lmk_list = [], [], []
             for i in range(d.nl):
                 b, _, h, w = x[i].shape
@@ -245,13 +252,7 @@ def build_yolov6_seg(nc: int = 3, nm: int = NM, npr: int = NPR):
 
         def forward(self, x):
             d = self.det
-            anchor_points, stride_tensor = [], []
-            for i, s in enumerate(d.stride.tolist()):
-                _, _, h, w = x[i].shape
-                sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-                anchor_points.append(torch.stack([sx, sy], -1).to(torch.float).reshape(-1, 2))
-                stride_tensor.append(torch.full((h * w, 1), s, dtype=torch.float))
-            anchor_points, stride_tensor = torch.cat(anchor_points), torch.cat(stride_tensor)
+            anchor_points, stride_tensor = _anchors(x, d.stride.tolist())
             cls_list, reg_list, seg_conf = [], [], []
             seg_mask = None
             for i in range(d.nl):
