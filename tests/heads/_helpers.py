@@ -20,6 +20,23 @@ from onnx_headcut.strip import inspect, strip
 STRIDES = (8, 16, 32)
 
 
+def dims(vi) -> list[int]:
+    """The static dims of a value info (0 where symbolic)."""
+    return [d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+
+def torch_export(request, tmp_path_factory, name: str, export: str) -> Path:
+    """A fixture's export by ``tests/torch_tasks.py``'s function ``export(path, dynamo=...)`` for the exporter
+    ``request.param`` ("legacy" or "dynamo"; skipped without torch, or onnxscript for dynamo)."""
+    needs_torch()
+    if request.param == "dynamo":
+        pytest.importorskip("onnxscript")
+    import torch_tasks
+
+    folder = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    return getattr(torch_tasks, export)(folder / f"{name}.onnx", dynamo=request.param == "dynamo")
+
+
 def needs_torch():
     """Skip the calling test without torch (the torch fixtures import it lazily)."""
     return pytest.importorskip("torch")

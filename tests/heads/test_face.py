@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from _helpers import dims, torch_export
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.check.results import Allowed
@@ -30,17 +31,7 @@ ROWS, CONF = 2100, 0.25  # 320x320
 
 @pytest.fixture(scope="module", params=["legacy", "dynamo"])
 def exported(request, tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    if request.param == "dynamo":
-        pytest.importorskip("onnxscript")
-    import torch_tasks
-
-    folder = tmp_path_factory.mktemp(f"face-{request.param}")
-    return torch_tasks.export_yolov6_face(folder / "face.onnx", dynamo=request.param == "dynamo")
-
-
-def _dims(vi) -> list[int]:
-    return [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    return torch_export(request, tmp_path_factory, "face", "export_yolov6_face")
 
 
 def test_torch_face_flat(exported, tmp_path):
@@ -53,7 +44,7 @@ def test_torch_face_flat(exported, tmp_path):
     assert meta["original_output"]["extra_at"] == 4
     assert [(c["name"], c["size"]) for c in meta["channels"]] == [("reg", 4), ("cls", 1), ("lmk", 10)]
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert [(o.name, _dims(o)) for o in raw.graph.output] == [("outputs", [1, ROWS, 15])]
+    assert [(o.name, dims(o)) for o in raw.graph.output] == [("outputs", [1, ROWS, 15])]
     assert set(decode_region(GraphIndex(raw), "outputs").ops) <= {"Concat", "Reshape", "Transpose"}
     assert max_rank(infer_shapes(raw)) <= 4
     (check,) = res.verification.checks
@@ -78,7 +69,7 @@ def test_torch_face_flat(exported, tmp_path):
 def test_torch_face_levels(exported, tmp_path):
     res = strip(exported, tmp_path / "raw.onnx", layout=Layout("levels"), conf=CONF)
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert [(o.name, _dims(o)) for o in raw.graph.output] == [
+    assert [(o.name, dims(o)) for o in raw.graph.output] == [
         ("outputs_s8", [1, 15, 40, 40]), ("outputs_s16", [1, 15, 20, 20]), ("outputs_s32", [1, 15, 10, 10])]
     assert [c["name"] for c in res.metadata["channels"]] == ["cls", "reg", "lmk"]
     (check,) = res.verification.checks
@@ -91,7 +82,7 @@ def test_generated_face_split(tmp_path):
     onnx.save(yolov6_af(width=8, nc=1, landmarks=True), str(src))
     res = strip(src, tmp_path / "raw.onnx", layout=Layout("flat-split", score_sum=True), conf=0.0105)
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert [(o.name, _dims(o)) for o in raw.graph.output] == [
+    assert [(o.name, dims(o)) for o in raw.graph.output] == [
         ("outputs_box", [1, ROWS, 4]), ("outputs_cls", [1, ROWS, 1]), ("outputs_lmk", [1, ROWS, 10]),
         ("outputs_sum", [1, ROWS, 1])]
     (check,) = res.verification.checks
@@ -108,7 +99,7 @@ def test_generated_face(nc, opset, tmp_path):
     (check,) = res.verification.checks
     assert check.ok and check.layout.max_abs_err == 0 and check.decode.max_abs_err <= 1e-3
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert _dims(raw.graph.output[0]) == [1, ROWS, 4 + nc + 10]
+    assert dims(raw.graph.output[0]) == [1, ROWS, 4 + nc + 10]
 
 
 def test_landmarks_off_the_anchor_points_are_refused():

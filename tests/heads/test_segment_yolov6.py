@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from _helpers import dims, torch_export
 
 from onnx_headcut.check import deterministic_input, session
 from onnx_headcut.check.layers import _with_coefficients, decode_check
@@ -30,17 +31,7 @@ NC, NM, ROWS = 3, 32, 2100
 
 @pytest.fixture(scope="module", params=["legacy", "dynamo"])
 def exported(request, tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    if request.param == "dynamo":
-        pytest.importorskip("onnxscript")
-    import torch_tasks
-
-    folder = tmp_path_factory.mktemp(f"v6seg-{request.param}")
-    return torch_tasks.export_yolov6_seg(folder / "seg.onnx", dynamo=request.param == "dynamo")
-
-
-def _dims(vi) -> list[int]:
-    return [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    return torch_export(request, tmp_path_factory, "v6seg", "export_yolov6_seg")
 
 
 def test_torch_yolov6_seg(exported, tmp_path):
@@ -52,7 +43,7 @@ def test_torch_yolov6_seg(exported, tmp_path):
     meta = res.metadata
     assert meta["original_output"]["coefficients"]["shape"] == [1, ROWS, 1 + NM]
     raw = onnx.load(str(tmp_path / "raw.onnx"))
-    assert [(o.name, _dims(o)) for o in raw.graph.output] == [("outputs", [1, ROWS, 4 + NC + NM]),
+    assert [(o.name, dims(o)) for o in raw.graph.output] == [("outputs", [1, ROWS, 4 + NC + NM]),
                                                               ("protos", [1, NM, 80, 80])]
     assert set(decode_region(GraphIndex(raw), "outputs").ops) <= {"Concat", "Reshape", "Transpose"}
     (check,) = res.verification.checks
