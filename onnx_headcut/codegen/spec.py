@@ -2,9 +2,9 @@
 
 :func:`spec_of` turns a raw model's head record (or a :class:`~onnx_headcut.heads.Geometry`) into a
 frozen :class:`Spec`; what the generator does not cover (a decode kind, a selection other than
-top-k, a symbolic input size the record does not describe, an unexpected channel block, an OBB or segment task
-head) is an
-:class:`~onnx_headcut.errors.InputError` naming it, before anything is written.
+top-k, a symbolic input size the record does not describe, an unexpected channel block, an OBB or
+segment head) is an :class:`~onnx_headcut.errors.InputError` naming it, before anything is written.
+Pose and face heads (:data:`COVERED_TASKS`) are covered: their points follow the detection columns.
 """
 
 from __future__ import annotations
