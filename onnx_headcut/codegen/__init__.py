@@ -5,7 +5,8 @@ kind's row decode with early rejection on logits, class-aware NMS or the recorde
 letterbox undo; a dynamic head's calls take the input size) and ``decode_main.cpp`` (a harness: raw
 outputs from float32 files in, JSON lines out) into a folder. The pieces: :mod:`.spec` (what the
 record says, refused when not covered), :mod:`.kinds` (one ``decode_row`` per decode kind),
-:mod:`.layouts` (one row loop per raw layout: flat, levels, split, flat-split), :mod:`.cpp` (the
+:mod:`.layouts` (one row loop per raw layout: flat, levels, split, flat-split), :mod:`.tasks` (the
+keypoints of a pose head, the landmarks of a face head, carried by its detections), :mod:`.cpp` (the
 header), :mod:`.shared` (its NMS, top-k selection and letterbox), :mod:`.harness` (the harness).
 Both files appear together or not at all (:class:`~onnx_headcut.staging.Staging`).
 """

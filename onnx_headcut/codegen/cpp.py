@@ -16,9 +16,12 @@ from .kinds import row_decode
 from .layouts import LAYOUTS, public
 from .shared import CANDIDATES, LETTERBOX, NMS, TOPK
 from .spec import Spec
+from .tasks import constants, fill, member, to_image
+from .tasks import role as extra_role
 
 _BLOCK_TEXT = {"box": "box terms", "obj": "objectness", "cls": "classes", "reg": "distances l, t, r, b",
-               "dfl": "DFL bin logits, l, t, r, b groups"}
+               "dfl": "DFL bin logits, l, t, r, b groups",
+               "kpt": "keypoints x, y[, visibility logit], raw, interleaved", "lmk": "landmark offsets x, y, raw"}
 
 
 def comment(text: str) -> str:
@@ -62,7 +65,12 @@ def _columns(spec: Spec) -> str:
         lines.append(f"constexpr int k{role.capitalize()} = {cols[role]};  // columns {span}: {what}")
     if spec.dfl_bins:
         lines.append(f"constexpr int kDflBins = {spec.dfl_bins};  // bins per side: distance = sum_i softmax_i * i")
-    if spec.split:
+    if spec.split and extra_role(spec):
+        lines.append(f"// {g.layout}: columns 0 .. kBoxWidth - 1 are the _box output's, the next kClsWidth the _cls "
+                     f"output's, the rest the _{extra_role(spec)} output's")
+        lines.append(f"constexpr int kBoxWidth = {spec.part_width('box')}, kClsWidth = {spec.part_width('cls')}, "
+                     f"kExtraWidth = {spec.part_width(extra_role(spec))};")
+    elif spec.split:
         lines.append(f"// {g.layout}: columns 0 .. kBoxWidth - 1 are the _box output's, the rest the _cls output's")
         lines.append(f"constexpr int kBoxWidth = {spec.part_width('box')}, kClsWidth = {spec.part_width('cls')};")
     return "\n".join(lines)
@@ -215,6 +223,24 @@ struct SplitRow {
 };
 """
 
+_SPLIT_ROW_EXTRA = """\
+struct SplitRow {  // [box part, score part, the task's extra part]
+  const float* box;
+  const float* cls;
+  const float* ext;
+  std::size_t box_step, cls_step, ext_step;
+  float operator()(int c) const {
+    return c < kBoxWidth ? box[std::size_t(c) * box_step]
+           : c < kBoxWidth + kClsWidth ? cls[std::size_t(c - kBoxWidth) * cls_step]
+                                       : ext[std::size_t(c - kBoxWidth - kClsWidth) * ext_step];
+  }
+};
+"""
+
+
+def _split_row(spec: Spec) -> str:
+    return "" if not spec.split else _SPLIT_ROW_EXTRA if extra_role(spec) else _SPLIT_ROW
+
 
 def header(spec: Spec, source: str) -> str:
     """The text of ``<name>_decode.hpp``."""
@@ -254,6 +280,15 @@ def _size(spec: Spec) -> str:
     return f"constexpr int kInputW = {w}, kInputH = {h};  // the network input, after letterbox"
 
 
+_CLIP = "    d.y1 = std::clamp((d.y1 - top) / r, 0.f, h), d.y2 = std::clamp((d.y2 - top) / r, 0.f, h);\n"
+
+
+def _letterbox(spec: Spec) -> str:
+    """The letterbox and its undo; a task head's ``to_image`` moves its points too."""
+    assert _CLIP in LETTERBOX
+    return LETTERBOX.replace(_CLIP, _CLIP + to_image(spec))
+
+
 def _header(spec: Spec, source: str) -> str:
     g = spec.g
     h, w = spec.input_hw
@@ -287,6 +322,7 @@ constexpr int kNumClasses = {g.num_classes};
 constexpr int kWidth = {g.width};  // columns of one raw row
 {_rows(spec)}\
 {_columns(spec)}
+{constants(spec)}\
 struct Level {{
   int stride, h, w;
 }};
@@ -303,6 +339,7 @@ constexpr bool kGateIsScore = {str(spec.sigmoid[gate_role]).lower()};  // {_gate
 struct Detection {{
   float x1, y1, x2, y2, score;  // corners in input pixels (image pixels after to_image)
   int cls;
+{member(spec)}\
 }};
 
 struct Options {{
@@ -313,20 +350,20 @@ struct Options {{
 
 namespace detail {{
 
-{_SHARED}{_SPLIT_ROW if spec.split else ""}
+{_SHARED}{_split_row(spec)}
 // Where a row sits: its cell (gx, gy) and the stride of its level{" and its anchor's size (pixels)" if anchor else ""}.
 struct Cell {{
   float gx, gy, stride;{" float aw, ah;" if anchor else ""}
 }};
 
 {CANDIDATES["topk" if spec.topk else "nms"]}
-{row_decode(spec)}
+{fill(spec)}{row_decode(spec)}
 {TOPK if spec.topk else NMS}
 {LAYOUTS[g.layout](spec)}
 }}  // namespace detail
 
 {public(spec)}
 {_blobs(spec)}
-{LETTERBOX}
+{_letterbox(spec)}
 }}  // namespace {spec.name}_decode
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .spec import Spec
+from .tasks import call
 
 
 def _score(spec: Spec, role: str, expr: str) -> str:
@@ -33,9 +34,13 @@ def _gate(spec: Spec, role: str) -> str:
                else "logit(conf) = log(conf / (1 - conf)), as sigmoid(x) >= conf <=> x >= logit(conf)."))
 
 
-_PUSH = """\
+def _push(spec: Spec) -> str:
+    """Push the corners of the decoded row (a task head: then its extra columns)."""
+    extra = ", {}" if call(spec) else ""
+    return f"""\
   // corners as postprocess() makes them: x1 = cx - w / 2, x2 = cx + w / 2
-  out.push_back({cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, score, c});"""
+  out.push_back({{cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, score, c{extra}}});
+{call(spec)}"""
 
 
 def grid_exp_obj(spec: Spec) -> str:
@@ -52,8 +57,7 @@ inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& 
   const float s = cell.stride;
   const float cx = (at(kBox + 0) + cell.gx) * s, cy = (at(kBox + 1) + cell.gy) * s;
   const float w = std::exp(at(kBox + 2)) * s, h = std::exp(at(kBox + 3)) * s;
-{_PUSH}
-}}
+{_push(spec)}}}
 """
 
 
@@ -74,8 +78,7 @@ inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& 
   const float cy = (sigmoid(at(kBox + 1)) * 2 + (cell.gy - 0.5f)) * s;
   const float tw = sigmoid(at(kBox + 2)) * 2, th = sigmoid(at(kBox + 3)) * 2;
   const float w = tw * tw * cell.aw, h = th * th * cell.ah;
-{_PUSH}
-}}
+{_push(spec)}}}
 """
 
 
@@ -122,8 +125,7 @@ inline void decode_row(const Row& at, const Cell& cell, float conf, Candidates& 
   const float ax = cell.gx + 0.5f, ay = cell.gy + 0.5f, s = cell.stride;
   const float x1 = ax - l, y1 = ay - t, x2 = ax + r, y2 = ay + b;
   const float cx = (x1 + x2) / 2 * s, cy = (y1 + y2) / 2 * s, w = (x2 - x1) * s, h = (y2 - y1) * s;
-{_PUSH}
-}}
+{_push(spec)}}}
 """
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .spec import Spec
+from .tasks import role
 
 
 def _cell(spec: Spec) -> str:
@@ -55,15 +56,18 @@ inline std::vector<Detection> decode_rows(const float* const* outputs, const std
 
 
 def flat_split(spec: Spec) -> str:
-    total = "kBoxWidth + kClsWidth"
-    sums = "  const float* sum = outputs[2];\n" if spec.g.score_sum else ""
-    step = ", ++sum" if spec.g.score_sum else ""
+    ext = bool(role(spec))
+    total = "kBoxWidth + kClsWidth" + (" + kExtraWidth" if ext else "")
+    sums = (f"  const float* ext = outputs[2];  // the _{role(spec)} output\n" if ext else "") + \
+        (f"  const float* sum = outputs[{spec.g.parts.index('sum')}];\n" if spec.g.score_sum else "")
+    step = (", ext += kExtraWidth" if ext else "") + (", ++sum" if spec.g.score_sum else "")
     reject = "          if (*sum < sum_gate) continue;  // early rejection on the score sum: one read\n" \
         if spec.g.score_sum else ""
     return f"""\
 // The flat-split layout: (1, rows, kBoxWidth) box columns and (1, rows, kClsWidth) score columns
-// {"and (1, rows, 1) score sums " if spec.g.score_sum else ""}as outputs of their own;
-// a row is [box part, score part] = {total} columns.
+// {f"and (1, rows, kExtraWidth) {role(spec)} columns " if ext else ""}\
+{"and (1, rows, 1) score sums " if spec.g.score_sum else ""}as outputs of their own;
+// a row is [box part, score part{", extra part" if ext else ""}] = {total} columns.
 inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* /*csteps*/,
                                           const Level* levels, const Options& opt) {{
   const float gate = detail::gate(opt.conf);
@@ -76,7 +80,7 @@ inline std::vector<Detection> decode_rows(const float* const* outputs, const std
       for (int y = 0; y < lv.h; ++y)
         for (int x = 0; x < lv.w; ++x, box += kBoxWidth, cls += kClsWidth{step}) {{
 {reject}          if (gate_value(FlatRow{{cls}}, kGate - kBoxWidth) >= gate)  // the gate columns are score columns
-            decode_row(SplitRow{{box, cls, 1, 1}},
+            decode_row(SplitRow{{box, cls, {"ext, 1, " if ext else ""}1, 1}},
                        {_cell(spec)}, opt.conf, cand);
         }}
   }}
@@ -121,18 +125,24 @@ _SUM_OUT = " and a (1, kAnchorsPerCell, h, w) score sum"
 
 
 def split(spec: Spec) -> str:
-    n = len(spec.g.parts)
+    n, ext = len(spec.g.parts), bool(role(spec))
     pointers = "const float* box = outputs[" + f"{n} * l] + std::size_t(a) * kBoxWidth * bstep;\n" \
         f"      const float* cls = outputs[{n} * l + 1] + std::size_t(a) * kClsWidth * cstep;\n"
     steps = f"const std::size_t bstep = csteps[{n} * l], cstep = csteps[{n} * l + 1], n = std::size_t(lv.h) * lv.w;"
+    row = "SplitRow{box + i, cls + i, bstep, cstep}"
+    if ext:
+        pointers += f"      const float* ext = outputs[{n} * l + 2] + std::size_t(a) * kExtraWidth * estep;\n"
+        steps += f"\n    const std::size_t estep = csteps[{n} * l + 2];  // the _{role(spec)} output"
+        row = "SplitRow{box + i, cls + i, ext + i, bstep, cstep, estep}"
     if spec.g.score_sum:
+        k = spec.g.parts.index("sum")
         loop = f"""\
-      const float* sum = outputs[{n} * l + 2] + std::size_t(a) * csteps[{n} * l + 2];
+      const float* sum = outputs[{n} * l + {k}] + std::size_t(a) * csteps[{n} * l + {k}];
       for (std::size_t i = 0; i < n; ++i) {{
         if (sum[i] < sum_gate) continue;  // early rejection on the score sum: one read per pixel
         if (gate_value(PlaneRow{{cls + i, cstep}}, kGate - kBoxWidth) >= gate) {{
           const int y = int(i / lv.w), x = int(i % lv.w);
-          decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+          decode_row({row},
                      {_cell(spec)}, opt.conf, cand);
         }}
       }}"""
@@ -147,15 +157,17 @@ def split(spec: Spec) -> str:
           if (best[k] >= gate) {{
             const std::size_t i = i0 + k;
             const int y = int(i / lv.w), x = int(i % lv.w);
-            decode_row(SplitRow{{box + i, cls + i, bstep, cstep}},
+            decode_row({row},
                      {_cell(spec)}, opt.conf, cand);
           }}
       }}"""
     return f"""\
 // The split layout: per level, stride ascending, a (1, kAnchorsPerCell * kBoxWidth, h, w) box output and a
-// (1, kAnchorsPerCell * kClsWidth, h, w) score output{_SUM_OUT if spec.g.score_sum else ""};
-// a row is [box part, score part]. Channel c of an output is cstep floats after channel c - 1 (h * w when
-// dense, ncnn::Mat::cstep for an ncnn Mat).
+// (1, kAnchorsPerCell * kClsWidth, h, w) score output\
+{f" and a (1, kAnchorsPerCell * kExtraWidth, h, w) {role(spec)} output" if ext else ""}\
+{_SUM_OUT if spec.g.score_sum else ""};
+// a row is [box part, score part{", extra part" if ext else ""}]. Channel c of an output is cstep floats after
+// channel c - 1 (h * w when dense, ncnn::Mat::cstep for an ncnn Mat).
 inline std::vector<Detection> decode_rows(const float* const* outputs, const std::size_t* csteps,
                                           const Level* levels, const Options& opt) {{
   const float gate = detail::gate(opt.conf);
@@ -174,7 +186,8 @@ inline std::vector<Detection> decode_rows(const float* const* outputs, const std
 
 def _part_widths(spec: Spec) -> list[str]:
     """The C++ constant of each output's channels per anchor, in the order of a level's (or the model's) outputs."""
-    return [{"": "kWidth", "box": "kBoxWidth", "cls": "kClsWidth", "sum": "1"}[p] for p in spec.g.parts]
+    return [{"": "kWidth", "box": "kBoxWidth", "cls": "kClsWidth", "sum": "1"}.get(p, "kExtraWidth")
+            for p in spec.g.parts]
 
 
 def _sizes(spec: Spec) -> str:

@@ -2,8 +2,9 @@
 
 :func:`spec_of` turns a raw model's head record (or a :class:`~onnx_headcut.heads.Geometry`) into a
 frozen :class:`Spec`; what the generator does not cover (a decode kind, a selection other than
-top-k, a symbolic input size the record does not describe, an unexpected channel block) is an
-:class:`~onnx_headcut.errors.InputError` naming it, before anything is written.
+top-k, a symbolic input size the record does not describe, an unexpected channel block, an OBB or
+segment head) is an :class:`~onnx_headcut.errors.InputError` naming it, before anything is written.
+Pose and face heads (:data:`COVERED_TASKS`) are covered: their points follow the detection columns.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ BLOCKS = {
     "anchor_grid": ({"box", "obj", "cls"},),
     "dist_anchor": ({"reg", "cls"}, {"dfl", "cls"}),
 }
+#: the task heads covered (the record's ``"task"``) → their extra block's role (after the detection blocks) and the
+#: JSON key of its points; their NMS is the class-aware one
+COVERED_TASKS = {"pose": ("kpt", "keypoints"), "face": ("lmk", "landmarks")}
+#: the task heads refused, and why
+REFUSED_TASKS = {"obb": "their rotated boxes and rotated NMS", "segment": "their mask coefficients and prototypes"}
 #: the decode kinds whose originals may end in a top-k selection (they have an x1, y1, x2, y2 form)
 TOPK_KINDS = ("dist_anchor",)
 
@@ -128,8 +134,10 @@ def _covered(meta: dict[str, Any]) -> None:
 
 
 def _covered_geometry(g: Geometry) -> None:
-    if g.task != "detect":
-        raise InputError(f"codegen does not cover {g.task} heads yet (their extra columns and post-processing)")
+    if g.task in REFUSED_TASKS:
+        raise InputError(f"codegen does not cover {g.task} heads yet ({REFUSED_TASKS[g.task]})")
+    if g.task != "detect" and g.task not in COVERED_TASKS:
+        raise InputError(f"codegen does not cover {g.task} heads (it covers detect, {', '.join(COVERED_TASKS)})")
     if g.decode not in BLOCKS:
         raise InputError(f"codegen does not cover the {g.decode!r} decode yet (it covers {', '.join(BLOCKS)})")
     if g.layout not in LAYOUTS:
@@ -137,17 +145,25 @@ def _covered_geometry(g: Geometry) -> None:
     if g.topk and g.decode not in TOPK_KINDS:
         raise InputError(f"codegen does not cover a top-k selection after a {g.decode} decode (only after "
                          f"{', '.join(TOPK_KINDS)})")
+    if g.topk and g.task != "detect":
+        raise InputError(f"codegen does not cover a top-k selection in a {g.task} head (only class-aware NMS)")
+    extra = {COVERED_TASKS[g.task][0]} if g.task in COVERED_TASKS else set()
     roles = [r for r, _, _ in g.channels]
-    if len(set(roles)) != len(roles) or set(roles) not in BLOCKS[g.decode]:
+    if len(set(roles)) != len(roles) or set(roles) not in [b | extra for b in BLOCKS[g.decode]]:
         raise InputError(f"codegen does not cover a {g.decode} head with the column blocks {roles} "
-                         f"(expected {' or '.join(str(sorted(b)) for b in BLOCKS[g.decode])})")
-    parts = [part_of(r) for r in roles]
-    if g.layout in SPLIT and parts != sorted(parts):  # "box" < "cls": a row is [box part, cls part]
-        raise InputError(f"codegen: a {g.layout} head whose column blocks {roles} do not put the box part first")
+                         f"(expected {' or '.join(str(sorted(b | extra)) for b in BLOCKS[g.decode])})")
+    parts = list(dict.fromkeys(part_of(r) for r in roles))
+    if g.layout in SPLIT and parts != list(g.parts[:g.joined_parts]):  # a row is [box part, cls part(, extra)]
+        raise InputError(f"codegen: a {g.layout} head whose column blocks {roles} do not follow its outputs "
+                         f"{list(g.parts[:g.joined_parts])}")
     sizes = {r: n for r, n, _ in g.channels}
     if sizes.get("box", 4) != 4 or sizes.get("reg", 4) != 4 or sizes.get("obj", 1) != 1 or \
             sizes["cls"] != g.num_classes or ("dfl" in sizes and sizes["dfl"] != 4 * (g.reg_max + 1)):
         raise InputError(f"codegen: the column blocks {dict(sizes)} do not match a {g.decode} head with "
                          f"{g.num_classes} classes")
+    dims = g.kpt_dims if g.task == "pose" else 2
+    if extra and (dims not in (2, 3) or sizes[next(iter(extra))] % dims or not sizes[next(iter(extra))]):
+        raise InputError(f"codegen: a {g.task} block of {sizes[next(iter(extra))]} columns is not points of "
+                         f"{dims} values")
     if g.decode == "anchor_grid" and (not g.anchors or len(g.anchors) != len(g.strides)):
         raise InputError("codegen: an anchor_grid head needs the anchors of every level in its record")
