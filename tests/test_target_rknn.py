@@ -102,6 +102,15 @@ def test_rknn_fp16_trained_sample_raw_converts_and_verifies(tmp_path):
     assert check.layout is not None and HALF_LAYOUT_TOL < check.layout.max_abs_err <= 0.05  # the growth mattered
     assert check.max_abs_err_boxes <= 0.2 and check.max_abs_err_scores <= 4e-3
     assert check.detections is not None and check.detections.n_ref == check.detections.matched >= 3
+    # headcut detect on the .rknn (the simulator rebuild) finds what the raw .onnx finds on a generated scene
+    save_scenes(tmp_path / "scene", EVAL_SEED, 1)
+    (img,) = sorted((tmp_path / "scene").glob("*.png"))
+    p = headcut("detect", res.model, img, "--json")
+    q = headcut("detect", tmp_path / "raw.onnx", img, "--json")
+    assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
+    a, b = json.loads(p.stdout)["detections"], json.loads(q.stdout)["detections"]
+    assert len(a) == len(b) >= 1 and [d["class"] for d in a] == [d["class"] for d in b]
+    assert max(abs(u - v) for d, e in zip(a, b) for u, v in zip(d["box"], e["box"])) <= 1.0
 
 
 @needs_rknn
