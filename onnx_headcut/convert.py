@@ -34,7 +34,7 @@ from .check.half import HALF_GROWTH, U16, output_magnitudes
 from .engines import MODULES, EngineError, _need, pnnx_binary, run, worker
 from .errors import HeadcutError, OutputError, VerificationError
 from .graph import GraphIndex
-from .io import dependencies, load
+from .io import dependencies, load, save
 from .metadata import CONVERTED_SUFFIX, embedded
 from .staging import Staging, check_outputs
 from .targets import calibration_images, check_options, match_outputs
@@ -204,7 +204,7 @@ def _rewritten(src: Path, model: onnx.ModelProto, target, scratch: Path) -> Path
     if copy is model:
         return src
     path = scratch / src.name
-    onnx.save(copy, str(path))
+    save(copy, path)  # weights beside it in scratch when over protobuf's 2 GB
     return path
 
 

@@ -201,3 +201,29 @@ def test_fold_constants_folds_the_shape_of_a_static_tensor_only():
         np.testing.assert_array_equal(u, v)
     assert b[1].tolist() == [3.0, 4.0]  # Shape's start attribute
     assert fold_constants(model("batch")) is None  # a symbolic batch: nothing is constant
+
+
+def test_a_rewritten_copy_over_2gb_keeps_its_weights_beside_it(tmp_path, monkeypatch):
+    """The copy a converter is handed is saved as headcut saves models: over protobuf's 2 GB (here: over a
+    lowered threshold) its weights go to ``<name>.data`` in the scratch folder, instead of onnx.save failing
+    with a traceback (exit 1)."""
+    import onnx_headcut.io as hio
+    from onnx_headcut.convert import _rewritten
+    from onnx_headcut.engines import MODULES
+
+    m = _anchor_points()
+    big = np.random.default_rng(1).standard_normal((512, 4, 2)).astype(np.float32)  # read by the data path
+    m.graph.initializer.append(onnx.numpy_helper.from_array(big, "big"))
+    m.graph.node.append(helper.make_node("Mul", ["y", "big"], ["z"]))
+    m.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    src = tmp_path / "m.onnx"
+    onnx.save(m, str(src))
+    monkeypatch.setattr(hio, "_EXTERNAL_THRESHOLD", 1024)
+    (tmp_path / "scratch").mkdir()
+    given = _rewritten(src, onnx.load(str(src)), MODULES["tflite"], tmp_path / "scratch")
+    assert given != src and (tmp_path / "scratch" / "m.onnx.data").is_file()
+    x = np.random.default_rng(0).standard_normal((1, 4, 2)).astype(np.float32)
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    b = ort.InferenceSession(str(given), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
